@@ -59,6 +59,8 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     _log_file: object = field(repr=False, default=None)
+    # How long stop() waits after SIGTERM before SIGKILL. Node servers holding keep-alive sockets linger.
+    stop_grace: float = 10.0
 
     def wait_ready(self, check: Callable[[], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -85,13 +87,13 @@ class Service:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
         """End the process gracefully (SIGTERM to its process group), then forcefully if it lingers."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout)
+                self.process.wait(self.stop_grace)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._close_log()
@@ -184,6 +186,7 @@ def start_azurite(workdir: Path, *, in_memory: bool = True) -> Azurite:
     ]
     argv += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
     base = _spawn("azurite", argv, workdir / "azurite.log")
+    base.stop_grace = 1.0 if in_memory else 10.0  # nothing to flush in memory
     service = Azurite(**vars(base), blob_port=ports[0], queue_port=ports[1], table_port=ports[2])
     service.wait_ready(lambda: all(_port_open(p) for p in ports))
     return service
@@ -221,6 +224,7 @@ def start_maildev(workdir: Path) -> MailDev:
         "--silent",
     ]
     base = _spawn("maildev", argv, workdir / "maildev.log")
+    base.stop_grace = 1.0  # mail is kept in memory
     service = MailDev(**vars(base), smtp_port=smtp_port, web_port=web_port)
     service.wait_ready(
         lambda: _port_open(smtp_port) and requests.get(f"{service.web_url}/api/healthz", timeout=1).ok

@@ -1,0 +1,5 @@
+"""Alert ingestion: the timer that pulls every tenant's alerts (#4) and the SIEM pull API."""
+
+from fetch_alerts.blueprint import bp
+
+__all__ = ["bp"]

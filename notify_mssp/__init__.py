@@ -1,0 +1,5 @@
+"""Notifications to the MSSP: the rules API, the notification orchestrator and its activities (#5)."""
+
+from notify_mssp.blueprint import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,158 @@
+"""Every app setting the code reads, in one place.
+
+Settings are read from the environment (App Service app settings in Azure, `local.settings.json` or the
+local host's settings file locally) at first use, validated, and cached for the life of the worker. A bad
+or missing value fails with `SettingsError` naming the setting and what is wrong, at the first
+invocation that needs it, never at import time (a failing import would hide every function).
+
+`SETTINGS` is the registry: the Bicep consistency test (#6), `local.settings.sample.json` and the README's
+table are checked against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+Consumer = Literal["code", "host"]
+
+
+class SettingsError(ValueError):
+    """An app setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting: its name, default, how it is parsed, and who reads it."""
+
+    name: str
+    description: str
+    default: str | None = None
+    parse: Callable[[str, str], Any] = lambda name, raw: raw
+    consumer: Consumer = "code"
+    secret: bool = False
+
+
+# --- parsers: (setting name, raw value) -> value, raising SettingsError with the name ---------------------
+
+_NCRONTAB_FIELD = re.compile(r"^[\w*/,\-?]+$")
+
+
+def _ncrontab(name: str, raw: str) -> str:
+    fields = raw.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        raise SettingsError(
+            f"{name}: {raw!r} is not a six-field NCRONTAB expression "
+            "({second} {minute} {hour} {day} {month} {day-of-week}), e.g. '0 */5 * * * *'"
+        )
+    return raw
+
+
+def _https_url(name: str, raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme != "https" or not parsed.netloc or parsed.query or parsed.fragment:
+        raise SettingsError(f"{name}: {raw!r} must be an https URL without query or fragment")
+    return raw.rstrip("/")
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes"}:
+        return True
+    if value in {"0", "false", "no", ""}:
+        return False
+    raise SettingsError(f"{name}: {raw!r} is not a boolean (true or false)")
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
+    if value <= 0:
+        raise SettingsError(f"{name}: {raw!r} must be greater than zero")
+    return value
+
+
+def _table_prefix(name: str, raw: str) -> str:
+    if raw and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,19}", raw):
+        raise SettingsError(f"{name}: {raw!r} must be letters and digits, starting with a letter, at most 20")
+    return raw
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Storage for the app's own tables. In Azure: the table endpoint with the managed identity; locally:
+    # a connection string to Azurite. Exactly one of the two is needed.
+    Setting("TABLES_ENDPOINT", "Table service endpoint, e.g. https://<account>.table.core.windows.net "
+            "(Azure; authenticated with the managed identity).", default="", parse=lambda n, r: r and _https_url(n, r)),
+    Setting("TABLES_CONNECTION_STRING", "Connection string for the app's tables (local development with "
+            "Azurite). Takes precedence over TABLES_ENDPOINT.", default="", secret=True),
+    Setting("TABLES_NAME_PREFIX", "Optional prefix for the app's table names (several deployments in one "
+            "storage account).", default="", parse=_table_prefix),
+    Setting("AZURE_CLIENT_ID", "Client id of the function app's user-assigned managed identity (storage, "
+            "federated credential).", default=""),
+    # Schedules: read by the Functions host through %NAME% in the bindings.
+    Setting("FETCH_ALERTS_SCHEDULE", "NCRONTAB schedule of the alert ingestion timer (UTC).",
+            default="0 */5 * * * *", parse=_ncrontab, consumer="host"),
+    Setting("DURABLE_HUB_NAME", "Durable Functions task hub name (host.json reads it).",
+            default="msspalerts", consumer="host"),
+    # Microsoft endpoints (sovereign clouds and the local cloud change them).
+    Setting("ENTRA_AUTHORITY_HOST", "Entra ID authority host.", default="https://login.microsoftonline.com",
+            parse=_https_url),
+    Setting("ENTRA_DISABLE_INSTANCE_DISCOVERY", "true only for a non-Microsoft authority (the local cloud).",
+            default="false", parse=_bool),
+    Setting("GRAPH_API_HOST", "Microsoft Graph host.", default="https://graph.microsoft.com", parse=_https_url),
+    Setting("DEFENDER_API_HOST", "Defender for Endpoint API host.", default="https://api.security.microsoft.com",
+            parse=_https_url),
+    Setting("DEFENDER_API_RESOURCE", "Defender for Endpoint token resource (scope = <resource>/.default).",
+            default="https://api.securitycenter.microsoft.com", parse=_https_url),
+    Setting("PORTAL_HOST", "Microsoft Defender portal host for deep links.",
+            default="https://security.microsoft.com", parse=_https_url),
+    Setting("HTTP_TIMEOUT_SECONDS", "Timeout of one outbound HTTP request.", default="30", parse=_positive_int),
+)
+
+_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class Settings:
+    """Validated settings, read lazily from an environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self._cache:
+            setting = _BY_NAME.get(name)
+            if setting is None:
+                raise KeyError(f"{name} is not a registered setting (add it to shared.settings.SETTINGS)")
+            raw = self._environ.get(name)
+            if raw is None or (raw == "" and setting.default is None):
+                if setting.default is None:
+                    raise SettingsError(f"{name} is not set: {setting.description}")
+                raw = setting.default
+            self._cache[name] = setting.parse(name, raw)
+        return self._cache[name]
+
+    def require(self, name: str) -> Any:
+        """The value of a setting that must not be empty here."""
+        value = self.get(name)
+        if value in ("", None):
+            raise SettingsError(f"{name} is not set: {_BY_NAME[name].description}")
+        return value
+
+    def validate(self, names: tuple[str, ...] | None = None) -> None:
+        """Read (and so check) every named setting, or every registered one."""
+        for name in names or tuple(_BY_NAME):
+            self.get(name)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, validated at first use of each."""
+    return Settings(os.environ)
