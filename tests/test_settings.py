@@ -67,3 +67,9 @@ def test_host_json_takes_the_hub_name_from_its_setting():
     assert host["extensions"]["durableTask"]["hubName"] == "%DURABLE_HUB_NAME%"
     assert {"maxConcurrentActivityFunctions", "maxConcurrentOrchestratorFunctions"} <= set(
         host["extensions"]["durableTask"])
+
+
+def test_the_readme_documents_every_setting():
+    readme = (REPO / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
+    assert missing == []

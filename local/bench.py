@@ -1,0 +1,56 @@
+"""`make bench`: run the benchmark scenarios and print their figures with the bound each is measured
+against, measured in the same run.
+
+Each scenario is a function `(workdir) -> dict` returning its figures plus `bound`, `target` and `met`.
+The last line printed is one JSON object: {"scenarios": {name: figures}, "targets_met": bool}.
+Issue #2 adds `durable_fanout_1000`; #4 and #5 add theirs to SCENARIOS.
+
+    make bench                          every scenario
+    make bench ARGS="durable_fanout_1000"  only the named ones
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from local.bench_durable import run_durable_fanout_1000
+
+Scenario = Callable[[Path], dict[str, Any]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "durable_fanout_1000": run_durable_fanout_1000,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    unknown = [n for n in args.names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.names or list(SCENARIOS):
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
+            try:
+                figures = SCENARIOS[name](Path(workdir))
+            except Exception as exc:  # a broken scenario is reported, not hidden, and fails the targets
+                figures = {"error": f"{type(exc).__name__}: {exc}", "met": False}
+        results[name] = figures
+        print(f"{name}: {json.dumps(figures)}", flush=True)
+    summary = {"scenarios": results, "targets_met": all(r.get("met") is True for r in results.values())}
+    print(json.dumps(summary), flush=True)
+    return 0 if summary["targets_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

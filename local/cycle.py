@@ -1,0 +1,139 @@
+"""One full product cycle on the local platform, and the summary `make run ARGS=--once` prints.
+
+A cycle is what an MSSP sees in its first minutes: the demo tenants onboard, the ingestion timer ticks
+once, and the notification run it starts finishes. Later issues add their part to the steps below; the
+summary's keys are fixed (issue #2): tenants, alerts_stored, emails_delivered, duplicates, failures, errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from azure.data.tables import TableServiceClient
+
+from local.stack import LocalStack
+
+logger = logging.getLogger(__name__)
+
+DURABLE_API = "runtime/webhooks/durabletask"
+NOTIFY_ORCHESTRATOR = "notify_mssp"
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did, shaped into the one-line JSON summary."""
+
+    errors: list[dict[str, str]] = field(default_factory=list)
+    emails_before: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, where: str, message: str) -> None:
+        logger.error("%s: %s", where, message)
+        self.errors.append({"where": where, "message": message})
+
+
+def fire_timer(stack: LocalStack, name: str) -> None:
+    """Run a timer function now, as the portal's "Test/Run" does, through the host's admin API."""
+    assert stack.host is not None
+    response = stack.host.admin("POST", f"functions/{name}", json={"input": ""})
+    if response.status_code != 202:
+        raise RuntimeError(f"admin run of {name} answered {response.status_code}: {response.text[:200]}")
+
+
+def orchestration_instances(stack: LocalStack, name: str, created_from: datetime) -> list[dict[str, Any]]:
+    """Instances of one orchestrator created since a time, from the Durable HTTP API."""
+    assert stack.host is not None
+    response = requests.get(
+        f"{stack.host.url}/{DURABLE_API}/instances",
+        params={"code": stack.host.master_key,
+                "createdTimeFrom": created_from.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [i for i in response.json() if i.get("name") == name]
+
+
+def wait_for_orchestration(stack: LocalStack, name: str, created_from: datetime,
+                           timeout: float = 120.0) -> dict[str, Any]:
+    """The first instance of `name` created since `created_from`, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        instances = orchestration_instances(stack, name, created_from)
+        finished = [i for i in instances if i.get("runtimeStatus") in ("Completed", "Failed", "Terminated")]
+        if finished:
+            return finished[0]
+        time.sleep(0.2)
+    raise TimeoutError(f"no {name} orchestration finished within {timeout:.0f}s")
+
+
+def api_get(stack: LocalStack, path: str) -> Any:
+    assert stack.host is not None
+    response = requests.get(f"{stack.host.url}/api/{path}",
+                            headers={"x-functions-key": stack.host.function_key}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def count_alert_rows(stack: LocalStack) -> int:
+    service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
+    prefix = stack.settings.get("TABLES_NAME_PREFIX", "")
+    if f"{prefix}Alerts" not in {t.name for t in service.list_tables()}:
+        return 0
+    table = service.get_table_client(f"{prefix}Alerts")
+    rows = table.query_entities("RowKey ge @lo and RowKey lt @hi", parameters={"lo": "alert|", "hi": "alert}"},
+                                select=["RowKey"])
+    return sum(1 for _ in rows)
+
+
+def duplicate_emails(messages: list[dict[str, Any]]) -> int:
+    """Extra copies of the same message (same Message-ID and recipients) in the inbox."""
+    keys = Counter(
+        (str(m.get("messageId") or m.get("headers", {}).get("message-id") or m.get("id")),
+         tuple(sorted(str(t.get("address")) for t in m.get("to") or [])))
+        for m in messages
+    )
+    return sum(n - 1 for n in keys.values() if n > 1)
+
+
+def run_cycle(stack: LocalStack) -> dict[str, Any]:
+    """Run one full cycle from empty storage and return the summary object."""
+    report = CycleReport()
+    if stack.maildev is not None:
+        report.emails_before = len(stack.maildev.messages())
+
+    # Ingestion tick: the timer starts this tick's notification run (design.md, "Runs").
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    try:
+        fire_timer(stack, "fetch_alerts")
+        run = wait_for_orchestration(stack, NOTIFY_ORCHESTRATOR, started)
+        report.notes["notification_run"] = {"instanceId": run.get("instanceId"), "status": run.get("runtimeStatus")}
+        if run.get("runtimeStatus") != "Completed":
+            report.error("notify_mssp", f"run {run.get('instanceId')} ended {run.get('runtimeStatus')}")
+    except (RuntimeError, TimeoutError, requests.RequestException) as exc:
+        report.error("fetch_alerts", str(exc))
+
+    return summarise(stack, report)
+
+
+def summarise(stack: LocalStack, report: CycleReport) -> dict[str, Any]:
+    tenants: Counter[str] = Counter()
+    try:
+        for tenant in api_get(stack, "tenants")["value"]:
+            tenants[str(tenant.get("status"))] += 1
+    except requests.RequestException as exc:
+        report.error("tenants", str(exc))
+    messages = stack.maildev.messages() if stack.maildev is not None else []
+    return {
+        "tenants": dict(sorted(tenants.items())),
+        "alerts_stored": count_alert_rows(stack),
+        "emails_delivered": len(messages) - report.emails_before,
+        "duplicates": duplicate_emails(messages),
+        "failures": 0,
+        "errors": report.errors,
+    }

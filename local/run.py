@@ -1,0 +1,132 @@
+"""`make run`: the whole product on the local platform.
+
+    make run                 start everything, print where it is, show a live status; Ctrl-C stops it all
+    make run ARGS=--once     from empty storage, run one full cycle, print a one-line JSON summary, exit
+
+Exit code of --once is non-zero when the summary lists errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+from local.cycle import api_get, count_alert_rows, run_cycle
+from local.demo import setup_demo
+from local.services import REPO_ROOT
+from local.stack import LocalStack
+from shared.settings import SETTINGS
+
+REGISTERED = {s.name for s in SETTINGS}
+
+logger = logging.getLogger("local.run")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--once", action="store_true", help="run one full cycle, print the summary, exit")
+    parser.add_argument("--port", type=int, default=7071, help="local Functions host port (default 7071)")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".local" / "run",
+                        help="where logs and the local CA go (default .local/run)")
+    parser.add_argument("--status-every", type=float, default=15.0, help="seconds between status lines")
+    return parser.parse_args(argv)
+
+
+def banner(stack: LocalStack) -> str:
+    assert stack.host is not None
+    lines = [
+        "",
+        "MSSP Defender alerts: running locally",
+        f"  API base URL        {stack.host.url}/api",
+        f"  Function key        {stack.host.function_key}   (header x-functions-key, or ?code=)",
+        f"  Master key          {stack.host.master_key}   (admin API: {stack.host.url}/admin/...)",
+        f"  Local cloud         {stack.cloud.url}   (Entra, Graph, Defender; control API at /control)",
+        f"  Local cloud CA      {stack.cloud.ca_path}",
+        f"  Storage (Azurite)   {stack.azurite.table_url}",
+    ]
+    if stack.maildev is not None:
+        lines.append(f"  Mail inbox          {stack.maildev.web_url}   (SMTP on 127.0.0.1:{stack.maildev.smtp_port})")
+    lines += [
+        f"  Logs                {stack.workdir}",
+        f"  Try                 curl -H 'x-functions-key: {stack.host.function_key}' {stack.host.url}/api/tenants",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def status_line(stack: LocalStack) -> str:
+    try:
+        tenants = Counter(str(t.get("status")) for t in api_get(stack, "tenants")["value"])
+        tenant_text = ", ".join(f"{n} {s}" for s, n in sorted(tenants.items())) or "none yet"
+    except requests.RequestException as exc:
+        tenant_text = f"unavailable ({type(exc).__name__})"
+    emails = len(stack.maildev.messages()) if stack.maildev is not None else 0
+    alive = "up" if stack.host is not None and stack.host.alive else "DOWN"
+    return (f"[{time.strftime('%H:%M:%S')}] host {alive}; tenants: {tenant_text}; "
+            f"alerts stored: {count_alert_rows(stack)}; e-mails in inbox: {emails}")
+
+
+def start_demo_stack(workdir: Path, port: int) -> LocalStack:
+    """Azurite, MailDev and the local cloud, the demo world in the cloud, then the host with the real app.
+
+    Only registered settings reach the app: what the demo creates for later features (credentials of the
+    MSSP's app registrations) flows in once the code that reads it registers it."""
+    stack = LocalStack.start(workdir, host_port=port, start_app=False)
+    try:
+        demo = setup_demo(stack)
+        stack.settings.update({k: v for k, v in demo.items() if k in REGISTERED})
+        stack.start_host()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def failed_summary(where: str, message: str) -> dict[str, object]:
+    return {"tenants": {}, "alerts_stored": 0, "emails_delivered": 0, "duplicates": 0, "failures": 0,
+            "errors": [{"where": where, "message": message}]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # SIGTERM ends the run like Ctrl-C, so every child process is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stack = None
+    try:
+        try:
+            stack = start_demo_stack(args.workdir, args.port)
+            summary = run_cycle(stack) if args.once else None
+        except Exception as exc:
+            if not args.once:
+                raise
+            logger.exception("the local platform failed")
+            summary = failed_summary("platform", f"{type(exc).__name__}: {exc}")
+        if summary is not None:
+            print(json.dumps(summary), flush=True)
+            return 1 if summary["errors"] else 0
+        print(banner(stack), flush=True)
+        while True:
+            print(status_line(stack), flush=True)
+            time.sleep(args.status_every)
+    except KeyboardInterrupt:
+        print("stopping...", file=sys.stderr)
+        return 0
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The whole local platform wired together: Azurite, MailDev, the local cloud and the local host running
+the real app with settings that point every Microsoft endpoint at the local cloud.
+
+`make run` (local/run.py), `make bench` and the end-to-end tests start it through `LocalStack.start`, so
+the app sees the same settings everywhere; only the settings differ from Azure (design.md invariant 7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import certifi
+
+from local.services import (
+    REPO_ROOT,
+    Azurite,
+    LocalCloud,
+    LocalHost,
+    MailDev,
+    start_azurite,
+    start_cloud,
+    start_host,
+    start_maildev,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def trust_bundle(cloud: LocalCloud, workdir: Path) -> Path:
+    """Public CAs plus the local cloud's CA, so the app trusts both (REQUESTS_CA_BUNDLE replaces the
+    default bundle rather than adding to it)."""
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + cloud.ca_path.read_text())
+    return bundle
+
+
+def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 * * * *",
+                 extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The app settings of a local deployment: Azure's defaults with every endpoint pointed at the stand-ins."""
+    settings = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "TABLES_CONNECTION_STRING": azurite.connection_string,
+        "FETCH_ALERTS_SCHEDULE": schedule,
+        "DURABLE_HUB_NAME": "msspalertslocal",
+        "ENTRA_AUTHORITY_HOST": cloud.url,
+        "ENTRA_DISABLE_INSTANCE_DISCOVERY": "true",
+        "GRAPH_API_HOST": cloud.url,
+        "DEFENDER_API_HOST": cloud.url,
+        "PORTAL_HOST": "https://security.microsoft.com",
+    }
+    settings.update(extra or {})
+    return settings
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    azurite: Azurite
+    cloud: LocalCloud
+    maildev: MailDev | None
+    host: LocalHost | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    host_port: int | None = None
+
+    @classmethod
+    def start(cls, workdir: Path, *, host_port: int | None = None, with_maildev: bool = True,
+              schedule: str = "0 */5 * * * *", extra_settings: Mapping[str, str] | None = None,
+              start_app: bool = True) -> LocalStack:
+        workdir.mkdir(parents=True, exist_ok=True)
+        started: list[object] = []
+        try:
+            azurite = start_azurite(workdir / "azurite")
+            started.append(azurite)
+            cloud = start_cloud(workdir / "cloud")
+            started.append(cloud)
+            maildev = start_maildev(workdir / "maildev") if with_maildev else None
+            started.append(maildev)
+            extra = dict(extra_settings or {})
+            if maildev is not None:
+                extra.setdefault("SMTP_HOST", "127.0.0.1")
+                extra.setdefault("SMTP_PORT", str(maildev.smtp_port))
+            stack = cls(workdir=workdir, azurite=azurite, cloud=cloud, maildev=maildev, host_port=host_port,
+                        settings=app_settings(azurite, cloud, schedule=schedule, extra=extra))
+            if start_app:
+                stack.start_host()
+            return stack
+        except BaseException:
+            for service in reversed(started):
+                if service is not None:
+                    with contextlib.suppress(Exception):
+                        service.stop()  # type: ignore[attr-defined]
+            raise
+
+    def start_host(self) -> LocalHost:
+        """(Re)start the local host with the real app; in-memory Durable state starts empty."""
+        bundle = trust_bundle(self.cloud, self.workdir)
+        env = {"REQUESTS_CA_BUNDLE": str(bundle), "SSL_CERT_FILE": str(bundle)}
+        keys = {}
+        if self.host is not None:  # a restart keeps the keys callers already hold
+            keys = {"master_key": self.host.master_key, "function_key": self.host.function_key}
+        self.host = start_host(REPO_ROOT, self.settings, port=self.host_port, env=env,
+                               log_path=self.workdir / "host" / "host.log", **keys)
+        self.host_port = self.host.port  # a restart comes back on the same port
+        return self.host
+
+    def stop(self) -> None:
+        for service in (self.host, self.maildev, self.cloud, self.azurite):
+            if service is not None:
+                with contextlib.suppress(Exception):
+                    service.stop()
