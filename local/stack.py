@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ def trust_bundle(cloud: LocalCloud, workdir: Path) -> Path:
     """Public CAs plus the local cloud's CA, so the app trusts both (REQUESTS_CA_BUNDLE replaces the
     default bundle rather than adding to it)."""
     bundle = workdir / "ca-bundle.pem"
-    bundle.write_text(Path(certifi.where()).read_text() + "\n" + cloud.ca_path.read_text())
+    base = os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+    bundle.write_text(Path(base).read_text() + "\n" + cloud.ca_path.read_text())
     return bundle
 
 
