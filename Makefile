@@ -8,19 +8,29 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 ARGS ?=
+# Debian's Chromium drives the browser test (Playwright with executable_path; no browser download).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run test bench lint clean
 
-setup: $(STAMP_PY) $(STAMP_NODE)
+setup: $(STAMP_PY) $(STAMP_NODE) $(CHROMIUM)
+
+# Debian's python3.11 needs python3.11-venv for `-m venv`; install it when venv creation fails.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+		$(APT_INSTALL) python3.11-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+$(CHROMIUM):
+	$(APT_INSTALL) chromium
 
 run: setup
 	$(PY) -m local.run $(ARGS)
