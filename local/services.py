@@ -307,8 +307,8 @@ def start_host(
 ) -> LocalHost:
     """The local Functions host running `app` from app_root with the given app settings."""
     port = port or free_port()
-    master_key = master_key or secrets.token_urlsafe(24)
-    function_key = function_key or secrets.token_urlsafe(24)
+    master_key = master_key or secrets.token_hex(24)
+    function_key = function_key or secrets.token_hex(24)
     settings_dir = log_path.parent if log_path else Path(tempfile.mkdtemp(prefix="local-host-"))
     settings_dir.mkdir(parents=True, exist_ok=True)
     settings_file = settings_dir / f"host-settings-{port}.json"
