@@ -1,0 +1,117 @@
+"""`python -m local.host`: run a v2-model function app locally, as `func start` would (local/PLATFORM.md).
+
+    python -m local.host --port N --app-root DIR [--app function_app:app] [--settings-file FILE.json]
+                         [--master-key K] [--function-key K] [--state-dir DIR]
+
+App settings are put into the environment before the app is imported; keys not given are generated
+and printed. `--state-dir` (or LOCAL_HOST_STATE_DIR) keeps timer schedule status across restarts.
+Exit codes: 0 after a graceful stop (SIGTERM, SIGINT, POST /admin/local/shutdown), 1 if the app or its
+configuration cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from local.host.app_loader import AppLoadError, load_app
+from local.host.hostconfig import (
+    HostConfigError,
+    apply_settings,
+    configure_logging,
+    load_host_config,
+    load_settings_file,
+)
+from local.host.keys import HostKeys
+from local.host.server import HostOptions, LocalHost
+
+logger = logging.getLogger("local.host")
+
+
+class _UtcFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # No strftime: it imports at first use, which fails for records logged during interpreter exit.
+        m = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
+                f"{m.microsecond // 1000:03d}Z")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local.host", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--app-root", type=Path, required=True)
+    parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
+    parser.add_argument("--settings-file", type=Path)
+    parser.add_argument("--master-key")
+    parser.add_argument("--function-key")
+    parser.add_argument("--state-dir", type=Path, default=os.environ.get("LOCAL_HOST_STATE_DIR") or None)
+    return parser.parse_args(_join_values(sys.argv[1:] if argv is None else argv))
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """`--master-key -abc` -> `--master-key=-abc`: generated keys may start with '-', which argparse
+    would otherwise take for an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        if argv[index] in _VALUE_OPTIONS and index + 1 < len(argv):
+            joined.append(f"{argv[index]}={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
+_VALUE_OPTIONS = {"--port", "--app-root", "--app", "--settings-file", "--master-key", "--function-key", "--state-dir"}
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_UtcFormatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _setup_logging()
+    app_root = args.app_root.resolve()
+    state_dir = args.state_dir.resolve() if args.state_dir else None
+    try:
+        if args.settings_file:
+            apply_settings(load_settings_file(args.settings_file.resolve()))
+        config = load_host_config(app_root)
+        configure_logging(config.log_levels)
+        loaded = load_app(app_root, args.app)
+    except (HostConfigError, AppLoadError) as exc:
+        logger.error("Host failed to start: %s", exc, exc_info=isinstance(exc, AppLoadError))
+        return 1
+    keys = HostKeys.create(args.master_key, args.function_key)
+    if not args.master_key:
+        print(f"Master key: {keys.master}", flush=True)  # noqa: T201 - shown to the developer, as Core Tools does
+    if not args.function_key:
+        print(f"Function key: {keys.function}", flush=True)  # noqa: T201
+    options = HostOptions(port=args.port, app_root=app_root, config=config, keys=keys, state_dir=state_dir)
+    host = LocalHost(loaded.functions, options)
+    asyncio.run(host.run_until_stopped())
+    if host.invoker.stats()["abandoned"]:
+        # Interpreter exit would join the pool's threads, and an abandoned invocation may never end;
+        # the real host kills its worker process at this point, so end this one without waiting.
+        logger.warning("Exiting with abandoned invocations still running")
+        logging.shutdown()
+        os._exit(0)
+    # Objects the app leaked (e.g. unclosed client sessions) complain while the interpreter exits;
+    # the host has stopped by then, so a failing log write must not print tracebacks.
+    logging.raiseExceptions = False
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

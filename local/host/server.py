@@ -1,0 +1,164 @@
+"""Wire the local host together: the app's functions, the invoker, HTTP triggers, timers, the admin API
+and the Durable engine (`local.host.durable`, optional: if it cannot be imported or started the host
+still serves HTTP triggers and timers, and says so in its log), served by aiohttp on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from local.host.admin import AdminApi
+from local.host.hostconfig import HostConfig
+from local.host.http_trigger import MAX_BODY_BYTES, HttpRoute, HttpTriggers
+from local.host.invoker import FunctionInfo, Invoker
+from local.host.keys import HostKeys
+from local.host.timers import Timers
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class HostOptions:
+    port: int
+    app_root: Path
+    config: HostConfig
+    keys: HostKeys
+    state_dir: Path | None = None
+    bind: str = "127.0.0.1"
+
+
+def _create_engine(functions: dict[str, FunctionInfo], invoker: Invoker, options: HostOptions) -> Any | None:
+    try:
+        from local.host.durable import DurableEngine
+    except Exception:
+        logger.exception("Durable Functions are unavailable: local.host.durable failed to import")
+        return None
+    durable = options.config.durable
+    try:
+        return DurableEngine(
+            functions,
+            invoker,
+            hub_name=durable.hub_name,
+            max_concurrent_activities=durable.max_concurrent_activities,
+            max_concurrent_orchestrations=durable.max_concurrent_orchestrations,
+            base_url=f"http://{options.bind}:{options.port}",
+            master_key=options.keys.master,
+            function_key=options.keys.function,
+        )
+    except Exception:
+        logger.exception("Durable Functions are unavailable: the engine could not be created")
+        return None
+
+
+class LocalHost:
+    """One running host: `await start()`, then `await stop()`."""
+
+    def __init__(self, functions: dict[str, FunctionInfo], options: HostOptions) -> None:
+        self.functions = functions
+        self.options = options
+        self.base_url = f"http://{options.bind}:{options.port}"
+        self.stopped = asyncio.Event()
+        self.invoker = Invoker(
+            function_timeout=options.config.function_timeout, function_directory=str(options.app_root)
+        )
+        self.engine = _create_engine(functions, self.invoker, options)
+        self.timers = Timers(functions, self.invoker, state_dir=options.state_dir)
+        if self.engine is not None:
+            self.invoker.set_input_provider("durableClient", self.engine.client_binding_json)
+        self.http = HttpTriggers(functions, self.invoker, options.keys, route_prefix=options.config.route_prefix)
+        self.admin = AdminApi(
+            functions=functions,
+            invoker=self.invoker,
+            keys=options.keys,
+            host_id=f"local-{uuid.uuid4().hex[:12]}",
+            base_url=self.base_url,
+            function_errors=self.timers.errors,
+            http_url_of=self._http_url,
+            extra_stats=self._engine_stats,
+            on_shutdown=self.stopped.set,
+        )
+        self._runner: web.AppRunner | None = None
+        self._engine_started = False
+
+    def _http_url(self, fn: FunctionInfo) -> str | None:
+        if fn.trigger_type != "httpTrigger":
+            return None
+        return self.base_url + self.http.url_path(HttpRoute.of(fn))
+
+    def _engine_stats(self) -> dict[str, Any]:
+        stats = getattr(self.engine, "stats", None)
+        if not callable(stats):
+            return {}
+        try:
+            return {"durable": stats()}
+        except Exception:  # noqa: BLE001 - stats are informative only
+            logger.exception("Durable engine stats failed")
+            return {}
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.add_routes(self.admin.routes())
+        if self.engine is not None:
+            app.add_routes(self.engine.routes())
+        # Last: with an empty route prefix the HTTP triggers' catch-all must not shadow the others.
+        app.add_routes(self.http.aiohttp_routes())
+        return app
+
+    async def start(self) -> None:
+        if self.engine is not None:
+            try:
+                await self.engine.start()
+                self._engine_started = True
+            except Exception:
+                logger.exception("Durable Functions are unavailable: the engine failed to start")
+                self.engine = None
+        # Requests still running at stop get a few seconds, well inside the launcher's 10 s grace.
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.options.bind, self.options.port, reuse_address=True).start()
+        self.timers.start()
+        self._log_functions()
+        logger.info("Host started on %s (Durable %s)", self.base_url,
+                    "running" if self.engine is not None else "unavailable")
+
+    def _log_functions(self) -> None:
+        for fn in self.functions.values():
+            url = self._http_url(fn)
+            if url:
+                methods = fn.trigger.get("methods") or ["*"]
+                logger.info("Function %s: [%s] %s", fn.name, ",".join(str(m).upper() for m in methods), url)
+            else:
+                logger.info("Function %s: %s", fn.name, fn.trigger_type)
+
+    async def stop(self) -> None:
+        logger.info("Host stopping")
+        await self.timers.stop()
+        if self.engine is not None and self._engine_started:
+            with contextlib.suppress(Exception):
+                await self.engine.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.invoker.close()
+        logger.info("Host stopped")
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        await self.start()
+        try:
+            await self.stopped.wait()
+        finally:
+            await self.stop()
