@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -347,9 +348,12 @@ class Invoker:
         elif isinstance(exc, asyncio.CancelledError):
             logger.error("Invocation of 'Functions.%s' (Id=%s) was cancelled", fn.name, invocation_id)
         else:
+            # The traceback without the message, then a bounded message: the Durable SDK appends the whole
+            # orchestration state (activity inputs included) to an orchestrator's exception text.
             logger.error(
-                "Exception while executing function: Functions.%s. Result: Failure Exception: %s: %s",
-                fn.name, type(exc).__name__, exc, exc_info=exc,
+                "Exception while executing function: Functions.%s. Result: Failure Exception: %s: %s\n%s",
+                fn.name, type(exc).__name__, _loggable_message(exc),
+                "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
             )
 
     def stats(self) -> dict[str, Any]:
@@ -374,3 +378,12 @@ def _timeout_error(fn: FunctionInfo, limit: float | None) -> FunctionTimeoutErro
 
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+_MAX_LOGGED_MESSAGE = 500
+
+
+def _loggable_message(exc: BaseException) -> str:
+    """An exception's message without the Durable SDK's state suffix, cut to a bounded length."""
+    message = str(exc).split("$OutOfProcData$", 1)[0].strip()
+    return message if len(message) <= _MAX_LOGGED_MESSAGE else message[:_MAX_LOGGED_MESSAGE] + "..."
