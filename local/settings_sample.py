@@ -37,7 +37,27 @@ def render() -> str:
     return json.dumps(sample(), indent=2) + "\n"
 
 
+README_START = "<!-- settings-table:start (python -m local.settings_sample) -->"
+README_END = "<!-- settings-table:end -->"
+
+
+def readme_table() -> str:
+    rows = ["| Setting | Default | Read by | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        reader = "Functions host" if s.consumer == "host" else "app code"
+        rows.append(f"| `{s.name}` | {default} | {reader} | {s.description.replace('|', '/')} |")
+    return "\n".join([README_START, *rows, README_END])
+
+
+def with_readme_table(readme: str) -> str:
+    start, end = readme.index(README_START), readme.index(README_END) + len(README_END)
+    return readme[:start] + readme_table() + readme[end:]
+
+
 if __name__ == "__main__":
-    path = Path(__file__).resolve().parent.parent / "local.settings.sample.json"
-    path.write_text(render())
-    print(f"wrote {path}")
+    root = Path(__file__).resolve().parent.parent
+    (root / "local.settings.sample.json").write_text(render())
+    readme = root / "README.md"
+    readme.write_text(with_readme_table(readme.read_text()))
+    print(f"wrote {root / 'local.settings.sample.json'} and the settings table in {readme}")

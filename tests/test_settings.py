@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from local.settings_sample import render
+from local.settings_sample import render, with_readme_table
 from shared.settings import SETTINGS, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_host_json_takes_the_hub_name_from_its_setting():
         host["extensions"]["durableTask"])
 
 
-def test_the_readme_documents_every_setting():
+def test_the_readme_settings_table_is_generated_from_the_registry():
     readme = (REPO / "README.md").read_text()
-    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
-    assert missing == []
+    assert readme == with_readme_table(readme), "run `python -m local.settings_sample`"
+    assert all(f"| `{s.name}` |" in readme for s in SETTINGS)

@@ -1,0 +1,131 @@
+"""Prove that the MSSP's app can read a tenant's alerts: the check behind a tenant becoming `active`.
+
+Serves the consent callback and the verification timer of grant_access (#3). The check gets an app-only
+token for the tenant, confirms Entra issued it for that tenant (`tid`) with the source's alert role in
+`roles`, and lists one alert. Its outcome says what the caller should do with the tenant. Entra takes
+minutes to propagate a new consent, so right after consent (`consent_fresh`) a missing app or role means
+"try again later", not "revoked".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from shared.alert_sources import AlertSource, alert_request_headers, alerts_url, has_alert_role, required_role
+from shared.errors import (
+    BadResponse,
+    ConsentRevoked,
+    MicrosoftError,
+    MsspCredentialError,
+    NotLicensed,
+    PermissionMissing,
+    ServiceError,
+    TenantNotFound,
+    Throttled,
+    from_api_response,
+    from_transport,
+    json_object,
+)
+from shared.identity import TenantTokens, get_tenant_tokens, token_claims
+from shared.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["active", "retry", "not_licensed", "consent_revoked", "permission_missing",
+                  "tenant_not_found", "mssp_credential", "error"]
+
+_FINAL_OUTCOMES: dict[type[MicrosoftError], Outcome] = {
+    ConsentRevoked: "consent_revoked",
+    PermissionMissing: "permission_missing",
+    NotLicensed: "not_licensed",
+    TenantNotFound: "tenant_not_found",
+    MsspCredentialError: "mssp_credential",
+    Throttled: "retry",
+    ServiceError: "retry",
+}
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """What verification found; `message` is plain text, safe to show the MSSP and store."""
+
+    outcome: Outcome
+    message: str
+
+
+def check_access(
+    tenant_id: str,
+    source: AlertSource,
+    *,
+    consent_fresh: bool,
+    tokens: TenantTokens | None = None,
+    session: requests.Session | None = None,
+    settings: Settings | None = None,
+) -> AccessCheck:
+    """Verify read access to the tenant's alerts from `source`; never raises for a Microsoft failure."""
+    settings = settings or get_settings()
+    tokens = tokens or get_tenant_tokens()
+    session = session or _default_session()
+    try:
+        _read_one_alert(tenant_id, AlertSource(source), tokens, session, settings)
+    except MicrosoftError as error:
+        result = _outcome_of(error, consent_fresh)
+    else:
+        result = AccessCheck("active", f"{source} alerts are readable")
+    logger.info("Access check for tenant %s (%s, consent fresh: %s): %s - %s",
+                tenant_id, source, consent_fresh, result.outcome, result.message)
+    return result
+
+
+def _read_one_alert(tenant_id: str, source: AlertSource, tokens: TenantTokens, session: requests.Session,
+                    settings: Settings) -> None:
+    token = tokens.token(tenant_id, source)
+    try:
+        claims = token_claims(token)
+    except ValueError:
+        raise BadResponse(tenant_id, "Entra returned an access token that is not a readable JWT",
+                          code="InvalidToken") from None
+    if str(claims.get("tid", "")).lower() != tenant_id.strip().lower():
+        raise MicrosoftError(tenant_id, "Entra issued the token for another tenant", code="TenantMismatch")
+    if not has_alert_role(source, claims.get("roles")):
+        # Entra issues app-only tokens without `roles` when the app holds no role on the resource.
+        raise PermissionMissing(tenant_id, f"the token carries no {required_role(source)} role",
+                                code="RoleMissing")
+    headers = {**alert_request_headers(source), "Authorization": f"Bearer {token}"}
+    try:
+        response = session.get(alerts_url(source, settings), params={"$top": "1"}, headers=headers,
+                               timeout=settings.get("HTTP_TIMEOUT_SECONDS"))
+    except requests.RequestException as exc:
+        raise from_transport(tenant_id, str(source), exc) from None
+    if response.status_code != 200:
+        raise from_api_response(tenant_id, str(source), response)
+    if not isinstance(json_object(tenant_id, str(source), response).get("value"), list):
+        raise BadResponse(tenant_id, f"{source} answered without a `value` list of alerts", code="InvalidShape")
+
+
+def _outcome_of(error: MicrosoftError, consent_fresh: bool) -> AccessCheck:
+    if consent_fresh and isinstance(error, (ConsentRevoked, PermissionMissing)):
+        return AccessCheck("retry", f"{error.message} (a new consent can take minutes to reach every "
+                                    "Microsoft service; checking again later)")
+    outcome = next((o for kind, o in _FINAL_OUTCOMES.items() if isinstance(error, kind)), "error")
+    return AccessCheck(outcome, error.message)
+
+
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
+
+
+def _default_session() -> requests.Session:
+    """One process-wide session for the alert APIs, built at first use."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = requests.Session()
+            _session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0))
+        return _session

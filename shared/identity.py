@@ -1,0 +1,233 @@
+"""App-only access tokens for customer tenants: one credential per tenant, shared by every caller.
+
+Serves onboarding verification (#3) and alert ingestion (#4). `TenantTokens.token(tenant, source)` gives a
+bearer token for the source's API in that tenant. One azure-identity credential per tenant, created under
+the tenant's lock and kept, so its token cache holds: concurrent callers queue on the lock and share a
+single token request, and later calls reuse the token until azure-identity refreshes it before expiry.
+Failures come out as the typed errors of shared.errors, never as azure-identity's exceptions (their
+text can quote a token response).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, DecodeError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.identity import ManagedIdentityCredential
+from requests.adapters import HTTPAdapter
+
+from shared.alert_sources import AlertSource, token_scope
+from shared.app_credentials import build_credential
+from shared.errors import (
+    BadResponse,
+    MicrosoftError,
+    MsspCredentialError,
+    ServiceError,
+    Throttled,
+    aadsts_codes,
+    from_aadsts,
+    retry_after_seconds,
+)
+from shared.settings import Settings, SettingsError, get_settings
+
+logger = logging.getLogger(__name__)
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Connections kept open to Entra across all tenants' credentials (they share one session).
+_POOL_SIZE = 32
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of an access token we just received, read without checking its signature.
+
+    That is sound here because the token came to us from Entra over TLS, in answer to our own request;
+    we only read what Entra granted (`roles`, `tid`). Never use this on a token someone presented to us.
+    Raises ValueError when the token is not a JWT with a JSON object payload.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a JWT")
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    if not isinstance(claims, dict):
+        raise ValueError("JWT payload is not an object")
+    return claims
+
+
+@dataclass
+class _TenantSlot:
+    lock: threading.Lock
+    credential: TokenCredential | None = None
+
+
+class _LastEntraResponse(threading.local):
+    """Status and Retry-After of the last Entra response seen on this thread (absent from azure-identity's
+    errors, needed to tell throttling and outages from refusals)."""
+
+    status: int | None = None
+    retry_after: str | None = None
+
+
+class TenantTokens:
+    """Tokens of the MSSP's multi-tenant app in each customer tenant."""
+
+    def __init__(self, settings: Settings, *, managed_identity: TokenCredential | None = None) -> None:
+        """`managed_identity` is the credential whose token the federated form presents; by default the
+        function app's managed identity (AZURE_CLIENT_ID, or system-assigned), built at first use."""
+        self._settings = settings
+        self._managed_identity = managed_identity
+        self._slots: dict[str, _TenantSlot] = {}
+        self._lock = threading.Lock()
+        self._last = _LastEntraResponse()
+        self._transport: RequestsTransport | None = None
+        # azure-identity logs a failed get_token at WARNING with the raw error text, which can quote the
+        # token response; the classified failure is logged below instead.
+        identity_logger = logging.getLogger("azure.identity")
+        if identity_logger.level == logging.NOTSET:
+            identity_logger.setLevel(logging.ERROR)
+
+    def token(self, tenant_id: str, source: AlertSource) -> str:
+        """An access token for `source` in the tenant; raises a shared.errors.MicrosoftError subtype."""
+        tenant_id = _tenant_guid(tenant_id)
+        scope = token_scope(source, self._settings)
+        slot = self._slot(tenant_id)
+        with slot.lock:
+            try:
+                if slot.credential is None:
+                    slot.credential = self._new_credential(tenant_id)
+                self._last.status = self._last.retry_after = None
+                return slot.credential.get_token(scope).token
+            except MicrosoftError as exc:  # raised by our federated assertion or credential settings
+                error = exc
+            except AzureError as exc:
+                error = self._classify(tenant_id, exc)
+            if not isinstance(error, (Throttled, ServiceError)):
+                # MSAL replays an HTTP 400 token answer for 60 s to identical requests; a fresh credential
+                # makes the next attempt (consent propagated, secret fixed) really ask Entra again. A
+                # failed credential holds no token worth keeping.
+                slot.credential = None
+        logger.warning("Token for tenant %s (%s) failed: %s [%s]", tenant_id, source, error.message, error.kind)
+        raise error from None  # the chained azure-identity error can quote the token response
+
+    def claims(self, tenant_id: str, source: AlertSource) -> dict[str, Any]:
+        """The claims of the current token for `source` in the tenant."""
+        try:
+            return token_claims(self.token(tenant_id, source))
+        except ValueError:
+            raise BadResponse(tenant_id, "Entra returned an access token that is not a readable JWT",
+                              code="InvalidToken") from None
+
+    def _slot(self, tenant_id: str) -> _TenantSlot:
+        slot = self._slots.get(tenant_id)
+        if slot is None:
+            with self._lock:  # checked again under the lock: two first callers must get the same slot
+                slot = self._slots.get(tenant_id)
+                if slot is None:
+                    slot = self._slots[tenant_id] = _TenantSlot(threading.Lock())
+        return slot
+
+    def _new_credential(self, tenant_id: str) -> TokenCredential:
+        try:
+            credential = build_credential(
+                tenant_id, self._settings, transport=self._shared_transport(),
+                response_hook=self._observe, assertion=lambda: self._federation_assertion(tenant_id))
+        except SettingsError as exc:
+            raise MsspCredentialError(tenant_id, str(exc), code="Settings") from None
+        logger.info("Credential (%s) created for tenant %s", self._settings.get("MSSP_APP_CREDENTIAL"), tenant_id)
+        return credential
+
+    def _shared_transport(self) -> RequestsTransport:
+        """One HTTP session to Entra for every tenant's credential: connections are reused across tenants."""
+        with self._lock:
+            if self._transport is None:
+                session = requests.Session()
+                adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE, max_retries=0)
+                session.mount("https://", adapter)
+                timeout = self._settings.get("HTTP_TIMEOUT_SECONDS")
+                self._transport = RequestsTransport(session=session, session_owner=False,
+                                                    connection_timeout=timeout, read_timeout=timeout)
+            return self._transport
+
+    def _observe(self, pipeline_response: Any) -> None:
+        response = pipeline_response.http_response
+        self._last.status = response.status_code
+        self._last.retry_after = response.headers.get("Retry-After")
+
+    def _federation_assertion(self, tenant_id: str) -> str:
+        """The managed identity's token for the token-exchange audience: the federated client assertion."""
+        audience = self._settings.get("MSSP_APP_FEDERATION_AUDIENCE")
+        try:
+            return self._managed_identity_credential().get_token(f"{audience}/.default").token
+        except (AzureError, ValueError) as exc:
+            raise MsspCredentialError(
+                tenant_id, f"the managed identity could not get a token for {audience} ({type(exc).__name__})",
+                code="ManagedIdentity") from None
+
+    def _managed_identity_credential(self) -> TokenCredential:
+        with self._lock:
+            if self._managed_identity is None:
+                client_id = self._settings.get("AZURE_CLIENT_ID") or None
+                self._managed_identity = ManagedIdentityCredential(client_id=client_id)
+            return self._managed_identity
+
+    def _classify(self, tenant_id: str, exc: AzureError) -> MicrosoftError:
+        """The typed error of a failed token request: by HTTP status, then AADSTS code, then cause."""
+        status, retry_after = self._last.status, self._last.retry_after
+        if status == 429:
+            return Throttled(tenant_id, "Entra throttled the token request (429)", code="HTTP429",
+                             retry_after=retry_after_seconds(retry_after))
+        if status is not None and status >= 500:
+            return ServiceError(tenant_id, f"Entra answered {status} to the token request", code=f"HTTP{status}")
+        chain = _exception_chain(exc)
+        for error in chain:
+            codes = aadsts_codes(str(error))
+            if codes:
+                return from_aadsts(tenant_id, codes[0])
+        kinds = tuple(type(error) for error in chain)
+        if any(issubclass(kind, (ServiceRequestError, ServiceResponseError)) for kind in kinds):
+            return ServiceError(tenant_id, "the token request got no answer from Entra (connection failed or "
+                                "dropped, or timed out)", code="Connection")
+        if any(issubclass(kind, (DecodeError, json.JSONDecodeError)) for kind in kinds):
+            return BadResponse(tenant_id, "Entra answered the token request with invalid JSON", code="InvalidJson")
+        if any("HTTP Error: 5" in str(error) for error in chain):  # MSAL's text for a 5xx it replays
+            return ServiceError(tenant_id, "Entra failed the token request (5xx)", code="HTTP5xx")
+        return MicrosoftError(tenant_id, f"the token request failed ({type(exc).__name__})", code=type(exc).__name__)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _tenant_guid(tenant_id: str) -> str:
+    value = tenant_id.strip().lower()
+    if not _GUID.match(value):
+        # Tenant ids reach a URL path; domains must be resolved to their GUID before this point.
+        raise ValueError("tenant id must be a GUID")
+    return value
+
+
+_shared: TenantTokens | None = None
+_shared_lock = threading.Lock()
+
+
+def get_tenant_tokens() -> TenantTokens:
+    """The process-wide TenantTokens, built at first use from the app settings."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = TenantTokens(get_settings())
+        return _shared
