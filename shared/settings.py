@@ -79,10 +79,53 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, raw: str) -> int:
+    """A duration like 30s, 15m, 12h or 7d, in seconds."""
+    match = _DURATION.match(raw.strip())
+    if not match or int(match.group(1)) == 0:
+        raise SettingsError(f"{name}: {raw!r} is not a positive duration such as 30s, 15m, 12h or 7d")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def _public_base_url(name: str, raw: str) -> str:
+    if not raw:
+        return raw
+    parsed = urlparse(raw)
+    loopback = parsed.hostname in {"127.0.0.1", "localhost", "::1"}
+    if (parsed.scheme != "https" and not (parsed.scheme == "http" and loopback)) or not parsed.netloc \
+            or parsed.query or parsed.fragment:
+        raise SettingsError(f"{name}: {raw!r} must be an https URL without query or fragment "
+                            "(http only for a loopback address)")
+    return raw.rstrip("/")
+
+
 def _table_prefix(name: str, raw: str) -> str:
     if raw and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,19}", raw):
         raise SettingsError(f"{name}: {raw!r} must be letters and digits, starting with a letter, at most 20")
     return raw
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _optional_guid(name: str, raw: str) -> str:
+    if raw and not _GUID.match(raw.strip()):
+        raise SettingsError(f"{name}: {raw!r} is not a GUID (the application (client) id of the app registration)")
+    return raw.strip().lower()
+
+
+def _one_of(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise SettingsError(f"{name}: {raw!r} must be one of {', '.join(choices)}")
+        return value
+
+    return parse
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -114,6 +157,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORTAL_HOST", "Microsoft Defender portal host for deep links.",
             default="https://security.microsoft.com", parse=_https_url),
     Setting("HTTP_TIMEOUT_SECONDS", "Timeout of one outbound HTTP request.", default="30", parse=_positive_int),
+    # The MSSP's multi-tenant app and how it proves itself to customer tenants (shared/identity.py).
+    Setting("MSSP_APP_CLIENT_ID", "Application (client) id of the MSSP's multi-tenant app registration that "
+            "customers consent to (a GUID).", default="", parse=_optional_guid),
+    Setting("MSSP_APP_CREDENTIAL", "How the multi-tenant app authenticates to customer tenants: federated (no "
+            "secret: the function app's managed identity, AZURE_CLIENT_ID, is a federated credential of the "
+            "app), secret (MSSP_APP_CLIENT_SECRET) or certificate (MSSP_APP_CERTIFICATE).",
+            default="federated", parse=_one_of("federated", "secret", "certificate")),
+    Setting("MSSP_APP_CLIENT_SECRET", "Client secret of the multi-tenant app, when MSSP_APP_CREDENTIAL=secret "
+            "(in Azure a Key Vault reference).", default="", secret=True),
+    Setting("MSSP_APP_CERTIFICATE", "Certificate of the multi-tenant app with its private key, when "
+            "MSSP_APP_CREDENTIAL=certificate: PEM text, a path to a PEM file, or base64 PKCS#12 (what a Key "
+            "Vault reference to a certificate yields).", default="", secret=True),
+    Setting("GRAPH_API_RESOURCE", "Microsoft Graph token resource (scope = <resource>/.default).",
+            default="https://graph.microsoft.com", parse=_https_url),
+    Setting("MSSP_APP_FEDERATION_AUDIENCE", "Audience of the managed identity's token that the federated "
+            "credential exchanges (api://AzureADTokenExchangeUSGov or ...China in sovereign clouds).",
+            default="api://AzureADTokenExchange"),
+    # Onboarding and consent (grant_access, #3).
+    Setting("PUBLIC_BASE_URL", "Public base URL of the function app, e.g. https://<app>.azurewebsites.net; "
+            "the consent redirect URI is <this>/api/consent/callback. Empty: https://<WEBSITE_HOSTNAME>. "
+            "http is accepted for loopback only (local development).", default="", parse=_public_base_url),
+    Setting("ONBOARDING_WEBHOOK_SECRET", "Shared secret of the onboarding webhook: when set, POST /api/tenants "
+            "needs X-Signature-SHA256: sha256=<hex HMAC-SHA256 of the body>, and results POSTed to a "
+            "callbackUrl carry the same header.", default="", secret=True),
+    Setting("INVITATION_TTL", "How long a consent link stays valid (a duration: 30s, 15m, 12h, 7d).",
+            default="7d", parse=_duration),
+    Setting("VERIFICATION_SCHEDULE", "NCRONTAB schedule of the timer that retries access verification of "
+            "tenants whose consent has not propagated yet (UTC).", default="0 */2 * * * *", parse=_ncrontab,
+            consumer="host"),
+    Setting("VERIFICATION_TIMEOUT", "How long verification is retried after consent before the tenant is "
+            "verification_failed (a duration).", default="24h", parse=_duration),
+    Setting("OUTBOUND_ALLOW_LOOPBACK", "true lets outbound calls to given URLs (callbackUrl) reach loopback "
+            "addresses; local development only, never in Azure.", default="false", parse=_bool),
 )
 
 _BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
