@@ -1,31 +1,71 @@
-"""HTTP triggers of the onboarding blueprint.
-
-The onboarding webhook and the consent callback arrive with #3. Already here: the health probe (for the
-platform's health check and the local host's readiness) and the tenant list of the management API.
+"""Triggers of the onboarding blueprint (#3): the onboarding webhook, the admin-consent callback, the
+tenant management API, the verification timer, and the Durable functions that report results to the
+onboarding system and purge an offboarded tenant's alerts. Each trigger parses, calls the plain functions
+of this package with their dependencies (grant_access.wiring), and shapes the response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
+import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
+from grant_access import management, notify_callback, pages, purge, wiring
+from grant_access.callback import Notification, handle_callback
+from grant_access.verification import verify_pending_tenants
+from grant_access.webhook import check_transport, create_invitation, parse_body, validate_request
+from shared.names import (
+    ONBOARDING_RESULT_ORCHESTRATOR,
+    POST_ONBOARDING_RESULT_ACTIVITY,
+    PURGE_ALERTS_BATCH_ACTIVITY,
+    PURGE_TENANT_ORCHESTRATOR,
+)
+from shared.problems import Problem
 from shared.settings import SettingsError
+from shared.signing import SIGNATURE_HEADER
 from shared.tables import Table, get_table_store
+from shared.tenant_lookup import resolve_tenant_id
 
 logger = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = df.Blueprint()
 
 _JSON = "application/json"
+_INVITATION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def problem(status: int, title: str, detail: str) -> func.HttpResponse:
-    """An RFC 9457 problem response; detail never carries internals."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/problem+json")
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
+
+
+def _api(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
+    """Run an API handler: a Problem is the answer; a dependency failure is a 503 or 500 without internals."""
+    try:
+        return handler()
+    except (Problem, SettingsError, AzureError) as exc:
+        return _error_response(exc)
+
+
+def _error_response(exc: Exception) -> func.HttpResponse:
+    if isinstance(exc, Problem):
+        return exc.response()
+    if isinstance(exc, SettingsError):
+        logger.error("configuration error: %s", exc)
+        return Problem(500, "the service is not configured correctly; see its log").response()
+    logger.error("table storage failed: %s", type(exc).__name__)
+    return Problem(503, "storage is unavailable; try again later").response()
+
+
+def _raw_query(req: func.HttpRequest) -> str:
+    return urlsplit(req.url).query
 
 
 @bp.function_name("health")
@@ -38,18 +78,212 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
                                        results_per_page=1)), None)
     except (AzureError, SettingsError, OSError) as exc:
         logger.error("health: table storage unavailable: %s", type(exc).__name__)
-        return func.HttpResponse(json.dumps({"status": "unhealthy", "storage": "unavailable"}),
-                                 status_code=503, mimetype=_JSON)
-    return func.HttpResponse(json.dumps({"status": "healthy", "storage": "ok"}), mimetype=_JSON)
+        return _json({"status": "unhealthy", "storage": "unavailable"}, 503)
+    return _json({"status": "healthy", "storage": "ok"})
+
+
+# --- the onboarding webhook and invitations ------------------------------------------------------------
+
+
+@bp.function_name("create_invitation")
+@bp.route(route="tenants", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def create_invitation_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The onboarding webhook: an invitation and its admin-consent link."""
+
+    def handle() -> func.HttpResponse:
+        settings = wiring.settings()
+        body = req.get_body()
+        check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"),
+                        req.headers.get(SIGNATURE_HEADER), str(settings.get("ONBOARDING_WEBHOOK_SECRET")))
+        request = validate_request(parse_body(body), allow_loopback=bool(settings.get("OUTBOUND_ALLOW_LOOPBACK")))
+        authority = str(settings.get("ENTRA_AUTHORITY_HOST"))
+        timeout = float(settings.get("HTTP_TIMEOUT_SECONDS"))
+        result = create_invitation(
+            request, invitations=wiring.invitations(), tenants=wiring.tenants(),
+            resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
+            link=wiring.consent_link(), now=wiring.utcnow(), ttl_seconds=int(settings.get("INVITATION_TTL")))
+        return _json(result.body, result.status, {"Location": result.body["href"]})
+
+    return _api(handle)
+
+
+@bp.function_name("get_invitation")
+@bp.route(route="invitations/{invitationId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_invitation(req: func.HttpRequest) -> func.HttpResponse:
+    """An invitation and its outcome."""
+
+    def handle() -> func.HttpResponse:
+        invitation_id = req.route_params.get("invitationId", "")
+        invitation = wiring.invitations().get(invitation_id) if _INVITATION_ID.match(invitation_id) else None
+        if invitation is None:
+            raise Problem(404, "no such invitation", field="invitationId")
+        body = invitation.to_json(wiring.utcnow())
+        body["href"] = f"/api/invitations/{invitation.id}"
+        return _json(body)
+
+    return _api(handle)
+
+
+# --- the consent callback ---------------------------------------------------------------------------------
+
+
+@bp.function_name("consent_callback")
+@bp.route(route=wiring.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def consent_callback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Where Entra sends the customer's admin after the consent page; answers with a page for that admin."""
+    query = _raw_query(req)
+    try:
+        result = await asyncio.to_thread(lambda: handle_callback(query, wiring.callback_deps()))
+    except (AzureError, SettingsError) as exc:
+        logger.error("consent callback could not be processed: %s", type(exc).__name__)
+        return pages.unavailable().response()
+    await _report_results(client, result.notifications)
+    return result.page.response()
+
+
+async def _report_results(client: df.DurableOrchestrationClient, notifications: list[Notification]) -> None:
+    """Start one result orchestration per notification whose invitation has a callbackUrl."""
+    for note in notifications:
+        try:
+            invitation = await asyncio.to_thread(wiring.invitations().get, note.invitation_id)
+            if invitation is None or not invitation.row.get("callbackUrl"):
+                continue
+            instance = notify_callback.instance_id(note.invitation_id, note.status)
+            existing = await client.get_status(instance)
+            if existing is not None and existing.runtime_status is not None:
+                continue  # already reported (or reporting): one report per invitation and result
+            await client.start_new(ONBOARDING_RESULT_ORCHESTRATOR, instance_id=instance, client_input={
+                "invitationId": note.invitation_id, "status": note.status,
+                "occurredAt": wiring.utcnow().isoformat()})
+            logger.info("invitation %s: reporting %s to the onboarding system (%s)",
+                        note.invitation_id, note.status, instance)
+        except Exception as exc:  # the customer's page must not fail because a report could not start
+            logger.error("invitation %s: result report not started: %s", note.invitation_id, type(exc).__name__)
+
+
+# --- the tenant management API -----------------------------------------------------------------------------
 
 
 @bp.function_name("list_tenants")
 @bp.route(route="tenants", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_tenants(req: func.HttpRequest) -> func.HttpResponse:
-    """Every known customer tenant with its status."""
-    table = get_table_store().table(Table.TENANTS)
-    tenants = [
-        {"tenantId": row["RowKey"], "status": row.get("status"), "displayName": row.get("displayName")}
-        for row in table.list_entities(select=["RowKey", "status", "displayName"])
-    ]
-    return func.HttpResponse(json.dumps({"value": tenants}), mimetype=_JSON)
+    """Every known customer tenant with its status, health and portal link."""
+    return _api(lambda: _json(management.list_tenants(wiring.tenants(), str(wiring.settings().get("PORTAL_HOST")))))
+
+
+@bp.function_name("get_tenant")
+@bp.route(route="tenants/{tenantId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    """One tenant with its status history."""
+
+    def handle() -> func.HttpResponse:
+        tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
+        return _json(management.get_tenant(wiring.tenants(), tenant_id, str(wiring.settings().get("PORTAL_HOST"))))
+
+    return _api(handle)
+
+
+@bp.function_name("patch_tenant")
+@bp.route(route="tenants/{tenantId}", methods=["PATCH"], auth_level=func.AuthLevel.FUNCTION)
+def patch_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    """Change display name, alert source, API host, or disable/enable fetching."""
+
+    def handle() -> func.HttpResponse:
+        tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
+        body = req.get_body()
+        check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"), None, "")
+        changes = management.validate_patch(parse_body(body))
+        settings = wiring.settings()
+        return _json(management.patch_tenant(
+            wiring.tenants(), tenant_id, changes, wiring.access_checker(), wiring.utcnow,
+            int(settings.get("VERIFICATION_TIMEOUT")), str(settings.get("PORTAL_HOST"))))
+
+    return _api(handle)
+
+
+@bp.function_name("offboard_tenant")
+@bp.route(route="tenants/{tenantId}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def offboard_tenant(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Offboard: fetching stops; `?purge=true` also deletes the stored alerts in the background (202)."""
+    try:
+        tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
+        purge_flag = req.params.get("purge", "false").lower()
+        if purge_flag not in ("true", "false"):
+            raise Problem(400, "must be true or false", field="purge")
+        body = await asyncio.to_thread(
+            lambda: management.offboard_tenant(wiring.tenants(), tenant_id, wiring.utcnow()))
+    except (Problem, SettingsError, AzureError) as exc:
+        return _error_response(exc)
+    if purge_flag != "true":
+        return _json(body)
+    instance = purge.instance_id(tenant_id)
+    existing = await client.get_status(instance)
+    if existing is None or existing.runtime_status not in (df.OrchestrationRuntimeStatus.Pending,
+                                                            df.OrchestrationRuntimeStatus.Running):
+        await client.start_new(PURGE_TENANT_ORCHESTRATOR, instance_id=instance, client_input=tenant_id)
+    links = client.create_http_management_payload(instance)
+    body["purge"] = {"instanceId": instance, "statusQueryGetUri": links["statusQueryGetUri"]}
+    logger.info("tenant %s: purge of stored alerts started (%s)", tenant_id, instance)
+    return _json(body, 202, {"Location": links["statusQueryGetUri"]})
+
+
+@bp.function_name("fresh_consent")
+@bp.route(route="tenants/{tenantId}/consent", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def fresh_consent(req: func.HttpRequest) -> func.HttpResponse:
+    """A fresh invitation and consent link for a known tenant (after revocation, a decline, offboarding)."""
+
+    def handle() -> func.HttpResponse:
+        tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
+        settings = wiring.settings()
+        result = management.fresh_consent(wiring.tenants(), wiring.invitations(), tenant_id, wiring.consent_link(),
+                                          wiring.utcnow(), int(settings.get("INVITATION_TTL")))
+        return _json(result.body, result.status, {"Location": result.body["href"]})
+
+    return _api(handle)
+
+
+# --- verification timer -------------------------------------------------------------------------------------
+
+
+@bp.function_name("verify_tenants")
+@bp.timer_trigger(arg_name="timer", schedule="%VERIFICATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.durable_client_input(client_name="client")
+async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """Retry access verification of tenants whose consent has not propagated yet."""
+    timeout = int(wiring.settings().get("VERIFICATION_TIMEOUT"))
+    finished = await asyncio.to_thread(
+        lambda: verify_pending_tenants(wiring.tenants(), wiring.access_checker(), wiring.utcnow, timeout))
+    await _report_results(client, [Notification(v.invitation_id, v.status) for v in finished if v.invitation_id])
+
+
+# --- Durable: result reports and purges ------------------------------------------------------------------------
+
+
+@bp.function_name(ONBOARDING_RESULT_ORCHESTRATOR)
+@bp.orchestration_trigger(context_name="context")
+def notify_onboarding_result(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield from notify_callback.orchestrate(context))
+
+
+@bp.function_name(POST_ONBOARDING_RESULT_ACTIVITY)
+@bp.activity_trigger(input_name="result")
+def post_onboarding_result(result: dict) -> dict:
+    settings = wiring.settings()
+    return dict(notify_callback.post_result(
+        result, invitations=wiring.invitations(), secret=str(settings.get("ONBOARDING_WEBHOOK_SECRET")),
+        allow_loopback=bool(settings.get("OUTBOUND_ALLOW_LOOPBACK")),
+        timeout=float(settings.get("HTTP_TIMEOUT_SECONDS"))))
+
+
+@bp.function_name(PURGE_TENANT_ORCHESTRATOR)
+@bp.orchestration_trigger(context_name="context")
+def purge_tenant_alerts(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield from purge.orchestrate(context))
+
+
+@bp.function_name(PURGE_ALERTS_BATCH_ACTIVITY)
+@bp.activity_trigger(input_name="tenantId")
+def purge_tenant_alerts_batch(tenantId: str) -> int:  # noqa: N803 - binding name is the Durable input name
+    return purge.purge_batch(get_table_store().table(Table.ALERTS), tenantId)

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 from azure.data.tables import TableServiceClient
 
+from local.onboarding import onboard_demo_tenants
 from local.stack import LocalStack
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,12 @@ def run_cycle(stack: LocalStack) -> dict[str, Any]:
     report = CycleReport()
     if stack.maildev is not None:
         report.emails_before = len(stack.maildev.messages())
+
+    # Onboarding: the demo customers go through the webhook and the consent page until they are active.
+    try:
+        onboard_demo_tenants(stack)
+    except Exception as exc:  # reported in the summary, never hidden
+        report.error("onboarding", f"{type(exc).__name__}: {exc}")
 
     # Ingestion tick: the timer starts this tick's notification run (design.md, "Runs").
     started = datetime.now(UTC) - timedelta(seconds=1)

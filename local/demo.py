@@ -69,8 +69,13 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
             "defenderLicensed": True, "consentPropagationSeconds": 5,
             "alerts": {"seed": f"demo-{index}", "start": start, "alertsPerHour": 2, "lagSeconds": 30},
         })
+    base = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{stack.host_port}"} if stack.host_port else {}
     return {
+        **base,
+        # A %NAME% schedule must be an app setting: the host, not our code, resolves it.
+        "VERIFICATION_SCHEDULE": "0 */2 * * * *",
         "MSSP_APP_CLIENT_ID": MSSP_APP_CLIENT_ID,
+        "MSSP_APP_CREDENTIAL": "secret",
         "MSSP_APP_CLIENT_SECRET": app_secret,
         "MAIL_APP_TENANT_ID": MSSP_TENANT_ID,
         "MAIL_APP_CLIENT_ID": MAIL_APP_CLIENT_ID,

@@ -48,6 +48,7 @@ def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "TABLES_CONNECTION_STRING": azurite.connection_string,
         "FETCH_ALERTS_SCHEDULE": schedule,
+        "VERIFICATION_SCHEDULE": "0 */2 * * * *",
         "DURABLE_HUB_NAME": "msspalertslocal",
         "ENTRA_AUTHORITY_HOST": cloud.url,
         "ENTRA_DISABLE_INSTANCE_DISCOVERY": "true",

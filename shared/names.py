@@ -8,3 +8,7 @@ from typing import Final
 
 NOTIFY_ORCHESTRATOR: Final = "notify_mssp"
 LIST_PENDING_TENANTS_ACTIVITY: Final = "list_pending_tenants"
+ONBOARDING_RESULT_ORCHESTRATOR: Final = "notify_onboarding_result"
+POST_ONBOARDING_RESULT_ACTIVITY: Final = "post_onboarding_result"
+PURGE_TENANT_ORCHESTRATOR: Final = "purge_tenant_alerts"
+PURGE_ALERTS_BATCH_ACTIVITY: Final = "purge_tenant_alerts_batch"

@@ -1,0 +1,122 @@
+"""The small HTML pages a customer's admin sees after the consent redirect (#3, "The consent callback").
+
+Plain words, everything interpolated is escaped, no scripts and no external resources: the
+Content-Security-Policy allows only the page's own inline style (by hash). `Referrer-Policy: no-referrer`
+keeps the callback URL, with its `state`, out of any later request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from dataclasses import dataclass
+
+import azure.functions as func
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:38em;margin:3em auto;padding:0 1em;color:#1b1b1b;"
+          "line-height:1.5}h1{font-size:1.5em}.note{color:#555}")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+                           "form-action 'none'; frame-ancestors 'none'")
+_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+_TRY_AGAIN = "Ask your security provider for a new consent link, open it, and accept the permissions."
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page to show: HTTP status, a heading and paragraphs of plain text (escaped when rendered)."""
+
+    status: int
+    title: str
+    paragraphs: tuple[str, ...]
+
+    def render(self) -> str:
+        e = html.escape
+        body = "\n".join(f"<p>{e(p)}</p>" for p in self.paragraphs)
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                f"<title>{e(self.title)}</title><style>{_STYLE}</style></head>\n"
+                f"<body><main><h1>{e(self.title)}</h1>\n{body}\n</main></body></html>\n")
+
+    def response(self) -> func.HttpResponse:
+        return func.HttpResponse(self.render(), status_code=self.status, mimetype="text/html", charset="utf-8",
+                                 headers=dict(_HEADERS))
+
+
+def _for(customer: str | None) -> str:
+    return f" for {customer}" if customer else ""
+
+
+def access_granted(customer: str) -> Page:
+    return Page(200, f"Access granted{_for(customer)}", (
+        f"Thank you. {customer} has granted your security provider read access to its security alerts.",
+        "Nothing else is needed. You can close this page."))
+
+
+def consent_received(customer: str) -> Page:
+    return Page(200, f"Consent received{_for(customer)}", (
+        "Thank you. Your consent was recorded. Microsoft can take a few minutes to apply it everywhere; "
+        "your security provider confirms access automatically in the meantime.",
+        "Nothing else is needed. You can close this page."))
+
+
+def declined(customer: str | None) -> Page:
+    return Page(200, f"Access was not granted{_for(customer)}", (
+        "The permissions were declined, so your security provider cannot read your security alerts.",
+        f"If this was not intended: {_TRY_AGAIN}"))
+
+
+def not_licensed(customer: str | None) -> Page:
+    return Page(200, f"Microsoft Defender is not enabled{_for(customer)}", (
+        "Your organization does not have Microsoft Defender for Endpoint enabled, so there are no alerts "
+        "your security provider could read.",
+        f"Once it is enabled: {_TRY_AGAIN}"))
+
+
+def not_verified(customer: str, status: str) -> Page:
+    reasons = {
+        "permission_missing": "the consent did not include the permission to read security alerts.",
+        "consent_revoked": "the app's consent has been removed from your organization.",
+        "verification_failed": "access could not be confirmed.",
+        "disabled": "your security provider has paused this connection.",
+        "offboarded": "your security provider has ended this connection.",
+    }
+    return Page(200, f"Access is not working yet{_for(customer)}", (
+        f"Your consent was recorded, but {reasons.get(status, 'access could not be confirmed.')}",
+        f"Your security provider has been told. If they ask you to: {_TRY_AGAIN}"))
+
+
+def link_invalid() -> Page:
+    return Page(400, "This link is not valid", (
+        "This consent link is incomplete, was changed, or does not belong to an invitation.",
+        _TRY_AGAIN))
+
+
+def link_expired() -> Page:
+    return Page(400, "This link has expired", (
+        "Consent links are valid for a limited time and this one has run out.", _TRY_AGAIN))
+
+
+def link_used() -> Page:
+    return Page(400, "This link has already been used", (
+        "This consent link was already completed and cannot be used again.",
+        "If access still needs to be granted: " + _TRY_AGAIN))
+
+
+def wrong_organization() -> Page:
+    return Page(400, "Signed in to a different organization", (
+        "The consent was given in an organization other than the one this link was made for. "
+        "Nothing was changed.",
+        "Sign in with an administrator account of the invited organization. " + _TRY_AGAIN))
+
+
+def unavailable() -> Page:
+    return Page(503, "Please try again in a moment", (
+        "The service could not record your answer just now. Reload this page in a minute.",))

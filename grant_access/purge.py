@@ -1,0 +1,53 @@
+"""Purging an offboarded tenant's stored alerts in the background (`DELETE /api/tenants/{id}?purge=true`).
+
+The orchestrator `purge_tenant_alerts` calls the activity `purge_tenant_alerts_batch` until a batch finds
+nothing left; each batch deletes up to BATCH_ROWS rows of the tenant's partition in the Alerts table in
+entity-group transactions of 100. Progress is the orchestration's custom status, which the DELETE
+response's `statusQueryGetUri` shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from typing import Any
+
+from azure.data.tables import TableClient
+
+from shared.names import PURGE_ALERTS_BATCH_ACTIVITY
+
+logger = logging.getLogger(__name__)
+
+BATCH_ROWS = 1000
+TRANSACTION_ROWS = 100  # Table Storage's limit per entity-group transaction
+
+
+def instance_id(tenant_id: str) -> str:
+    return f"purge-{tenant_id}"
+
+
+def purge_batch(alerts: TableClient, tenant_id: str) -> int:
+    """Delete up to BATCH_ROWS rows of the tenant's alert partition; the number deleted."""
+    rows = alerts.query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id},
+                                 select=["PartitionKey", "RowKey"], results_per_page=TRANSACTION_ROWS)
+    keys: list[str] = []
+    for row in rows:
+        keys.append(row["RowKey"])
+        if len(keys) >= BATCH_ROWS:
+            break
+    for start in range(0, len(keys), TRANSACTION_ROWS):
+        alerts.submit_transaction([("delete", {"PartitionKey": tenant_id, "RowKey": key})
+                                   for key in keys[start:start + TRANSACTION_ROWS]])
+    logger.info("tenant %s: purged %d stored alert rows", tenant_id, len(keys))
+    return len(keys)
+
+
+def orchestrate(context: Any) -> Generator[Any, Any, dict[str, Any]]:
+    tenant_id: str = context.get_input()
+    deleted = 0
+    while True:
+        count = yield context.call_activity(PURGE_ALERTS_BATCH_ACTIVITY, tenant_id)
+        deleted += count
+        context.set_custom_status({"tenantId": tenant_id, "deleted": deleted})
+        if count == 0:
+            return {"tenantId": tenant_id, "deleted": deleted}

@@ -1,0 +1,127 @@
+"""Notification rules given at onboarding: validated against design.md's rule schema and stored, once the
+tenant GUID is known (on acceptance), with `scope.tenants` set to that tenant.
+
+Row layout (table `NotificationRules`, read by notification, #5): PartitionKey `rule`, RowKey = rule id
+(32 hex, assigned here), columns `rule` (the full rule as JSON, the schema below), `name`, `enabled`,
+`origin` (`onboarding`), `invitationId`, `tenantId`, `createdAt`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+import uuid
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient
+
+from shared.problems import Problem
+
+logger = logging.getLogger(__name__)
+
+RULE_PARTITION = "rule"
+SEVERITIES = ("Informational", "Low", "Medium", "High")
+MODES = ("per-alert", "digest")
+MAX_RULES = 20
+MAX_RECIPIENTS = 50
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_FIELDS = {"name", "enabled", "scope", "severities", "deviceGroups", "includeOrganizationName",
+           "includeTenantLink", "includeDeviceInformation", "recipients", "mode", "notifyOnSeverityRise"}
+_BOOLS = {"enabled": True, "includeOrganizationName": True, "includeTenantLink": True,
+          "includeDeviceInformation": True, "notifyOnSeverityRise": False}
+
+
+def is_email(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value))
+
+
+def plain_text(value: object, field: str, *, max_length: int) -> str:
+    """A non-empty single-line string without control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise Problem(400, "must be a non-empty string", field=field)
+    if len(value) > max_length:
+        raise Problem(400, f"must be at most {max_length} characters", field=field)
+    # Control and format characters (bidi overrides among them) could disguise a name on a page or in mail.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in value):
+        raise Problem(400, "must not contain control or formatting characters", field=field)
+    return value.strip()
+
+
+def validate_rules(value: object, field: str = "rules") -> list[dict[str, Any]]:
+    """The rules with defaults filled in; Problem(400) naming the first bad field."""
+    if not isinstance(value, list):
+        raise Problem(400, "must be a list of notification rules", field=field)
+    if len(value) > MAX_RULES:
+        raise Problem(400, f"at most {MAX_RULES} rules", field=field)
+    return [_validate_rule(rule, f"{field}[{index}]") for index, rule in enumerate(value)]
+
+
+def _validate_rule(rule: object, where: str) -> dict[str, Any]:
+    if not isinstance(rule, dict):
+        raise Problem(400, "must be an object", field=where)
+    unknown = sorted(set(rule) - _FIELDS)
+    if unknown:
+        raise Problem(400, "unknown field (rule ids and scope.tenants are set by the service)",
+                      field=f"{where}.{unknown[0]}")
+    out: dict[str, Any] = {"name": plain_text(rule.get("name"), f"{where}.name", max_length=200)}
+    for name, default in _BOOLS.items():
+        flag = rule.get(name, default)
+        if not isinstance(flag, bool):
+            raise Problem(400, "must be true or false", field=f"{where}.{name}")
+        out[name] = flag
+    severities = rule.get("severities", list(SEVERITIES))
+    if (not isinstance(severities, list) or not severities
+            or any(s not in SEVERITIES for s in severities) or len(set(severities)) != len(severities)):
+        raise Problem(400, f"must be a non-empty list of distinct values from {', '.join(SEVERITIES)}",
+                      field=f"{where}.severities")
+    out["severities"] = severities
+    groups = rule.get("deviceGroups", "all")
+    if groups != "all" and not (isinstance(groups, list) and 0 < len(groups) <= 100 and all(
+            isinstance(g, str) and 0 < len(g) <= 256 for g in groups)):
+        raise Problem(400, 'must be "all" or a list of device group names', field=f"{where}.deviceGroups")
+    out["deviceGroups"] = groups
+    recipients = rule.get("recipients")
+    if (not isinstance(recipients, list) or not 0 < len(recipients) <= MAX_RECIPIENTS
+            or not all(is_email(r) for r in recipients)):
+        raise Problem(400, f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses", field=f"{where}.recipients")
+    out["recipients"] = recipients
+    mode = rule.get("mode", "per-alert")
+    if mode not in MODES:
+        raise Problem(400, 'must be "per-alert" or "digest"', field=f"{where}.mode")
+    out["mode"] = mode
+    scope = rule.get("scope", {})
+    if not isinstance(scope, dict) or set(scope) - {"tenants", "excludeTenants"}:
+        raise Problem(400, "must be an object with tenants and excludeTenants only", field=f"{where}.scope")
+    return out
+
+
+class RuleStore:
+    """Writes onboarding rules into the NotificationRules table."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def store_for_tenant(self, rules: list[dict[str, Any]], tenant_id: str, invitation_id: str,
+                         now: datetime) -> list[str]:
+        """Store `rules` scoped to `tenant_id`; ids derive from the invitation, so a repeat writes nothing."""
+        ids = []
+        for index, rule in enumerate(rules):
+            rule_id = uuid.uuid5(uuid.NAMESPACE_URL, f"onboarding:{invitation_id}:{index}").hex
+            stored = {"id": rule_id, **rule, "scope": {"tenants": [tenant_id], "excludeTenants": []}}
+            try:
+                self._table.create_entity({
+                    "PartitionKey": RULE_PARTITION, "RowKey": rule_id, "rule": json.dumps(stored),
+                    "name": rule["name"], "enabled": rule["enabled"], "origin": "onboarding",
+                    "invitationId": invitation_id, "tenantId": tenant_id, "createdAt": now,
+                })
+            except ResourceExistsError:
+                pass
+            ids.append(rule_id)
+        if ids:
+            logger.info("tenant %s: stored %d onboarding notification rules", tenant_id, len(ids))
+        return ids

@@ -1,0 +1,148 @@
+"""The Tenants table as the onboarding flow and the management API see it: one row per customer tenant
+with its status, and an audit trail of every status change (design.md, "Tenants and invitations").
+
+Row layout (table `Tenants`):
+- tenant rows: PartitionKey `tenant`, RowKey = tenant GUID (lower case). One partition keeps the list of
+  tenants a single-partition query; an MSSP has hundreds of tenants, not millions. Columns: `status`,
+  `statusReason`, `statusChangedAt`, `displayName`, `alertSource`, `apiHost`, `invitationId`,
+  `consentedAt`, `verifyingSince`, `verifyAttempts`, `lastVerification`, `lastVerificationMessage`,
+  `activatedAt` (first time active: ingestion's backfill boundary), `offboardedAt`, and
+  the health columns ingestion (#4) maintains (`lastAttempt`, `lastSuccess`, `lastErrorClass`,
+  `consecutiveFailures`) plus its `cursor` and `pendingNotifications` (fetch_alerts/STORAGE.md). Writes
+  here read the whole row and replace it under its ETag, so columns others merge in are never lost.
+- audit rows: PartitionKey `history|<tenant GUID>`, RowKey `<UTC ISO time>|<random>` (chronological),
+  columns `fromStatus`, `toStatus`, `reason`, `at`. They carry no `status` or `pendingNotifications`
+  column, so scans for those never see them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+logger = logging.getLogger(__name__)
+
+TENANT_PARTITION = "tenant"
+HISTORY_PREFIX = "history|"
+
+
+class TenantStatus(StrEnum):
+    """design.md's canonical tenant statuses."""
+
+    VERIFYING = "verifying"
+    ACTIVE = "active"
+    VERIFICATION_FAILED = "verification_failed"
+    CONSENT_REVOKED = "consent_revoked"
+    PERMISSION_MISSING = "permission_missing"
+    NOT_LICENSED = "not_licensed"
+    DISABLED = "disabled"
+    OFFBOARDED = "offboarded"
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    at: datetime
+    from_status: str | None
+    to_status: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "from": self.from_status, "to": self.to_status, "reason": self.reason}
+
+
+class Conflict(RuntimeError):
+    """The row changed under us too often to apply a change."""
+
+
+Mutation = Callable[[dict[str, Any]], tuple[str, str] | None]
+"""Edits a tenant row in place; returns (new status, reason) when the status changes, else None."""
+
+
+class TenantRegistry:
+    """Tenant rows and their audit trail."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._table.get_entity(TENANT_PARTITION, tenant_id.lower()))
+        except ResourceNotFoundError:
+            return None
+
+    def list(self) -> list[dict[str, Any]]:
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION})
+        return sorted((dict(r) for r in rows), key=lambda r: r["RowKey"])
+
+    def with_status(self, status: TenantStatus) -> list[dict[str, Any]]:
+        rows = self._table.query_entities("PartitionKey eq @pk and status eq @status",
+                                          parameters={"pk": TENANT_PARTITION, "status": status.value})
+        return [dict(r) for r in rows]
+
+    def history(self, tenant_id: str) -> list[StatusChange]:
+        rows = self._table.query_entities("PartitionKey eq @pk",
+                                          parameters={"pk": HISTORY_PREFIX + tenant_id.lower()})
+        changes = [StatusChange(datetime.fromisoformat(r["at"]), r.get("fromStatus") or None, r["toStatus"],
+                                r.get("reason", "")) for r in rows]
+        return sorted(changes, key=lambda c: c.at)
+
+    def change(self, tenant_id: str, mutate: Mutation, now: datetime, *, create: bool = False,
+               attempts: int = 5) -> dict[str, Any] | None:
+        """Apply `mutate` to the tenant row with optimistic concurrency; records a status change in the audit
+        trail. Returns the new row, or None when there is no row (and `create` is false)."""
+        tenant_id = tenant_id.lower()
+        for _ in range(attempts):
+            try:
+                entity = self._table.get_entity(TENANT_PARTITION, tenant_id)
+                row, etag = dict(entity), entity.metadata["etag"]
+            except ResourceNotFoundError:
+                if not create:
+                    return None
+                row, etag = {"PartitionKey": TENANT_PARTITION, "RowKey": tenant_id}, None
+            before, original = row.get("status"), dict(row)
+            changed = mutate(row)
+            if changed is not None and changed[0] != before:
+                row.update(status=changed[0], statusReason=changed[1][:1000], statusChangedAt=now)
+            elif row == original and etag is not None:
+                return row  # nothing to write
+            try:
+                if etag is None:
+                    self._table.create_entity(row)
+                else:
+                    self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
+                                              match_condition=MatchConditions.IfNotModified)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+            if changed is not None and changed[0] != before:
+                self._record(tenant_id, before, changed[0], changed[1], now)
+            return row
+        raise Conflict(f"tenant {tenant_id} changed concurrently {attempts} times")
+
+    def set_status(self, tenant_id: str, status: TenantStatus, reason: str, now: datetime,
+                   **fields: Any) -> dict[str, Any] | None:
+        def mutate(row: dict[str, Any]) -> tuple[str, str]:
+            row.update(fields)
+            return status.value, reason
+
+        return self.change(tenant_id, mutate, now)
+
+    def _record(self, tenant_id: str, before: str | None, after: str, reason: str, now: datetime) -> None:
+        logger.info("tenant %s: %s -> %s (%s)", tenant_id, before or "new", after, reason)
+        self._table.create_entity({
+            "PartitionKey": HISTORY_PREFIX + tenant_id, "RowKey": f"{now.isoformat()}|{secrets.token_hex(4)}",
+            "fromStatus": before or "", "toStatus": after, "reason": reason[:1000], "at": now.isoformat(),
+        })
+
+    def delete_history(self, tenant_id: str) -> None:
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": HISTORY_PREFIX + tenant_id})
+        for row in rows:
+            self._table.delete_entity(row["PartitionKey"], row["RowKey"])

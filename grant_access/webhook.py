@@ -1,0 +1,168 @@
+"""The onboarding webhook: `POST /api/tenants` from the MSSP's customer-onboarding system (#3).
+
+Checks in the order that reveals least to an unauthenticated caller: size (413), signature when a secret
+is configured (401), content type (415), then JSON and fields (400, naming the field), then the named
+tenant (409 when it is already active). Nothing is written before every check has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
+from grant_access.rules import is_email, plain_text, validate_rules
+from grant_access.tenants import TenantRegistry, TenantStatus
+from shared.outbound_url import UnsafeUrl, check_url
+from shared.problems import Problem
+from shared.signing import signature_valid
+from shared.tenant_lookup import LookupUnavailable, TenantNotFound, is_domain, is_guid
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+ALERT_SOURCES = ("graph", "defender")
+_FIELDS = {"customerName", "tenantId", "externalId", "contactEmail", "alertSource", "callbackUrl", "rules"}
+
+
+@dataclass(frozen=True)
+class ConsentLinkSettings:
+    authority_host: str
+    client_id: str
+    redirect_uri: str
+    scopes: dict[str, str]  # alert source -> "<resource>/.default"
+
+
+def consent_url(link: ConsentLinkSettings, tenant: str | None, alert_source: str, state: str) -> str:
+    """The v2.0 admin-consent link (microsoft-apis.md §2.1): the invited tenant, or `organizations`."""
+    query = urlencode({"client_id": link.client_id, "scope": link.scopes[alert_source],
+                       "redirect_uri": link.redirect_uri, "state": state})
+    return f"{link.authority_host}/{tenant or 'organizations'}/v2.0/adminconsent?{query}"
+
+
+def check_transport(body: bytes, content_type: str | None, content_length: str | None, signature: str | None,
+                    secret: str) -> None:
+    """Size, signature and content type; Problem on failure."""
+    declared = int(content_length) if (content_length or "").isdigit() else 0
+    if len(body) > MAX_BODY_BYTES or declared > MAX_BODY_BYTES:
+        raise Problem(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+    if secret and not signature_valid(secret, body, signature):
+        raise Problem(401, "missing or wrong X-Signature-SHA256 header", field="X-Signature-SHA256")
+    if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
+        raise Problem(415, "the body must be application/json", field="Content-Type")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Problem(400, "the body is not valid JSON (UTF-8, no duplicate keys)", field="body") from None
+    if not isinstance(value, dict):
+        raise Problem(400, "the body must be a JSON object", field="body")
+    try:
+        # JSON escapes can carry lone surrogates, which no table or page can store or show.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Problem(400, "the body contains an invalid Unicode escape", field="body") from None
+    return value
+
+
+def _optional_text(body: dict[str, Any], name: str, max_length: int) -> str | None:
+    if body.get(name) is None:
+        return None
+    return plain_text(body[name], name, max_length=max_length)
+
+
+def validate_request(body: dict[str, Any], *, allow_loopback: bool) -> InvitationRequest:
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise Problem(400, "unknown field", field=unknown[0])
+    request = InvitationRequest(
+        customer_name=plain_text(body.get("customerName"), "customerName", max_length=200),
+        alert_source=body["alertSource"] if body.get("alertSource") is not None else "graph",
+        external_id=_optional_text(body, "externalId", 200),
+    )
+    if request.alert_source not in ALERT_SOURCES:
+        raise Problem(400, 'must be "graph" or "defender"', field="alertSource")
+    tenant = body.get("tenantId")
+    if tenant is not None:
+        if not isinstance(tenant, str) or not (is_guid(tenant) or is_domain(tenant)):
+            raise Problem(400, "must be a tenant GUID or a verified domain name", field="tenantId")
+        request.tenant = tenant.lower()
+        request.tenant_id = tenant.lower() if is_guid(tenant) else None
+    email = body.get("contactEmail")
+    if email is not None:
+        if not is_email(email):
+            raise Problem(400, "must be an e-mail address", field="contactEmail")
+        request.contact_email = email
+    callback = body.get("callbackUrl")
+    if callback is not None:
+        if not isinstance(callback, str):
+            raise Problem(400, "must be an https URL", field="callbackUrl")
+        try:
+            check_url(callback, allow_loopback=allow_loopback)
+        except UnsafeUrl as exc:
+            raise Problem(400, f"callbackUrl {exc}", field="callbackUrl") from None
+        request.callback_url = callback
+    if body.get("rules") is not None:
+        request.rules = validate_rules(body["rules"])
+    return request
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    status: int
+    body: dict[str, Any]
+
+
+def create_invitation(request: InvitationRequest, *, invitations: InvitationStore, tenants: TenantRegistry,
+                      resolve_domain: Callable[[str], str], link: ConsentLinkSettings, now: datetime,
+                      ttl_seconds: int) -> WebhookResult:
+    """Resolve the named tenant, refuse an active one, create (or find) the invitation."""
+    if request.external_id:
+        existing = invitations.by_external_id(request.external_id)
+        if existing is not None:
+            return WebhookResult(200, invitation_json(existing, None, link, now))
+    if request.tenant and not request.tenant_id:
+        try:
+            request.tenant_id = resolve_domain(request.tenant)
+        except TenantNotFound:
+            raise Problem(400, "no tenant is known by this domain", field="tenantId") from None
+        except LookupUnavailable:
+            logger.warning("tenant lookup for a domain failed; the authority is unavailable")
+            raise Problem(503, "the tenant's domain cannot be resolved right now; try again later",
+                          field="tenantId") from None
+    if request.tenant_id:
+        row = tenants.get(request.tenant_id)
+        if row is not None and row.get("status") == TenantStatus.ACTIVE:
+            raise Problem(409, "this tenant is already onboarded and active", field="tenantId",
+                          tenant=f"/api/tenants/{request.tenant_id}")
+    invitation, state = invitations.create(request, now, ttl_seconds)
+    return WebhookResult(201 if state else 200, invitation_json(invitation, state, link, now))
+
+
+def invitation_json(invitation: Invitation, state: str | None, link: ConsentLinkSettings,
+                    now: datetime) -> dict[str, Any]:
+    """The invitation; the consent link only when it is created (the state is never stored in clear)."""
+    body = invitation.to_json(now)
+    body["href"] = f"/api/invitations/{invitation.id}"
+    if state is not None:
+        tenant = str(invitation.row.get("expectedTenantId") or "") or None
+        body["consentUrl"] = consent_url(link, tenant, str(invitation.row["alertSource"]), state)
+    return body

@@ -1,0 +1,79 @@
+"""Builds what the onboarding triggers pass to the plain functions: stores over the app's tables, the
+access checker, the consent-link settings. Everything is built at first use, never at import time
+(design.md invariant 6), so a missing setting fails one invocation with a clear message."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from grant_access.callback import CallbackDeps
+from grant_access.invitations import InvitationStore
+from grant_access.rules import RuleStore
+from grant_access.tenants import TenantRegistry
+from grant_access.verification import AccessChecker, CheckResult
+from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
+from shared.settings import Settings, SettingsError, get_settings
+from shared.tables import Table, get_table_store
+
+CALLBACK_ROUTE = "consent/callback"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def tenants() -> TenantRegistry:
+    return TenantRegistry(get_table_store().table(Table.TENANTS))
+
+
+def invitations() -> InvitationStore:
+    return InvitationStore(get_table_store().table(Table.INVITATIONS))
+
+
+def rules() -> RuleStore:
+    return RuleStore(get_table_store().table(Table.NOTIFICATION_RULES))
+
+
+def public_base_url() -> str:
+    configured = str(settings().get("PUBLIC_BASE_URL"))
+    if configured:
+        return configured
+    # App Service sets WEBSITE_HOSTNAME to the app's default host name.
+    hostname = os.environ.get("WEBSITE_HOSTNAME", "")
+    if not hostname:
+        raise SettingsError("PUBLIC_BASE_URL is not set and WEBSITE_HOSTNAME is unknown: the consent "
+                            "redirect URI cannot be built")
+    return f"https://{hostname}"
+
+
+def consent_link() -> ConsentLinkSettings:
+    from shared.alert_sources import AlertSource, token_scope
+
+    current = settings()
+    return ConsentLinkSettings(
+        authority_host=str(current.get("ENTRA_AUTHORITY_HOST")),
+        client_id=str(current.require("MSSP_APP_CLIENT_ID")),
+        redirect_uri=f"{public_base_url()}/api/{CALLBACK_ROUTE}",
+        scopes={source: token_scope(AlertSource(source), current) for source in ALERT_SOURCES},
+    )
+
+
+def access_checker() -> AccessChecker:
+    """The check right after consent: a missing app or role means "not propagated yet"."""
+    from shared.access_check import check_access
+    from shared.alert_sources import AlertSource
+
+    def check(tenant_id: str, alert_source: str) -> CheckResult:
+        return check_access(tenant_id, AlertSource(alert_source), consent_fresh=True)
+
+    return check
+
+
+def callback_deps() -> CallbackDeps:
+    return CallbackDeps(invitations=invitations(), tenants=tenants(), rules=rules(), checker=access_checker(),
+                        now=utcnow, verification_timeout_seconds=int(settings().get("VERIFICATION_TIMEOUT")))

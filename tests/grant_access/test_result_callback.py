@@ -1,0 +1,131 @@
+"""Results POSTed to the onboarding system's callbackUrl: signed like the webhook, retried with backoff by
+the Durable orchestration. The receiver is an https server on loopback (allowed here by the
+local-development setting OUTBOUND_ALLOW_LOOPBACK) with a certificate from the local cloud's CA."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from local.cloud.tls import server_ssl_context
+from shared.signing import signature_valid
+from tests.grant_access.conftest import Onboarding, start_onboarding
+
+
+class Receiver:
+    """Records every POST; answers the queued statuses first, then 200."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append((dict(self.headers), body))
+                self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = server_ssl_context(state_dir).wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Onboarding, Receiver]]:
+    env = start_onboarding(Path(tmp_path_factory.mktemp("results")), OUTBOUND_ALLOW_LOOPBACK="true")
+    receiver = Receiver(env.stack.cloud.ca_path.parent)
+    yield env, receiver
+    receiver.stop()
+    env.stack.stop()
+
+
+def _posts(receiver: Receiver, invitation_id: str, count: int = 1) -> list[tuple[dict[str, str], bytes, dict]]:
+    """The POSTs about one invitation, once `count` have arrived (or after 40 s)."""
+    deadline = time.monotonic() + 40
+    while True:
+        matching = [(h, raw, json.loads(raw)) for h, raw in list(receiver.received)
+                    if json.loads(raw)["invitationId"] == invitation_id]
+        if len(matching) >= count or time.monotonic() > deadline:
+            return matching
+        time.sleep(0.1)
+
+
+def test_an_active_tenant_is_reported_to_the_callbackUrl_signed(loopback):
+    env, receiver = loopback
+    tenant = env.new_tenant()
+    invitation = env.invite(tenantId=tenant, externalId="crm-1", callbackUrl=receiver.url("/onboarded"))
+    env.open(env.answer_consent(invitation["consentUrl"]))
+
+    [(headers, raw, body)] = _posts(receiver, invitation["id"])
+
+    assert body["status"] == "active" and body["tenantId"] == tenant and body["externalId"] == "crm-1"
+    assert signature_valid(env.webhook_secret, raw, headers["X-Signature-SHA256"])
+
+
+def test_a_decline_is_reported_to_the_callbackUrl(loopback):
+    env, receiver = loopback
+    invitation = env.invite(callbackUrl=receiver.url("/onboarded"))
+    env.open(env.answer_consent(invitation["consentUrl"], "cancel"))
+    [(_, _, body)] = _posts(receiver, invitation["id"])
+    assert body["status"] == "declined" and body["tenantId"] is None
+
+
+def test_a_failing_receiver_gets_the_result_again_after_a_backoff(loopback):
+    env, receiver = loopback
+    receiver.answers.extend([503])
+    tenant = env.new_tenant()
+    invitation = env.invite(tenantId=tenant, callbackUrl=receiver.url("/flaky"))
+    started = time.monotonic()
+    env.open(env.answer_consent(invitation["consentUrl"]))
+
+    posts = _posts(receiver, invitation["id"], count=2)
+
+    assert [body["status"] for _, _, body in posts] == ["active", "active"]
+    assert time.monotonic() - started >= 4  # the first backoff is 5 s
+
+
+def test_the_identical_callback_url_does_not_report_twice(loopback):
+    env, receiver = loopback
+    tenant = env.new_tenant()
+    invitation = env.invite(tenantId=tenant, callbackUrl=receiver.url("/once"))
+    redirect = env.answer_consent(invitation["consentUrl"])
+    env.open(redirect)
+    env.open(redirect)
+    assert len(_posts(receiver, invitation["id"])) == 1
+    time.sleep(1)
+    assert len(_posts(receiver, invitation["id"])) == 1
+
+
+def test_a_tenant_verified_by_the_timer_is_reported_when_it_becomes_active(loopback):
+    env, receiver = loopback
+    tenant = env.new_tenant(propagation_seconds=120)
+    invitation = env.invite(tenantId=tenant, callbackUrl=receiver.url("/later"))
+    env.open(env.answer_consent(invitation["consentUrl"]))
+    time.sleep(0.5)
+    assert _posts(receiver, invitation["id"], count=0) == []
+
+    env.advance_cloud_clock(121)
+    env.run_verification()
+
+    [(_, _, body)] = _posts(receiver, invitation["id"])
+    assert body["status"] == "active" and body["tenantId"] == tenant
