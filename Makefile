@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 ARGS ?=
-# Debian's Chromium drives the browser test (Playwright with executable_path; no browser download).
+# Debian's Chromium drives the browser test of `make test` (Playwright with executable_path; no browser download).
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run test bench lint clean
 
-setup: $(STAMP_PY) $(STAMP_NODE) $(CHROMIUM)
+setup: $(STAMP_PY) $(STAMP_NODE)
 
 # Debian's python3.11 needs python3.11-venv for `-m venv`; install it when venv creation fails.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -35,7 +35,7 @@ $(CHROMIUM):
 run: setup
 	$(PY) -m local.run $(ARGS)
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PY) -m pytest $(ARGS)
 
 bench: setup

@@ -15,9 +15,8 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-
-import requests
 
 from local.cycle import api_get, count_alert_rows, run_cycle
 from local.demo import setup_demo
@@ -64,16 +63,25 @@ def banner(stack: LocalStack) -> str:
     return "\n".join(lines)
 
 
-def status_line(stack: LocalStack) -> str:
+def _or_unavailable(read: Callable[[], object]) -> str:
+    """A status figure, or why it could not be read: one failed read must not end the whole run."""
     try:
-        tenants = Counter(str(t.get("status")) for t in api_get(stack, "tenants")["value"])
-        tenant_text = ", ".join(f"{n} {s}" for s, n in sorted(tenants.items())) or "none yet"
-    except requests.RequestException as exc:
-        tenant_text = f"unavailable ({type(exc).__name__})"
-    emails = len(stack.maildev.messages()) if stack.maildev is not None else 0
+        return str(read())
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+
+
+def _tenant_text(stack: LocalStack) -> str:
+    tenants = Counter(str(t.get("status")) for t in api_get(stack, "tenants")["value"])
+    return ", ".join(f"{n} {s}" for s, n in sorted(tenants.items())) or "none yet"
+
+
+def status_line(stack: LocalStack) -> str:
+    emails = (lambda: len(stack.maildev.messages())) if stack.maildev is not None else (lambda: 0)
     alive = "up" if stack.host is not None and stack.host.alive else "DOWN"
-    return (f"[{time.strftime('%H:%M:%S')}] host {alive}; tenants: {tenant_text}; "
-            f"alerts stored: {count_alert_rows(stack)}; e-mails in inbox: {emails}")
+    return (f"[{time.strftime('%H:%M:%S')}] host {alive}; tenants: {_or_unavailable(lambda: _tenant_text(stack))}; "
+            f"alerts stored: {_or_unavailable(lambda: count_alert_rows(stack))}; "
+            f"e-mails in inbox: {_or_unavailable(emails)}")
 
 
 def start_demo_stack(workdir: Path, port: int) -> LocalStack:
@@ -124,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print("stopping...", file=sys.stderr)
         return 0
     finally:
+        # A second Ctrl-C while stopping must not leave the remaining services running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if stack is not None:
             stack.stop()
 

@@ -63,19 +63,24 @@ class Service:
     stop_grace: float = 10.0
 
     def wait_ready(self, check: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited with code {self.process.returncode} while starting; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(Exception):
-                if check():
-                    return
-            time.sleep(0.05)
-        self.kill()
-        raise ServiceError(f"{self.name} was not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
+        """Wait until `check` passes; on any way out but success (failure, timeout, Ctrl-C) the process is
+        killed, since the caller never gets a handle to stop it."""
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServiceError(
+                        f"{self.name} exited with code {self.process.returncode} while starting; "
+                        f"log tail:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(Exception):
+                    if check():
+                        return
+                time.sleep(0.05)
+            raise ServiceError(f"{self.name} was not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
+        except BaseException:
+            self.kill()
+            raise
 
     def log_tail(self, lines: int = 40) -> str:
         try:

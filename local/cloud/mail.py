@@ -34,7 +34,8 @@ def _recipients(message: Mapping[str, Any], key: str) -> list[str]:
         raise MailError(400, "ErrorInvalidRequest", f"The '{key}' property must be a collection.")
     addresses = []
     for entry in value:
-        address = entry.get("emailAddress", {}).get("address") if isinstance(entry, dict) else None
+        email = entry.get("emailAddress") if isinstance(entry, dict) else None
+        address = email.get("address") if isinstance(email, dict) else None
         if not isinstance(address, str) or not address:
             raise MailError(400, "ErrorInvalidRecipients",
                             "At least one recipient is not valid., A message can't be sent because it "
@@ -67,6 +68,9 @@ class Mailbox:
         if not isinstance(subject, str):
             raise MailError(400, "ErrorInvalidRequest", "The 'subject' property must be a string.")
         content = message.get("body") or {}
+        if not isinstance(content, dict):
+            raise MailError(400, "RequestBodyRead",
+                            "Cannot convert the literal to the expected type 'microsoft.graph.itemBody'.")
         content_type = str(content.get("contentType", "text"))
         if content_type.lower() not in _CONTENT_TYPES or not isinstance(content.get("content", ""), str):
             raise MailError(400, "RequestBodyRead",

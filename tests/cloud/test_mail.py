@@ -77,6 +77,24 @@ def test_message_without_recipients_is_400(cloud: LocalCloud, mssp: tuple[str, s
     assert _send(cloud, token, body).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"body": "plain text instead of an itemBody"},
+        {"toRecipients": [{"emailAddress": "soc@mssp.example"}]},
+        {"toRecipients": ["soc@mssp.example"]},
+    ],
+)
+def test_message_with_wrongly_typed_parts_is_400_not_500(cloud: LocalCloud, mssp: tuple[str, str], shape) -> None:
+    tenant_id, token = mssp
+    body = _message()
+    body["message"].update(shape)
+    response = _send(cloud, token, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] in {"RequestBodyRead", "ErrorInvalidRecipients"}
+    assert _recorded(cloud, tenant_id) == []
+
+
 def test_body_without_message_is_400(cloud: LocalCloud, mssp: tuple[str, str]) -> None:
     _, token = mssp
     assert _send(cloud, token, {"subject": "x"}).status_code == 400
