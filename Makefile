@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 ARGS ?=
+# checkov for tests/infra lives in its own venv: its pins (packaging<24) conflict with pytest 9.
+INFRA_VENV ?= .local/infra-venv
+STAMP_INFRA := $(INFRA_VENV)/.installed
 # Debian's Chromium drives the browser test of `make test` (Playwright with executable_path; no browser download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint clean deploy deploy-preview _azure-tools
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
@@ -19,7 +22,7 @@ setup: $(STAMP_PY) $(STAMP_NODE)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-$(STAMP_PY): requirements.txt requirements-dev.txt
+$(STAMP_PY): requirements.txt requirements-dev.txt requirements-infra.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
 		$(APT_INSTALL) python3.11-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
@@ -35,7 +38,7 @@ $(CHROMIUM):
 run: setup
 	$(PY) -m local.run $(ARGS)
 
-test: setup $(CHROMIUM)
+test: setup $(CHROMIUM) $(STAMP_INFRA)
 	$(PY) -m pytest $(ARGS)
 
 bench: setup
@@ -46,3 +49,36 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .ruff_cache
+
+# --- checkov for tests/infra, in its own venv (its pins conflict with pytest 9) ---------------------------
+$(STAMP_INFRA): infra/checkov-requirements.txt requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/checkov-requirements.txt
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-infra.txt
+	@touch $@
+
+# --- Azure (infra/README.md) ------------------------------------------------------------------------------
+#   make deploy-preview RG=<group>                 az bicep build + what-if
+#   make deploy RG=<group> [LOCATION=<region>]     az deployment group create, then func publish
+RG ?=
+LOCATION ?=
+AZURE_ENV_NAME ?= msspalerts
+DEPLOYMENT ?= mssp-alerts
+AZ_DEPLOY_ARGS = --resource-group "$(RG)" --template-file infra/main.bicep --parameters infra/main.bicepparam
+
+_azure-tools:
+	@command -v az >/dev/null 2>&1 || { echo "deploy: the Azure CLI (az) is not installed: https://aka.ms/installazurecli" >&2; exit 1; }
+	@test -n "$(RG)" || { echo "deploy: set RG=<resource group> (and LOCATION=<region> to create it)" >&2; exit 1; }
+
+deploy-preview: _azure-tools
+	az bicep build --file infra/main.bicep --stdout >/dev/null
+	AZURE_ENV_NAME=$(AZURE_ENV_NAME) az deployment group what-if $(AZ_DEPLOY_ARGS)
+
+deploy: _azure-tools
+	@command -v func >/dev/null 2>&1 || { echo "deploy: Azure Functions Core Tools v4 (func) is not installed: https://aka.ms/func-install" >&2; exit 1; }
+	@if [ -n "$(LOCATION)" ]; then az group create --name "$(RG)" --location "$(LOCATION)" --output none; fi
+	AZURE_ENV_NAME=$(AZURE_ENV_NAME) az deployment group create --name "$(DEPLOYMENT)" $(AZ_DEPLOY_ARGS) --output none
+	@app=$$(az deployment group show --resource-group "$(RG)" --name "$(DEPLOYMENT)" \
+		--query properties.outputs.AZURE_FUNCTION_APP_NAME.value --output tsv) && test -n "$$app" \
+		|| { echo "deploy: deployment $(DEPLOYMENT) has no AZURE_FUNCTION_APP_NAME output" >&2; exit 1; }; \
+	func azure functionapp publish "$$app" --python

@@ -190,6 +190,42 @@ SETTINGS: tuple[Setting, ...] = (
             "verification_failed (a duration).", default="24h", parse=_duration),
     Setting("OUTBOUND_ALLOW_LOOPBACK", "true lets outbound calls to given URLs (callbackUrl) reach loopback "
             "addresses; local development only, never in Azure.", default="false", parse=_bool),
+    # Alert ingestion (fetch_alerts, #4).
+    Setting("FETCH_CONCURRENCY", "How many tenants one ingestion tick fetches in parallel.", default="16",
+            parse=_positive_int),
+    Setting("FETCH_OVERLAP_MINUTES", "Each run re-reads this many minutes before the tenant's cursor, so "
+            "alerts that become visible late (ingestion lag) are caught.", default="15", parse=_positive_int),
+    Setting("FETCH_LOOKBACK_DAYS", "How far back a new tenant's first runs read (the backfill).", default="7",
+            parse=_positive_int),
+    Setting("FETCH_MAX_PAGES_PER_TENANT", "Pages one tick reads per tenant at most; a larger backlog continues "
+            "at the next tick, so one tenant cannot starve the others.", default="100", parse=_positive_int),
+    Setting("FETCH_TIME_BUDGET_SECONDS", "Ingestion stops starting new pages after this many seconds of a tick "
+            "(keep it well below host.json functionTimeout); progress is kept.", default="480",
+            parse=_positive_int),
+    Setting("FETCH_GRAPH_PAGE_SIZE", "$top of Graph alerts_v2 list calls (1..1000).", default="1000",
+            parse=_positive_int),
+    Setting("FETCH_DEFENDER_PAGE_SIZE", "$top of Defender list calls (1..10000); a time window that comes back "
+            "full is split.", default="1000", parse=_positive_int),
+    Setting("FETCH_MAX_ATTEMPTS", "Attempts per API call on 429, 5xx, timeouts and dropped connections.",
+            default="5", parse=_positive_int),
+    Setting("FETCH_BACKOFF_MS", "Base of the exponential backoff (with full jitter) between attempts.",
+            default="500", parse=_positive_int),
+    Setting("GRAPH_CALLS_PER_MINUTE", "Graph alerts calls per tenant per minute (Microsoft: 150).",
+            default="150", parse=_positive_int),
+    Setting("DEFENDER_CALLS_PER_MINUTE", "Defender API calls per tenant per minute (Microsoft: 100).",
+            default="100", parse=_positive_int),
+    Setting("DEFENDER_CALLS_PER_HOUR", "Defender API calls per tenant per hour (Microsoft: 1,500).",
+            default="1500", parse=_positive_int),
+    Setting("GLOBAL_API_CALLS_PER_MINUTE", "Alert API calls per minute across all tenants (Microsoft does not "
+            "say whether Defender's limit is per tenant or per app).", default="6000", parse=_positive_int),
+    Setting("RETENTION_DAYS", "Alerts not updated for this many days are deleted by the daily clean-up.",
+            default="180", parse=_positive_int),
+    Setting("RETENTION_SCHEDULE", "NCRONTAB schedule of the daily retention clean-up (UTC).",
+            default="0 30 3 * * *", parse=_ncrontab, consumer="host"),
+    # The SIEM pull API (GET /api/alerts, #4).
+    Setting("SIEM_FEED_SETTLE_SECONDS", "The SIEM pull API serves only feed rows stored at least this long ago, so "
+            "a storage transaction that commits a moment after its timestamp cannot land behind a page a SIEM "
+            "already read (longer than a write's retries may take).", default="30", parse=_positive_int),
 )
 
 _BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}

@@ -1,0 +1,308 @@
+metadata description = 'MSSP Defender alerts: a Flex Consumption function app with its storage, telemetry, Key Vault and identity, the multi-tenant app registration customers consent to, and every app setting the code reads. Deploy to a resource group: az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam.'
+
+targetScope = 'resourceGroup'
+
+import { keyVaultSecretNamesType } from 'modules/app-settings.bicep'
+
+// --- naming and placement -----------------------------------------------------------------------------
+
+@description('Required. Short name of this deployment (lower-case letters, digits and hyphens, e.g. prod); part of every generated resource name and the azd-env-name tag.')
+@minLength(1)
+@maxLength(16)
+param environmentName string
+
+@description('Optional. Azure region; must offer Flex Consumption. Defaults to the resource group\'s region.')
+param location string = resourceGroup().location
+
+@description('Optional. Tags added to every resource.')
+param tags object = {}
+
+@description('Optional. Function app name; generated when empty. Its host name becomes the consent callback\'s.')
+param functionAppName string = ''
+
+@description('Optional. Storage account name; generated when empty.')
+param storageAccountName string = ''
+
+@description('Optional. Key Vault name; generated when empty.')
+param keyVaultName string = ''
+
+// --- scale and retention ------------------------------------------------------------------------------
+
+@description('Optional. Memory of each function app instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Maximum number of function app instances.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Optional. Storage replication (the account also holds the app\'s tables).')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSkuName string = 'Standard_ZRS'
+
+@description('Optional. Days Log Analytics keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+@description('Optional. Daily Log Analytics ingestion cap in GB (-1 for none).')
+param logDailyQuotaGb int = 5
+
+// --- the multi-tenant app registration ----------------------------------------------------------------
+
+@description('Optional. Create the multi-tenant app registration and grant Mail.Send with the Microsoft Graph Bicep extension in this deployment. false: register the app by hand or deploy app-registration.bicep separately, and pass existingMsspAppClientId.')
+param createAppRegistration bool = true
+
+@description('Optional. Unique name of the app registration (its key for the Graph extension).')
+param msspAppUniqueName string = 'mssp-defender-alerts-${environmentName}'
+
+@description('Optional. Display name customers see on the consent screen.')
+param msspAppDisplayName string = 'MSSP Defender alerts'
+
+@description('Optional. Grant Mail.Send to the function app\'s identity (with createAppRegistration).')
+param grantMailSend bool = true
+
+@description('Optional. Client id of an app registration made outside this deployment (with createAppRegistration = false).')
+param existingMsspAppClientId string = ''
+
+@description('Optional. How the multi-tenant app authenticates to customer tenants: federated needs no secret; secret and certificate read keyVaultSecretNames.')
+@allowed([
+  'federated'
+  'secret'
+  'certificate'
+])
+param msspAppCredential string = 'federated'
+
+@description('Optional. Audience of the managed identity token the federated credential exchanges (api://AzureADTokenExchangeUSGov or api://AzureADTokenExchangeChina in sovereign clouds).')
+param msspAppFederationAudience string = 'api://AzureADTokenExchange'
+
+@description('Optional. Key Vault secret names of the secret settings (created in the vault after deployment; infra/README.md).')
+param keyVaultSecretNames keyVaultSecretNamesType = {}
+
+// --- settings the code reads (defaults equal shared/settings.py; tests/infra checks that) ---------------
+
+@description('Optional. Prefix of the app\'s table names, for several deployments in one account.')
+param tablesNamePrefix string = ''
+
+@description('Optional. NCRONTAB schedule (six fields, UTC) of alert ingestion.')
+param fetchAlertsSchedule string = '0 */5 * * * *'
+
+@description('Optional. NCRONTAB schedule (six fields, UTC) of the access-verification retries.')
+param verificationSchedule string = '0 */2 * * * *'
+
+@description('Optional. NCRONTAB schedule (six fields, UTC) of the daily retention clean-up.')
+param retentionSchedule string = '0 30 3 * * *'
+
+@description('Optional. Durable Functions task hub name.')
+param durableHubName string = 'msspalerts'
+
+@description('Optional. How long a consent link stays valid (30s, 15m, 12h, 7d).')
+param invitationTtl string = '7d'
+
+@description('Optional. How long access verification is retried after consent.')
+param verificationTimeout string = '24h'
+
+@description('Optional. Timeout of one outbound HTTP request in seconds.')
+@minValue(1)
+param httpTimeoutSeconds int = 30
+
+@description('Optional. Entra ID authority host (sovereign clouds change it).')
+param entraAuthorityHost string = 'https://login.microsoftonline.com'
+
+@description('Optional. Microsoft Graph host.')
+param graphApiHost string = 'https://graph.microsoft.com'
+
+@description('Optional. Microsoft Graph token resource.')
+param graphApiResource string = 'https://graph.microsoft.com'
+
+@description('Optional. Defender for Endpoint API host.')
+param defenderApiHost string = 'https://api.security.microsoft.com'
+
+@description('Optional. Defender for Endpoint token resource.')
+param defenderApiResource string = 'https://api.securitycenter.microsoft.com'
+
+@description('Optional. Defender portal host for alert deep links.')
+param portalHost string = 'https://security.microsoft.com'
+
+@description('Optional. Any other non-secret setting of shared/settings.py to change from the code\'s default, by name, e.g. { FETCH_CONCURRENCY: \'32\' } (values are strings).')
+param settingOverrides object = {}
+
+// The app's tables (shared/tables.py Table); tests/infra checks the list against the code.
+var appTableNames = [
+  'Tenants'
+  'Invitations'
+  'Alerts'
+  'NotificationRules'
+  'DeliveryLog'
+  'Incidents'
+  'AlertFeed'
+]
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var allTags = union(tags, { 'azd-env-name': environmentName })
+var names = {
+  identity: 'id-${environmentName}-${resourceToken}'
+  storage: !empty(storageAccountName) ? storageAccountName : 'st${resourceToken}'
+  keyVault: !empty(keyVaultName) ? keyVaultName : 'kv-${resourceToken}'
+  logAnalytics: 'log-${environmentName}-${resourceToken}'
+  applicationInsights: 'appi-${environmentName}-${resourceToken}'
+  plan: 'plan-${environmentName}-${resourceToken}'
+  functionApp: !empty(functionAppName) ? functionAppName : 'func-${environmentName}-${resourceToken}'
+}
+// One container per app: Flex Consumption reads the package from here with the identity.
+var deploymentContainerName = toLower('app-package-${take(names.functionApp, 32)}')
+var consentCallbackPath = '/api/consent/callback'
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: names.identity
+    location: location
+    tags: allTags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: names.storage
+    location: location
+    tags: allTags
+    skuName: storageSkuName
+    deploymentContainerName: deploymentContainerName
+    tableNames: [for table in appTableNames: '${tablesNamePrefix}${table}']
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.applicationInsights
+    location: location
+    tags: allTags
+    retentionInDays: logRetentionInDays
+    dailyQuotaGb: logDailyQuotaGb
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: allTags
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: allTags
+    identityResourceId: identity.outputs.resourceId
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+  }
+  // The platform reads the package container with the identity as soon as the site exists.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// Needs the site's host name (redirect URI); the app settings below need its client id: one deployment.
+module appRegistration 'app-registration.bicep' = if (createAppRegistration) {
+  name: 'app-registration'
+  params: {
+    uniqueName: msspAppUniqueName
+    displayName: msspAppDisplayName
+    redirectUri: 'https://${functionApp.outputs.defaultHostName}${consentCallbackPath}'
+    managedIdentityPrincipalId: identity.outputs.principalId
+    federationAudience: msspAppFederationAudience
+    grantMailSend: grantMailSend
+  }
+}
+
+var effectiveMsspAppClientId = createAppRegistration ? appRegistration!.outputs.clientId : existingMsspAppClientId
+
+module appSettings 'modules/app-settings.bicep' = {
+  name: 'app-settings'
+  params: {
+    functionAppName: functionApp.outputs.name
+    managedIdentityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultUri: keyVault.outputs.uri
+    publicBaseUrl: 'https://${functionApp.outputs.defaultHostName}'
+    msspAppClientId: effectiveMsspAppClientId
+    keyVaultSecretNames: keyVaultSecretNames
+    tablesNamePrefix: tablesNamePrefix
+    fetchAlertsSchedule: fetchAlertsSchedule
+    durableHubName: durableHubName
+    entraAuthorityHost: entraAuthorityHost
+    graphApiHost: graphApiHost
+    graphApiResource: graphApiResource
+    defenderApiHost: defenderApiHost
+    defenderApiResource: defenderApiResource
+    portalHost: portalHost
+    httpTimeoutSeconds: httpTimeoutSeconds
+    msspAppCredential: msspAppCredential
+    msspAppFederationAudience: msspAppFederationAudience
+    invitationTtl: invitationTtl
+    verificationSchedule: verificationSchedule
+    verificationTimeout: verificationTimeout
+    retentionSchedule: retentionSchedule
+    settingOverrides: settingOverrides
+  }
+}
+
+@description('Name of the function app: func azure functionapp publish <this>.')
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+
+@description('Base URL of the function app.')
+output FUNCTION_APP_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
+
+@description('Consent callback URL: the redirect URI of the multi-tenant app.')
+output CONSENT_CALLBACK_URL string = 'https://${functionApp.outputs.defaultHostName}${consentCallbackPath}'
+
+@description('Client id of the multi-tenant app (empty until one is registered).')
+output MSSP_APP_CLIENT_ID string = effectiveMsspAppClientId
+
+@description('Object (principal) id of the function app\'s identity: federated credential subject and Mail.Send assignee.')
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+@description('Client id of the function app\'s identity.')
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+@description('Name of the Key Vault that holds the optional secrets.')
+output KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('Name of the storage account.')
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
