@@ -3,13 +3,16 @@
 - `GET /admin/host/status` -> `{"id", "state": "Running", "version", ...}`
 - `GET /admin/functions`, `GET /admin/functions/{name}` -> function metadata (name, config = the
   function.json bindings, invoke_url_template for HTTP triggers); `GET /admin/functions/{name}/status`
-  -> `{"errors": [...]}`.
+  -> `{"errors": [...]}`. Errors are those of functions indexed in error (an unsupported binding) and
+  those the host's parts report (`function_errors`, e.g. a timer's unresolvable schedule).
 - `POST /admin/functions/{name}` with `{"input": "..."}` -> 202, and the function runs in the background,
   like the host's FunctionsController.Invoke: no body gives 400, an unknown name 404 (names match
-  case-insensitively). The input goes to the trigger binding: a timer gets a TimerRequest without
-  schedule status, an activity gets the input as its (JSON or string) payload, other triggers the raw
-  string. Azure also accepts HTTP-, orchestration- and entity-triggered functions here and then fails
-  the invocation in the background; this host refuses them up front with 400 and a reason instead.
+  case-insensitively). The input goes to the trigger binding: a timer gets the TimerRequest its
+  listener builds (`Invoker.bind_trigger`: with the current schedule status when monitored), an
+  activity gets the input as its (JSON or string) payload, other triggers the raw string. Azure also
+  accepts HTTP-, orchestration- and entity-triggered functions here and then fails the invocation in
+  the background; this host refuses them up front with 400 and a reason instead, as it refuses a
+  function in error.
 - Local only: `GET /admin/local/stats` -> `{"peak_rss_mb", "invocations": {...}}` (peak RSS of this
   process, which runs the app; the benchmarks read it) and `POST /admin/local/shutdown` (graceful stop).
 """
@@ -95,6 +98,10 @@ class AdminApi:
         lowered = name.lower()
         return next((fn for fn in self.functions.values() if fn.name.lower() == lowered), None)
 
+    def _errors(self) -> dict[str, str]:
+        errors = {fn.name: fn.error for fn in self.functions.values() if fn.error}
+        return {**errors, **self.function_errors}
+
     async def host_status(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {
             "id": self.host_id,
@@ -107,8 +114,9 @@ class AdminApi:
             "processUptime": int((time.monotonic() - self.started) * 1000),
             "functionAppContentEditingState": "NotAllowed",
         }
-        if self.function_errors:
-            body["errors"] = [f"{name}: {error}" for name, error in sorted(self.function_errors.items())]
+        errors = self._errors()
+        if errors:
+            body["errors"] = [f"{name}: {error}" for name, error in sorted(errors.items())]
         return web.json_response(body)
 
     def _metadata(self, fn: FunctionInfo) -> dict[str, Any]:
@@ -137,7 +145,7 @@ class AdminApi:
         fn = self._find(request.match_info["name"])
         if fn is None:
             return web.Response(status=404)
-        error = self.function_errors.get(fn.name)
+        error = self._errors().get(fn.name)
         return web.json_response({"errors": [error] if error else None})
 
     async def invoke_function(self, request: web.Request) -> web.Response:
@@ -153,8 +161,9 @@ class AdminApi:
         refused = _REFUSED_TRIGGERS.get(fn.trigger_type)
         if refused:
             return web.json_response({"error": f"{fn.name} cannot be invoked here: {refused}"}, status=400)
-        if fn.name in self.function_errors:
-            return web.json_response({"error": self.function_errors[fn.name]}, status=400)
+        error = self._errors().get(fn.name)
+        if error:
+            return web.json_response({"error": error}, status=400)
         raw = body.get("input")
         text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
         inputs: dict[str, object] = {fn.trigger_name: self._trigger_value(fn, text)}
@@ -164,11 +173,8 @@ class AdminApi:
         return web.Response(status=202)
 
     def _trigger_value(self, fn: FunctionInfo, text: str) -> object:
-        if fn.trigger_type == "timerTrigger":
-            # The host makes a fresh TimerInfo without schedule status when the input is not one.
-            payload = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": False}
-            return meta.Datum(json.dumps(payload), "json")
-        return meta.Datum(text, "string")
+        bound = self.invoker.bind_trigger(fn, text)
+        return bound if bound is not None else meta.Datum(text, "string")
 
     async def _invoke(self, fn: FunctionInfo, inputs: dict[str, object]) -> None:
         try:

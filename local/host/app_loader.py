@@ -2,7 +2,9 @@
 
 The worker imports `function_app.py` from the app root and asks the `FunctionApp` for its functions;
 so does this module, once (`get_functions()` is not idempotent: a second call raises on duplicate
-names). Nothing is listed by hand: what the app registers is what the host runs.
+names). Nothing is listed by hand: what the app registers is what the host runs. A function with a
+binding the host does not implement is indexed "in error" (logged here, listed in the admin API's
+errors, never invoked) and the others still run, as the Functions host treats a missing extension.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def load_app(app_root: Path, app_spec: str = "function_app:app") -> LoadedApp:
         if info.name.lower() in (n.lower() for n in functions):
             raise AppLoadError(f"function name {info.name!r} is registered twice")
         functions[info.name] = info
+        if info.error:
+            logger.error("The 'Functions.%s' function is in error: %s", info.name, info.error)
     logger.info("Found the following functions: %s", ", ".join(sorted(functions)) or "(none)")
     return LoadedApp(app=app, functions=functions)
 

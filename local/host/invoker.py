@@ -6,10 +6,14 @@ Every trigger of the local host (HTTP, timers, the admin API, the Durable engine
 - Inputs are keyword arguments named after the function's bindings. A value given as an
   `azure.functions.meta.Datum` is decoded with the converter `azure.functions` registers for that
   binding type (the worker's own path); any other value is passed as it is. A parameter named
-  `context` that is not a binding receives an `azure.functions.Context`, and parameters of output
-  bindings other than `$return` receive an `azure.functions.Out`, as the worker does. Input bindings the
-  trigger does not supply (the durable client) come from providers (`set_input_provider`), as the
-  host's extensions supply them.
+  `context` that is not a binding receives an `azure.functions.Context`, as the worker does. Input
+  bindings the trigger does not supply (the durable client) come from providers (`set_input_provider`),
+  as the host's extensions supply them.
+- Only the binding types the host implements are accepted (`unsupported_binding`): the triggers
+  HTTP, timer, orchestration and activity, the `durableClient` input and the HTTP response as
+  `$return`. A function with any other binding is indexed "in error" (`FunctionInfo.error`), as the
+  Functions host marks a function whose binding extension is missing, and is never invoked, rather
+  than run with a binding silently left empty.
 - Synchronous functions run in a bounded thread pool whose size comes from
   `PYTHON_THREADPOOL_THREAD_COUNT` (default as the worker on Python 3.11: the `ThreadPoolExecutor`
   default, min(32, CPUs + 4)); coroutine functions run on the host's event loop.
@@ -52,6 +56,32 @@ logger = logging.getLogger(__name__)
 #: Reason the real host gives for invocations started through its admin API or an HTTP request.
 REASON_HOST_API = "This function was programmatically called via the host APIs."
 
+#: Triggers some part of the host fires (HTTP routes, timers, the Durable engine).
+SUPPORTED_TRIGGERS = frozenset({"httpTrigger", "timerTrigger", "orchestrationTrigger", "activityTrigger"})
+#: Input bindings the host supplies (through `set_input_provider`).
+SUPPORTED_INPUTS = frozenset({"durableClient"})
+
+
+def unsupported_binding(bindings: list[dict[str, Any]]) -> str | None:
+    """Why the host cannot run a function with these bindings, or None when it can. The only output
+    delivered is an HTTP trigger's response, returned as `$return`."""
+    for binding in bindings:
+        binding_type = str(binding.get("type", ""))
+        name = str(binding.get("name", ""))
+        if binding_type.endswith("Trigger"):
+            supported = binding_type in SUPPORTED_TRIGGERS
+        elif binding.get("direction") == "out":
+            supported = binding_type == "http" and name == "$return"
+        else:
+            supported = binding_type in SUPPORTED_INPUTS
+        if not supported:
+            return f"binding type {binding_type} is not implemented by the local host (binding '{name}')"
+    return None
+
+
+class FunctionInErrorError(RuntimeError):
+    """The function was indexed in error (see `FunctionInfo.error`) and cannot run."""
+
 
 class FunctionTimeoutError(TimeoutError):
     """An invocation ran past `functionTimeout`; the message is the Functions host's."""
@@ -73,6 +103,8 @@ class FunctionInfo:
     #: Parameters of `func` the worker fills: binding names plus `context` when it is not a binding.
     parameters: frozenset[str] = field(default_factory=frozenset)
     wants_context: bool = False
+    #: Why the function is "in error" (never invoked), or None; set at indexing.
+    error: str | None = None
 
     @property
     def trigger_type(self) -> str:
@@ -109,6 +141,7 @@ class FunctionInfo:
             is_async=inspect.iscoroutinefunction(function),
             parameters=params,
             wants_context="context" in params and "context" not in binding_names,
+            error=unsupported_binding(bindings),
         )
 
 
@@ -144,20 +177,6 @@ class _Context(func.Context):
     @property
     def retry_context(self) -> Any:
         return None
-
-
-class _Out(func.Out):
-    """An output-binding parameter; the local host has no output bindings to deliver to, so the
-    value is only kept (and logged at debug level)."""
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    def set(self, val: Any) -> None:
-        self._value = val
-
-    def get(self) -> Any:
-        return self._value
 
 
 def format_timespan(seconds: float) -> str:
@@ -227,6 +246,7 @@ class Invoker:
         self._function_directory = function_directory
         self._counts: dict[str, _Counts] = {}
         self._input_providers: dict[str, Callable[[], object]] = {}
+        self._trigger_binders: dict[str, Callable[[FunctionInfo, str], object]] = {}
         self._abandoned = 0
         self._running = 0
 
@@ -234,6 +254,17 @@ class Invoker:
         """Supply input bindings of `binding_type` that a trigger does not pass itself, as the host's
         extensions do (the Durable engine provides `durableClient`)."""
         self._input_providers[binding_type] = provider
+
+    def set_trigger_binder(self, trigger_type: str, binder: Callable[[FunctionInfo, str], object]) -> None:
+        """Let the part of the host that owns `trigger_type` build the trigger value for an invocation
+        through the admin API from its input string, as the extension's trigger binding does
+        (`ITriggerBinding.BindAsync`): the timers give a TimerInfo with the stored schedule status."""
+        self._trigger_binders[trigger_type] = binder
+
+    def bind_trigger(self, fn: FunctionInfo, text: str) -> object | None:
+        """The trigger value a registered binder builds for `fn` from `text`, or None without a binder."""
+        binder = self._trigger_binders.get(fn.trigger_type)
+        return binder(fn, text) if binder is not None else None
 
     async def invoke(
         self,
@@ -250,6 +281,9 @@ class Invoker:
 
         `convert_result` turns the return value into what the trigger sends on (an HTTP response); as
         in the worker, a value it cannot convert fails the invocation."""
+        if fn.error:
+            logger.error("'Functions.%s' is in error and was not run: %s", fn.name, fn.error)
+            raise FunctionInErrorError(f"Functions.{fn.name} is in error: {fn.error}")
         invocation_id = invocation_id or str(uuid.uuid4())
         limit = timeout if timeout is not None else self.function_timeout
         logger.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", fn.name, reason, invocation_id)
@@ -284,9 +318,7 @@ class Invoker:
         for binding in fn.bindings:
             name = str(binding.get("name"))
             if binding.get("direction") == "out":
-                if name != "$return" and (not fn.parameters or name in fn.parameters):
-                    kwargs[name] = _Out()
-                continue
+                continue  # `$return`, the only output indexing lets through
             binding_type = str(binding.get("type"))
             if name in inputs:
                 kwargs[name] = decode_input(binding, inputs[name])
@@ -298,7 +330,7 @@ class Invoker:
                     "the Durable engine is not running"
                 )
             else:
-                kwargs[name] = None
+                raise FunctionInErrorError(f"no value for {binding_type} binding {name!r} of Functions.{fn.name}")
         if fn.wants_context:
             kwargs["context"] = _Context(invocation_id, fn.name, self._function_directory)
         return kwargs

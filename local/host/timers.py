@@ -4,7 +4,9 @@ Per timer function:
 - The schedule (`%SETTING%` resolved from app settings) is an NCRONTAB expression or a TimeSpan, in UTC.
 - Invocations of one timer never overlap: the listener holds a lock around each invocation and only
   schedules the next occurrence when it has finished (an occurrence missed meanwhile fires at once,
-  not once per missed occurrence). Invocations through the admin API bypass the listener, as in Azure.
+  not once per missed occurrence). Invocations through the admin API bypass the listener, as in Azure,
+  but get a TimerInfo from it (`Timers.admin_timer_info`): the current schedule status of a monitored
+  timer (what TimerTriggerBinding reads from the schedule monitor), none otherwise, never past due.
 - Schedule monitoring (`use_monitor`; by default on for schedules that fire at most once a minute)
   records the ScheduleStatus {Last, Next, LastUpdated} after each invocation. On start, a recorded
   `Next` already in the past means an occurrence was missed while the host was down: the timer fires at
@@ -47,6 +49,16 @@ def utcnow() -> dt.datetime:
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat()
+
+
+def timer_info(adjust_for_dst: bool, status: ScheduleStatus | None, *, past_due: bool) -> meta.Datum:
+    """The TimerInfo the worker decodes into a `func.TimerRequest`."""
+    payload = {
+        "Schedule": {"AdjustForDST": adjust_for_dst},
+        "ScheduleStatus": status.to_json() if status is not None else None,
+        "IsPastDue": past_due,
+    }
+    return meta.Datum(json.dumps(payload), "json")
 
 
 @dataclass(frozen=True)
@@ -182,16 +194,11 @@ class TimerListener:
             if self._stopping:
                 return
             status = self.status
-            payload = {
-                "Schedule": {"AdjustForDST": self.schedule.adjust_for_dst},
-                "ScheduleStatus": status.to_json() if (self.monitor is not None and status) else None,
-                "IsPastDue": past_due,
-            }
+            info = timer_info(self.schedule.adjust_for_dst, status if self.monitor is not None else None,
+                              past_due=past_due)
             reason = f"Timer fired at {_iso(invocation_time)}"
             try:
-                await self.invoker.invoke(
-                    self.fn, {self.fn.trigger_name: meta.Datum(json.dumps(payload), "json")}, reason=reason
-                )
+                await self.invoker.invoke(self.fn, {self.fn.trigger_name: info}, reason=reason)
             except Exception:  # noqa: BLE001,S110 - logged by the invoker; failures must not stop the schedule
                 pass
             # A timer that woke a moment before its occurrence counts from the occurrence, so Next moves on.
@@ -214,13 +221,28 @@ class Timers:
         self.listeners: dict[str, TimerListener] = {}
         self.errors: dict[str, str] = {}
         for fn in functions.values():
-            if fn.trigger_type != "timerTrigger":
+            # A function in error (unsupported binding) is not listened for, as the host does not.
+            if fn.trigger_type != "timerTrigger" or fn.error:
                 continue
             try:
                 self.listeners[fn.name] = TimerListener(fn, invoker, self.monitor)
             except ValueError as exc:
                 self.errors[fn.name] = str(exc)
                 logger.error("The 'Functions.%s' function is in error: %s", fn.name, exc)
+        invoker.set_trigger_binder("timerTrigger", self.admin_timer_info)
+
+    def admin_timer_info(self, fn: FunctionInfo, text: str) -> meta.Datum:
+        """The TimerInfo of an invocation through the admin API, whose input text is ignored: like
+        TimerTriggerBinding.BindAsync, a fresh TimerInfo (not past due) carrying the schedule monitor's
+        status when the timer is monitored."""
+        listener = self.listeners.get(fn.name)
+        if listener is None:
+            return timer_info(True, None, past_due=False)
+        status = None
+        if listener.monitor is not None:
+            # Before the listener's first run, read what the monitor has stored.
+            status = listener.status or listener.monitor.get(fn.name)
+        return timer_info(listener.schedule.adjust_for_dst, status, past_due=False)
 
     def start(self) -> None:
         for listener in self.listeners.values():

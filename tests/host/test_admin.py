@@ -3,6 +3,7 @@ shutdown) work; SIGTERM stops the host gracefully (tests/host/apps/http_app)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import requests
 from local.services import LocalHost, start_host
 
 APP_ROOT = Path(__file__).resolve().parent / "apps" / "http_app"
+UNSUPPORTED_APP_ROOT = Path(__file__).resolve().parent / "apps" / "unsupported_app"
 NEVER = "0 0 0 1 1 *"
 QUIET_TIMERS = {name: NEVER for name in
                 ("TICK_SCHEDULE", "STARTUP_SCHEDULE", "SLOW_TICK_SCHEDULE", "MONITORED_SCHEDULE")}
@@ -80,11 +82,28 @@ def test_invoking_a_timer_function_is_accepted_and_runs_it(host: LocalHost) -> N
     response = host.admin("POST", "functions/tick", json={"input": ""})
     assert response.status_code == 202
     fired = wait_for_records(host, "tick", before + 1)[-1]
-    # The host gives an admin invocation a fresh TimerInfo: not past due, no schedule status.
     assert fired["past_due"] is False
-    assert fired["status"] == {}
     log = host.log_path.read_text()
     assert "Executing 'Functions.tick' (Reason='This function was programmatically called via the host APIs." in log
+
+
+def test_admin_run_of_a_monitored_timer_gets_its_current_schedule_status(host: LocalHost) -> None:
+    before = len(records(host, "monitored"))
+    assert host.admin("POST", "functions/monitored", json={"input": ""}).status_code == 202
+    fired = wait_for_records(host, "monitored", before + 1)[-1]
+    # As TimerTriggerBinding reads the schedule monitor: the yearly schedule's next occurrence, never run.
+    next_new_year = dt.datetime(dt.datetime.now(dt.UTC).year + 1, 1, 1, tzinfo=dt.UTC)
+    assert dt.datetime.fromisoformat(fired["status"]["Next"]) == next_new_year
+    assert dt.datetime.fromisoformat(fired["status"]["Last"]).year == 1
+    assert fired["past_due"] is False
+
+
+def test_admin_run_of_an_unmonitored_timer_gets_no_schedule_status(host: LocalHost) -> None:
+    before = len(records(host, "unmonitored"))
+    assert host.admin("POST", "functions/unmonitored", json={"input": ""}).status_code == 202
+    fired = wait_for_records(host, "unmonitored", before + 1)[-1]
+    assert fired["status"] == {}
+    assert fired["past_due"] is False
 
 
 def test_invoking_an_unknown_function_is_not_found(host: LocalHost) -> None:
@@ -117,6 +136,40 @@ def test_local_stats_report_peak_rss_and_invocation_counts(host: LocalHost) -> N
 
 def test_thread_pool_size_comes_from_python_threadpool_thread_count(host: LocalHost) -> None:
     assert host.admin("GET", "local/stats").json()["invocations"]["thread_pool_size"] == 3
+
+
+@pytest.fixture(scope="module")
+def unsupported_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
+    service = start_host(UNSUPPORTED_APP_ROOT, {}, log_path=tmp_path_factory.mktemp("unsupported") / "host.log")
+    yield service
+    service.stop()
+
+
+def test_functions_with_unimplemented_bindings_are_in_error_in_the_host_status(unsupported_host: LocalHost) -> None:
+    errors = unsupported_host.admin("GET", "host/status").json()["errors"]
+    assert any(e.startswith("queued: binding type queue is not implemented by the local host") for e in errors)
+    assert any(e.startswith("blob_reader: binding type blob is not implemented by the local host") for e in errors)
+    assert len(errors) == 2
+
+
+def test_function_in_error_is_logged_at_indexing(unsupported_host: LocalHost) -> None:
+    log = unsupported_host.log_path.read_text()
+    assert "The 'Functions.queued' function is in error: binding type queue is not implemented by the local host" \
+        in log
+
+
+def test_function_in_error_is_never_run(unsupported_host: LocalHost) -> None:
+    response = requests.post(f"{unsupported_host.url}/api/queued", data="job", timeout=30)
+    assert response.status_code != 202
+    refused = unsupported_host.admin("POST", "functions/blob_reader", json={"input": ""})
+    assert refused.status_code == 400
+    assert "binding type blob is not implemented" in refused.json()["error"]
+    assert "Executing 'Functions.queued'" not in unsupported_host.log_path.read_text()
+
+
+def test_functions_beside_one_in_error_keep_working(unsupported_host: LocalHost) -> None:
+    response = requests.get(f"{unsupported_host.url}/api/ok", timeout=30)
+    assert (response.status_code, response.text) == (200, "ok")
 
 
 def test_keys_starting_with_a_dash_are_accepted_on_the_command_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ through the SDK's real client (tests/host/apps/durable_app)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def test_episodes_run_at_most_max_concurrent_orchestrator_functions_at_once(
         host: LocalHost, state_dir: Path) -> None:
     key = new_id("episodes")
     instance_ids = [new_id("busy") for _ in range(8)]
-    for instance_id in instance_ids:
-        assert start(host, "busy_episode", key, instance_id).status_code == 202
+    # Started side by side, so all 8 are queued while the first episodes (1 s each) still run.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        started = list(pool.map(lambda instance_id: start(host, "busy_episode", key, instance_id), instance_ids))
+    assert [response.status_code for response in started] == [202] * 8
 
     for instance_id in instance_ids:
         assert wait_done(host, instance_id)["runtimeStatus"] == "Completed"
@@ -121,6 +124,29 @@ def test_sub_orchestrations_return_their_output_to_the_parent(host: LocalHost) -
     assert done["output"] == {"fan_out": 6, "retry_flaky": {"succeeded_on_attempt": 2}}
     child = status(host, f"{instance_id}:0")
     assert (child["name"], child["runtimeStatus"], child["output"]) == ("fan_out", "Completed", 6)
+
+
+def test_stale_child_completion_is_not_delivered_to_a_new_parent_with_the_same_id(host: LocalHost) -> None:
+    parent_id, old_child, new_child = new_id("reused"), new_id("oldchild"), new_id("newchild")
+    assert start(host, "parent_of_waiting_child", old_child, parent_id).status_code == 202
+    wait_status(host, old_child, lambda s: s.get("runtimeStatus") == "Running")
+    _post(host, f"terminate/{parent_id}")
+    assert wait_done(host, parent_id)["runtimeStatus"] == "Terminated"
+    assert start(host, "parent_of_waiting_child", new_child, parent_id).status_code == 202
+    wait_status(host, new_child, lambda s: s.get("runtimeStatus") == "Running")
+
+    _post(host, f"raise/{old_child}/approval", "stale")
+    assert wait_done(host, old_child)["runtimeStatus"] == "Completed"
+    _post(host, f"raise/{new_child}/approval", "fresh")
+
+    done = wait_done(host, parent_id)
+    assert (done["runtimeStatus"], done["output"]) == ("Completed", {"approval": "fresh"})
+
+
+def _post(host: LocalHost, path: str, payload: object = None) -> None:
+    response = requests.post(f"{host.url}/api/{path}", json=payload,
+                             headers={"x-functions-key": host.function_key}, timeout=10)
+    assert response.status_code == 202, response.text
 
 
 def test_failed_sub_orchestration_is_retried_as_a_new_child_instance(host: LocalHost) -> None:
@@ -197,6 +223,59 @@ def test_check_status_url_without_a_key_is_unauthorized(host: LocalHost) -> None
     bare_url = accepted.json()["statusQueryGetUri"].split("?", 1)[0]
 
     assert requests.get(bare_url, timeout=10).status_code == 401
+
+
+def test_webhooks_refuse_the_function_key(host: LocalHost) -> None:
+    instance_id = new_id("fkey")
+    bare_url = start(host, "fan_out", 1, instance_id).json()["statusQueryGetUri"].split("?", 1)[0]
+    wait_done(host, instance_id)
+
+    answered = requests.get(bare_url, headers={"x-functions-key": host.function_key}, timeout=10)
+
+    assert answered.status_code == 401
+
+
+def test_webhooks_accept_the_master_key(host: LocalHost) -> None:
+    instance_id = new_id("mkey")
+    bare_url = start(host, "fan_out", 1, instance_id).json()["statusQueryGetUri"].split("?", 1)[0]
+    wait_done(host, instance_id)
+
+    answered = requests.get(bare_url, params={"code": host.master_key}, timeout=10)
+
+    assert answered.status_code == 200
+
+
+@pytest.mark.parametrize(("body", "message"), [(b"{not json", "Invalid JSON content"),
+                                               (b'"\xff\xfe"', "not valid UTF-8")])
+def test_start_with_an_unreadable_body_is_a_bad_request(host: LocalHost, body: bytes, message: str) -> None:
+    response = requests.post(f"{host.url}/runtime/webhooks/durabletask/orchestrators/fan_out/{new_id('bad')}",
+                             data=body, params={"code": host.master_key},
+                             headers={"Content-Type": "application/json"}, timeout=10)
+
+    assert response.status_code == 400
+    assert message in response.json()["Message"]
+
+
+@pytest.mark.parametrize(("body", "message"), [(b"{not json", "Invalid JSON content"),
+                                               (b"\xff\xfe", "not valid UTF-8")])
+def test_raise_event_with_an_unreadable_body_is_a_bad_request(host: LocalHost, body: bytes, message: str) -> None:
+    instance_id = new_id("badevent")
+    assert start(host, "with_status", None, instance_id).status_code == 202
+    wait_status(host, instance_id, lambda s: s.get("runtimeStatus") == "Running")
+
+    response = requests.post(f"{host.url}/durabletask/instances/{instance_id}/raiseEvent/approval", data=body,
+                             headers={"Content-Type": "application/json"}, timeout=10)
+
+    assert response.status_code == 400
+    assert message in response.json()["Message"]
+    assert status(host, instance_id)["runtimeStatus"] == "Running"
+
+
+def test_direct_activity_run_with_invalid_json_is_a_bad_request(host: LocalHost) -> None:
+    response = host.admin("POST", "local/durable/direct", data=b"{not json")
+
+    assert response.status_code == 400
+    assert "Invalid JSON content" in response.json()["error"]
 
 
 def test_unhandled_orchestrator_error_fails_the_instance_with_its_message(host: LocalHost) -> None:

@@ -245,11 +245,18 @@ def test_async_function_past_function_timeout_gives_500(host: LocalHost) -> None
 
 
 def test_timed_out_thread_is_abandoned_and_its_end_logged(host: LocalHost) -> None:
-    requests.delete(f"{host.url}/api/records", timeout=30)
-    assert get(host, "/api/slow", params={"seconds": "2.5"}).status_code == 500
-    assert host.admin("GET", "local/stats").json()["invocations"]["abandoned"] >= 1
+    # A marker of this invocation only: an earlier test's abandoned `slow` may still be running.
+    marker = uuid.uuid4().hex
+
+    def mine() -> dict[str, dict[str, object]]:
+        found = requests.get(f"{host.url}/api/records", timeout=30).json()
+        return {r["kind"]: r for r in found if r.get("marker") == marker}
+
+    assert get(host, "/api/slow", params={"seconds": "2.5", "marker": marker}).status_code == 500
+    assert "slow_finished" not in mine()  # answered while the thread still ran
     deadline = time.monotonic() + 5
-    while {"kind": "slow_finished"} not in requests.get(f"{host.url}/api/records", timeout=30).json():
+    while "slow_finished" not in mine():
         assert time.monotonic() < deadline, "the abandoned invocation never finished"
         time.sleep(0.05)
-    wait_for_log(host, "Abandoned invocation of 'Functions.slow'")
+    invocation_id = mine()["slow_started"]["invocation_id"]
+    wait_for_log(host, f"Abandoned invocation of 'Functions.slow' (Id={invocation_id}) ended after")

@@ -1,8 +1,9 @@
 """The product app (function_app:app at the repo root) runs in the local host: every function the app
 registers is indexed and listed, timers resolve their schedules, HTTP routes answer with their auth level.
 
-Written to stay true as later issues add functions: the expected set comes from the app itself
-(`get_functions()` in a separate interpreter), and named routes are checked only while they exist.
+Written to stay true as later issues add functions: the listed set is compared with the app itself
+(`get_functions()` in a separate interpreter), and the functions the product already has are required by
+name (a superset is fine, a missing one fails).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ import requests
 from local.services import Azurite, LocalHost, ServiceError, start_host
 
 REPO = Path(__file__).resolve().parents[2]
+#: Functions the product has now, by name -> trigger type (later issues only add to this).
+CORE_FUNCTIONS = {
+    "health": "httpTrigger",
+    "list_tenants": "httpTrigger",
+    "fetch_alerts": "timerTrigger",
+    "notify_mssp": "orchestrationTrigger",
+    "list_pending_tenants": "activityTrigger",
+}
 
 
 def registered_functions() -> dict[str, dict[str, Any]]:
@@ -52,6 +61,15 @@ def test_host_lists_exactly_the_functions_the_app_registers(product_host: LocalH
     assert listed
 
 
+def test_host_lists_the_products_core_functions_with_their_triggers(product_host: LocalHost) -> None:
+    listed = {f["name"]: f for f in product_host.admin("GET", "functions").json()}
+    missing = set(CORE_FUNCTIONS) - set(listed)
+    assert not missing, f"functions missing from the product: {sorted(missing)}"
+    triggers = {name: listed[name]["config"]["bindings"] for name in CORE_FUNCTIONS}
+    for name, trigger_type in CORE_FUNCTIONS.items():
+        assert trigger_type in [b["type"] for b in triggers[name]], name
+
+
 def test_every_timer_schedule_resolves_without_errors(product_host: LocalHost) -> None:
     status = product_host.admin("GET", "host/status").json()
     assert status["state"] == "Running"
@@ -65,17 +83,13 @@ def test_http_functions_are_served_under_the_api_prefix(product_host: LocalHost)
             assert listed[name]["invoke_url_template"].startswith(f"{product_host.url}/api/")
 
 
-def test_health_route_answers_anonymously_when_present(product_host: LocalHost) -> None:
-    if "health" not in registered_functions():
-        pytest.skip("no health function registered")
+def test_health_route_answers_anonymously(product_host: LocalHost) -> None:
     response = requests.get(f"{product_host.url}/api/health", timeout=30)
     assert response.status_code == 200
     assert response.json()["status"] == "healthy"
 
 
-def test_function_level_route_needs_a_key_when_present(product_host: LocalHost) -> None:
-    if "list_tenants" not in registered_functions():
-        pytest.skip("no list_tenants function registered")
+def test_function_level_route_needs_a_key(product_host: LocalHost) -> None:
     assert requests.get(f"{product_host.url}/api/tenants", timeout=30).status_code == 401
     response = requests.get(f"{product_host.url}/api/tenants",
                             headers={"x-functions-key": product_host.function_key}, timeout=30)
@@ -83,9 +97,6 @@ def test_function_level_route_needs_a_key_when_present(product_host: LocalHost) 
 
 
 def test_timer_with_a_durable_client_runs_when_invoked_through_the_admin_api(product_host: LocalHost) -> None:
-    timers = [n for n, t in registered_functions().items() if t["type"] == "timerTrigger"]
-    if "fetch_alerts" not in timers:
-        pytest.skip("no fetch_alerts timer registered")
     assert product_host.admin("POST", "functions/fetch_alerts", json={"input": ""}).status_code == 202
     deadline = time.monotonic() + 15
     while "Executed 'Functions.fetch_alerts' (" not in product_host.log_path.read_text():
@@ -96,9 +107,8 @@ def test_timer_with_a_durable_client_runs_when_invoked_through_the_admin_api(pro
 
 def test_host_refuses_to_start_when_a_host_json_setting_is_unset(tmp_path: Path) -> None:
     host_json = json.loads((REPO / "host.json").read_text())
-    hub = host_json.get("extensions", {}).get("durableTask", {}).get("hubName", "")
-    if not (hub.startswith("%") and hub.endswith("%")):
-        pytest.skip("the hub name is not taken from a setting")
+    hub = host_json["extensions"]["durableTask"]["hubName"]
+    assert hub.startswith("%") and hub.endswith("%"), "the hub name must come from an app setting"
     sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
     setting = hub.strip("%")
     sample.pop(setting, None)

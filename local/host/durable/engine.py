@@ -77,8 +77,8 @@ class DurableEngine:
     `master_key` and `function_key` are the host's keys. The webhook URLs of the client binding carry the
     engine's own system key as `code`, as the real ones carry the `durabletask_extension` system key (so
     a check-status URL handed to an HTTP caller never reveals the master key); the webhooks accept that
-    key, the master key and the function key. The `/admin/local/...` routes need the master key
-    (unchecked when the host gives none).
+    key and the master key only, as Azure's do (`function_key` is kept for the host's wiring). The
+    `/admin/local/...` routes need the master key (unchecked when the host gives none).
     """
 
     def __init__(self, functions: Mapping[str, Any], invoker: Any, *, hub_name: str,
@@ -100,6 +100,10 @@ class DurableEngine:
         self._activity_slots: asyncio.Semaphore | None = None
         self._episode_slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Child instance id -> (that child, the parent Instance that scheduled it). The parent's execution
+        # counter alone cannot tell a parent from a new instance started later with the same id (it
+        # restarts at 0), so a child's completion goes only to the very Instance that scheduled it.
+        self._sub_parents: dict[str, tuple[Instance, Instance]] = {}
         self._running = False
 
     # --- lifecycle and host wiring ----------------------------------------------------------------------
@@ -569,8 +573,9 @@ class DurableEngine:
             self._deliver(parent, execution, history.sub_orchestration_failed(
                 seq, f"An Orchestration instance with the status {existing.status} already exists.", "", now))
             return
-        self._new_instance(name, child_id, input_json, parent=(parent.instance_id, seq),
+        child = self._new_instance(name, child_id, input_json, parent=(parent.instance_id, seq),
                                    parent_execution=execution)
+        self._sub_parents[child_id] = (child, parent)
         logger.info("Sub-orchestration '%s' scheduled: instance %s (parent %s)", name, child_id,
                     parent.instance_id)
 
@@ -606,9 +611,12 @@ class DurableEngine:
     def _notify_parent(self, child: Instance, status: RuntimeStatus, output: Any, now: datetime) -> None:
         if child.parent_id is None or child.parent_seq is None:
             return
-        parent = self.store.get(child.parent_id)
-        if parent is None:
+        scheduled_by = self._sub_parents.get(child.instance_id)
+        if scheduled_by is None or scheduled_by[0] is not child:
             return
+        del self._sub_parents[child.instance_id]
+        # `_deliver` drops the event unless this parent is still the one stored under its id.
+        parent = scheduled_by[1]
         execution = child.parent_execution
         if status is RuntimeStatus.COMPLETED:
             event = history.sub_orchestration_completed(child.parent_seq, _dumps(output), now)

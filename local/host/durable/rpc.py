@@ -5,12 +5,13 @@
   (`GET instances/`), terminate, raise event and purge. In Azure it is the extension's loopback-only
   listener and needs no key; the local host listens on loopback only too.
 - `/runtime/webhooks/durabletask/...` serves the same operations at the URLs `create_check_status_response`
-  builds, with the key check of the real webhooks (`code` or `x-functions-key`: master or function key).
+  builds, with the key check of the real webhooks (`code` or `x-functions-key`): only the extension's
+  system key (the one those URLs carry) or the master key; a function key is refused, as in Azure.
 - `/admin/local/...` (master key): the crash-test fault plan (faults.py) and benchmark diagnostics.
 
 Status codes and bodies follow the extension's `HttpApiHandler`: 202 + management URLs for a start,
 409 `{"Message": ...}` for a start while an instance with that id is pending or running, 200/202/404 for
-status, 202/404/410 for terminate.
+status, 202/404/410 for terminate. A body that is not UTF-8 or not JSON is a 400 saying so.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ class _ManagementApi:
     # --- keys ------------------------------------------------------------------------------------------
 
     def require_key(self, request: web.Request) -> None:
-        """The webhooks' check: the system, master or function key in `code` or `x-functions-key`."""
-        keys = [k for k in (self.engine.system_key, self.engine.master_key, self.engine.function_key) if k]
+        """The webhooks' check: the extension's system key or the master key in `code` or
+        `x-functions-key` (Azure's webhooks take no function key)."""
+        keys = [k for k in (self.engine.system_key, self.engine.master_key) if k]
         self._check(request, keys)
 
     def require_master(self, request: web.Request) -> None:
@@ -95,11 +97,10 @@ class _ManagementApi:
     # --- management API -----------------------------------------------------------------------------------
 
     async def start(self, request: web.Request) -> web.Response:
-        raw = await request.text()
         try:
-            input_json = _input_json(raw)
-        except ValueError:
-            return _error(400, "Invalid JSON content")
+            input_json = _input_json(await request.read())
+        except _BadBody as exc:
+            return _error(400, str(exc))
         name = request.match_info["name"]
         try:
             instance = self.engine.start_instance(name, request.match_info.get("instance_id"), input_json)
@@ -147,13 +148,12 @@ class _ManagementApi:
         return web.Response(status=202)
 
     async def raise_event(self, request: web.Request) -> web.Response:
-        raw = await request.text()
         try:
-            data_json = _input_json(raw)
+            data_json = _input_json(await request.read())
             self.engine.raise_event(request.match_info["instance_id"], request.match_info["event_name"],
                                     data_json)
-        except ValueError:
-            return _error(400, "Invalid JSON content")
+        except _BadBody as exc:
+            return _error(400, str(exc))
         except DurableError as exc:
             return web.Response(status=exc.status)
         return web.Response(status=202)
@@ -208,7 +208,12 @@ class _ManagementApi:
     async def direct_activities(self, request: web.Request) -> web.Response:
         """Benchmark bound: run an activity N times on the engine's pool, without orchestration."""
         self.require_master(request)
-        body = await request.json()
+        try:
+            body = _parse_json(await request.read())
+            if not isinstance(body, dict) or not isinstance(body.get("count", 1), int):
+                raise _BadBody("the body must be a JSON object with a whole-number count")
+        except _BadBody as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         count = int(body.get("count", 1))
         input_json = json.dumps(body.get("input"))
         try:
@@ -226,8 +231,27 @@ class _ManagementApi:
             return web.json_response({"error": str(exc)}, status=exc.status)
 
 
-def _input_json(raw: str) -> str | None:
-    """The orchestration input as JSON text.
+class _BadBody(ValueError):
+    """A request body the API cannot read; the message says why (answered with 400)."""
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadBody(f"The request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _parse_json(raw: bytes) -> Any:
+    text = _text(raw)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _BadBody(f"Invalid JSON content: {exc}") from exc
+
+
+def _input_json(raw: bytes) -> str | None:
+    """The orchestration input (or event data) as JSON text.
 
     The SDK posts `df_dumps(input)` as a JSON string (so the body is a JSON string literal holding JSON);
     the extension hands the orchestrator that inner text. A body that is any other JSON value is taken as
@@ -235,7 +259,7 @@ def _input_json(raw: str) -> str | None:
     """
     if not raw.strip():
         return None
-    value = json.loads(raw)
+    value = _parse_json(raw)
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)

@@ -182,6 +182,14 @@ def parent_retrying_child(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def parent_of_waiting_child(context: df.DurableOrchestrationContext):
+    """Returns what its child `with_status` (which waits for an "approval" event) returns; the input is
+    the child's instance id."""
+    result = yield context.call_sub_orchestrator("with_status", None, context.get_input(expected_type=str))
+    return result
+
+
+@app.orchestration_trigger(context_name="context")
 def parent_catching_child(context: df.DurableOrchestrationContext):
     try:
         yield context.call_sub_orchestrator("failing", None)
@@ -224,8 +232,9 @@ def with_status(context: df.DurableOrchestrationContext):
 
 @app.orchestration_trigger(context_name="context")
 def busy_episode(context: df.DurableOrchestrationContext):
-    """Deliberately slow orchestrator code, to observe how many episodes run at once."""
-    _measure_overlap(context.get_input(expected_type=str), 0.2)
+    """Deliberately slow orchestrator code, to observe how many episodes run at once (long enough that
+    every started instance is queued before the first ones finish, even on a loaded machine)."""
+    _measure_overlap(context.get_input(expected_type=str), 1.0)
     return "done"
 
 

@@ -115,9 +115,12 @@ def fail(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def slow(req: func.HttpRequest) -> func.HttpResponse:
+def slow(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    # The caller's marker tells its invocation's records apart from earlier, abandoned ones.
+    marker = req.params.get("marker")
+    _record("slow_started", marker=marker, invocation_id=context.invocation_id)
     time.sleep(float(req.params.get("seconds", "4")))
-    _record("slow_finished")
+    _record("slow_finished", marker=marker)
     return func.HttpResponse("slow done")
 
 
@@ -175,3 +178,9 @@ def slow_tick(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%MONITORED_SCHEDULE%", arg_name="timer")
 def monitored(timer: func.TimerRequest) -> None:
     _record("monitored", at=time.time(), past_due=timer.past_due, status=timer.schedule_status)
+
+
+# A fixed schedule that never comes within a test, with schedule monitoring off: runs only when invoked.
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", use_monitor=False)
+def unmonitored(timer: func.TimerRequest) -> None:
+    _record("unmonitored", at=time.time(), past_due=timer.past_due, status=timer.schedule_status)
