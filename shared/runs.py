@@ -26,8 +26,10 @@ def tick_time(schedule_status: Mapping[str, object] | None, now: datetime) -> da
     """The scheduled time of the current timer tick.
 
     The timer listener hands the function the schedule status recorded before this invocation, whose
-    `Next` is the occurrence now firing. Without it (a manual run through the admin API, or monitoring
-    off) the tick is the current minute.
+    `Next` is the occurrence now firing. A manual run through the admin API gets the same stored status,
+    so it shares the id of the upcoming tick: that tick then finds the run in progress, or starts it again
+    once finished, which is harmless because every run sweeps the pending markers. Without a status
+    (monitoring off, or the very first run before anything was recorded) the tick is the current minute.
     """
     raw = (schedule_status or {}).get("Next")
     if isinstance(raw, str) and raw:
