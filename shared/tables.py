@@ -31,6 +31,8 @@ class Table(StrEnum):
     NOTIFICATION_RULES = "NotificationRules"
     DELIVERY_LOG = "DeliveryLog"
     INCIDENTS = "Incidents"
+    ALERT_FEED = "AlertFeed"
+    SEND_RATE = "SendRate"
 
 
 def table_name(table: Table, settings: Settings | None = None) -> str:

@@ -1,0 +1,109 @@
+"""The tenant's cursor and pass state on its Tenants row, moved only by conditional (ETag) updates.
+
+The cursor is the largest last-update time written by a completed pass, capped at the pass's start on
+our clock: alerts that become visible while a pass pages (new ones, or late ones) carry a last update
+at or after that start minus the ingestion lag, so the next pass, which re-reads from the cursor minus
+the overlap, reads them as long as the lag stays within the overlap. The cursor never comes from the
+clock alone (a quiet tenant keeps its cursor) and never moves backwards: when another run changed the
+row, the update is recomputed on the fresh row and the larger cursor wins (each is valid on its own).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
+from fetch_alerts.sources import PassState
+
+logger = logging.getLogger(__name__)
+
+TENANT_PARTITION = "tenant"
+_ATTEMPTS = 8
+
+
+def cursor_ticks(row: dict[str, Any]) -> int | None:
+    text = row.get("cursor")
+    try:
+        return parse_ticks(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def activated_ticks(row: dict[str, Any], now: datetime) -> int:
+    """When the tenant became active: the backfill boundary."""
+    for name in ("activatedAt", "statusChangedAt", "consentedAt"):
+        value = row.get(name)
+        if isinstance(value, datetime):
+            return from_datetime(value)
+    return from_datetime(now)
+
+
+def start_state(row: dict[str, Any], overlap_minutes: int, lookback_days: int, now: datetime) -> PassState:
+    """The unfinished pass of the row, or a new one from the cursor (or the look-back)."""
+    saved = row.get("passState")
+    if isinstance(saved, str) and saved:
+        state = PassState.from_json(saved)
+        if state is not None:
+            return state
+    cursor = cursor_ticks(row)
+    lo = cursor - minutes(overlap_minutes) if cursor is not None \
+        else activated_ticks(row, now) - minutes(lookback_days * 24 * 60)
+    return PassState(lo=lo, cap=from_datetime(now))
+
+
+def completed_cursor(state: PassState, previous: int | None) -> int | None:
+    """The cursor after a completed pass: the data's largest last update, never past the pass's start,
+    never below the previous cursor."""
+    candidate = min(state.max_seen, state.cap) if state.max_seen is not None else None
+    values = [v for v in (candidate, previous) if v is not None]
+    return max(values) if values else None
+
+
+@dataclass
+class TenantRow:
+    """The tenant's row as this run last wrote or read it (for ETag conditions)."""
+
+    table: TableClient
+    tenant_id: str
+    etag: str | None
+
+    def merge(self, fields: dict[str, Any], *, cursor: int | None = None) -> None:
+        """Merge `fields` under the row's ETag; on a conflict re-read and keep the larger cursor.
+
+        `cursor` (ticks) is written as `cursor` unless the stored one is larger."""
+        for _ in range(_ATTEMPTS):
+            entity = {"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id, **fields}
+            if cursor is not None:
+                entity["cursor"] = format_ticks(cursor)
+            try:
+                if self.etag is None:
+                    raise ResourceModifiedError("no etag")
+                metadata = self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=self.etag,
+                                                    match_condition=MatchConditions.IfNotModified)
+                self.etag = metadata.get("etag", self.etag)
+                return
+            except ResourceModifiedError:
+                try:
+                    fresh = self.table.get_entity(TENANT_PARTITION, self.tenant_id)
+                except ResourceNotFoundError:
+                    logger.warning("tenant %s: row deleted during ingestion; nothing recorded", self.tenant_id)
+                    return
+                self.etag = fresh.metadata["etag"]
+                stored = cursor_ticks(dict(fresh))
+                if cursor is not None and stored is not None and stored >= cursor:
+                    cursor = None  # theirs is ahead: keep it
+                    fields = {k: v for k, v in fields.items() if k != "passState"}
+        logger.warning("tenant %s: row kept changing; update dropped", self.tenant_id)
+
+    def set_marker(self) -> None:
+        """pendingNotifications = true, unconditionally (a marker set for nothing is harmless)."""
+        metadata = self.table.upsert_entity({"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id,
+                                             "pendingNotifications": True}, mode=UpdateMode.MERGE)
+        self.etag = metadata.get("etag", self.etag)

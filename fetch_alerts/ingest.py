@@ -1,0 +1,238 @@
+"""One tenant's ingestion run: page, store, publish, move the cursor, record health.
+
+Every failure is caught here and classified, so one tenant never stops another. Refusals that mean the
+tenant's access is gone change its status (with the audit trail); the MSSP's own broken credential is
+recorded once, globally, and leaves tenant statuses alone (shared/errors.py has the classification).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.data.tables import TableClient, UpdateMode
+
+from fetch_alerts import feed
+from fetch_alerts.cursor import TenantRow, activated_ticks, completed_cursor, cursor_ticks, start_state
+from fetch_alerts.http import ApiClient
+from fetch_alerts.normalise import InvalidAlert, normalise
+from fetch_alerts.payload import encode
+from fetch_alerts.ratelimit import BudgetExhausted
+from fetch_alerts.sources import Page, Pager, Prefetcher
+from fetch_alerts.store import AlertWriter, Prepared
+from grant_access.tenants import TenantRegistry, TenantStatus
+from shared.alert_sources import AlertSource
+from shared.errors import (
+    ConsentRevoked,
+    MicrosoftError,
+    MsspCredentialError,
+    NotLicensed,
+    PermissionMissing,
+)
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
+    ConsentRevoked: TenantStatus.CONSENT_REVOKED,
+    PermissionMissing: TenantStatus.PERMISSION_MISSING,
+    NotLicensed: TenantStatus.NOT_LICENSED,
+}
+INCIDENT_PARTITION = "mssp"
+INCIDENT_ROW = "credential"
+
+
+@dataclass
+class RunContext:
+    """What every tenant run of one tick shares."""
+
+    settings: Settings
+    api: ApiClient
+    alerts: TableClient
+    feed: TableClient
+    tenants: TableClient
+    incidents: TableClient
+    deadline: float  # time.monotonic()
+    run_id: str
+    mssp_broken: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class TenantOutcome:
+    tenant_id: str
+    fetched: int = 0
+    stored: int = 0
+    obligations: int = 0
+    pages: int = 0
+    complete: bool = False
+    repeated: int = 0
+    calls: int = 0
+    write_seconds: float = 0.0
+    health_written: bool = False
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    error: str = ""
+
+
+def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> TenantOutcome:
+    tenant_id = str(row["RowKey"]).lower()
+    outcome = TenantOutcome(tenant_id)
+    now = datetime.now(UTC)
+    tenant = TenantRow(ctx.tenants, tenant_id, etag)
+    health: dict[str, Any] = {"lastAttempt": now}
+    if not isinstance(row.get("activatedAt"), datetime):
+        health["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
+    try:
+        _run(ctx, row, tenant, outcome)
+    except BudgetExhausted as exc:
+        logger.info("tenant %s: stopped for the time budget (%s); progress kept", tenant_id, exc)
+    except MsspCredentialError as exc:
+        ctx.mssp_broken.set()
+        record_mssp_credential_failure(ctx.incidents, exc)
+        outcome.error = exc.kind  # not the tenant's failure: its health and status are left as they were
+        return outcome
+    except MicrosoftError as exc:
+        outcome.error = exc.kind
+        _record_failure(ctx, row, tenant, exc, health)
+        return outcome
+    except Exception as exc:  # storage or a bug: recorded on the tenant, never stops the others
+        logger.exception("tenant %s: ingestion failed", tenant_id)
+        outcome.error = "error"
+        _record_failure(ctx, row, tenant, MicrosoftError(tenant_id, f"{type(exc).__name__}", code="Internal"),
+                        health)
+        return outcome
+    logger.info("tenant %s: %d calls, %d pages, %d alerts read, %d versions stored, %d obligations, pass %s, "
+                "%.1fs (%.1fs storing)", tenant_id, outcome.calls, outcome.pages, outcome.fetched, outcome.stored,
+                outcome.obligations, "complete" if outcome.complete else "continues",
+                (datetime.now(UTC) - now).total_seconds(), outcome.write_seconds)
+    if outcome.health_written and "activatedAt" not in health:
+        return outcome
+    health.update(_success(outcome, complete=outcome.complete))
+    tenant.merge(health)
+    return outcome
+
+
+def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
+    return {"lastAttempt": outcome.started, "lastSuccess": datetime.now(UTC), "lastErrorClass": "",
+            "lastError": "", "consecutiveFailures": 0, "alertsFetched": outcome.fetched,
+            "alertsStored": outcome.stored, "alertsRepeated": outcome.repeated, "passComplete": complete}
+
+
+def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome) -> None:
+    settings = ctx.settings
+    tenant_id = tenant.tenant_id
+    source = AlertSource(str(row.get("alertSource") or "graph"))
+    now = datetime.now(UTC)
+    leftover = feed.unpublished(ctx.alerts, tenant_id, row.get("feedPublished"))
+    if leftover:
+        logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
+        feed.publish(ctx.feed, tenant_id, leftover)
+        tenant.merge({"feedPublished": leftover[-1]})
+    state = start_state(row, settings.get("FETCH_OVERLAP_MINUTES"), settings.get("FETCH_LOOKBACK_DAYS"), now)
+    previous_cursor = cursor_ticks(row)
+    writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker,
+                         optimistic=previous_cursor is None)
+    portal = settings.get("PORTAL_HOST")
+    pager = Pager(settings, ctx.api, tenant_id, source, state, settings.get("FETCH_MAX_PAGES_PER_TENANT"),
+                  ctx.deadline)
+
+    def prepare(page: Page) -> tuple[Page, list[Prepared]]:
+        prepared = _prepared(page, source, tenant_id, portal)
+        # The parsed page is the bulk of the memory; only its count is needed once prepared.
+        page.read, page.alerts = len(page.alerts), []
+        return page, prepared
+
+    prefetcher = Prefetcher(pager.pages(), prepare)
+    try:
+        for page, prepared in prefetcher:
+            if ctx.mssp_broken.is_set():
+                return
+            began = time.monotonic()
+            outcome.repeated, outcome.calls = pager.repeated, pager.calls
+            _store_page(ctx, tenant, writer, page, prepared, outcome, previous_cursor)
+            outcome.write_seconds += time.monotonic() - began
+            if page.complete:
+                outcome.complete = True
+    finally:
+        prefetcher.close()
+        outcome.repeated = pager.repeated
+        outcome.calls = pager.calls
+
+
+def _prepared(page: Page, source: AlertSource, tenant_id: str, portal: str) -> list[Prepared]:
+    prepared: list[Prepared] = []
+    for raw in page.alerts:
+        try:
+            prepared.append(Prepared(normalise(raw, source, tenant_id, portal), encode(raw)))
+        except InvalidAlert as exc:
+            logger.warning("tenant %s: alert skipped: %s", tenant_id, exc)
+    return prepared
+
+
+def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: Page, prepared: list[Prepared],
+                outcome: TenantOutcome, previous_cursor: int | None) -> None:
+    tenant_id = tenant.tenant_id
+    result = writer.write(prepared)
+    outcome.pages += 1
+    outcome.fetched += page.read
+    outcome.stored += result.stored
+    outcome.obligations += result.new_obligations + result.severity_obligations
+    feed.publish(ctx.feed, tenant_id, result.feed_keys)
+    fields: dict[str, Any] = {}
+    if result.feed_keys:
+        fields["feedPublished"] = result.feed_keys[-1]
+    if result.new_obligations or result.severity_obligations:
+        # Again after the obligations: a notification run that cleared the marker between our first set
+        # and the write must not leave them stranded.
+        fields["pendingNotifications"] = True
+    if page.complete:
+        fields["passState"] = ""
+        fields.update(_success(outcome, complete=True))  # health in the same write as the cursor
+        tenant.merge(fields, cursor=completed_cursor(page.state, previous_cursor))
+        outcome.health_written = True
+    else:
+        fields["passState"] = page.state.to_json()
+        tenant.merge(fields)
+
+
+def _record_failure(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, error: MicrosoftError,
+                    health: dict[str, Any]) -> None:
+    failures = int(row.get("consecutiveFailures") or 0) + 1
+    health.update(lastErrorClass=error.kind, lastError=error.message[:500], consecutiveFailures=failures)
+    status = next((s for kind, s in _STATUS_FOR.items() if isinstance(error, kind)), None)
+    logger.warning("tenant %s: ingestion failed: %s [%s]", tenant.tenant_id, error.message, error.kind)
+    if status is None:
+        tenant.merge(health)
+        return
+    registry = TenantRegistry(ctx.tenants)
+    registry.set_status(tenant.tenant_id, status, f"ingestion: {error.message}"[:1000], datetime.now(UTC), **health)
+
+
+def record_mssp_credential_failure(incidents: TableClient, error: MicrosoftError) -> None:
+    """One global incident row for the MSSP's credential (upserted, counted), never per tenant."""
+    now = datetime.now(UTC)
+    try:
+        existing = dict(incidents.get_entity(INCIDENT_PARTITION, INCIDENT_ROW))
+    except Exception:  # noqa: BLE001 - absent or unreadable: start a new record
+        existing = {}
+    first = existing.get("firstSeen") if existing.get("open") else now
+    incidents.upsert_entity({
+        "PartitionKey": INCIDENT_PARTITION, "RowKey": INCIDENT_ROW, "kind": error.kind, "code": error.code or "",
+        "message": error.message[:500], "firstSeen": first or now, "lastSeen": now,
+        "count": int(existing.get("count") or 0) + 1 if existing.get("open") else 1, "open": True,
+    }, mode=UpdateMode.REPLACE)
+    logger.error("MSSP app credential is broken: %s [%s]", error.message, error.code)
+
+
+def close_mssp_incident(incidents: TableClient) -> None:
+    try:
+        existing = dict(incidents.get_entity(INCIDENT_PARTITION, INCIDENT_ROW))
+    except Exception:  # noqa: BLE001 - nothing recorded
+        return
+    if existing.get("open"):
+        incidents.upsert_entity({"PartitionKey": INCIDENT_PARTITION, "RowKey": INCIDENT_ROW, "open": False,
+                                 "closedAt": datetime.now(UTC)}, mode=UpdateMode.MERGE)
+

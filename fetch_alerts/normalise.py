@@ -1,0 +1,110 @@
+"""The normalised fields common to Graph alerts_v2 and Defender alerts (issue #4, "Storage").
+
+Both sources describe the same alert with different names and enum spellings; the row keeps Graph's
+spelling (camelCase enum members) so readers see one vocabulary. Values Microsoft adds later (unknown
+enum members) pass through as received: an alert is never dropped for an enum we do not know.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from azure.data.tables import EdmType, EntityProperty
+
+from fetch_alerts.keys import format_ticks, parse_ticks
+from shared.alert_sources import AlertSource
+
+SEVERITY_RANK = {"informational": 1, "low": 2, "medium": 3, "high": 4}
+
+
+class InvalidAlert(ValueError):
+    """An alert object without a usable id or timestamps; the page is a bad response."""
+
+
+@dataclass(frozen=True)
+class Normalised:
+    alert_id: str
+    created_ticks: int
+    updated_ticks: int
+    columns: dict[str, Any]
+
+
+def camel(value: Any) -> str:
+    """`TruePositive` -> `truePositive`; Graph's spelling is already camelCase; None -> ``."""
+    if not isinstance(value, str) or not value:
+        return ""
+    return value[0].lower() + value[1:]
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITY_RANK.get(severity, 0)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _first_device(raw: dict[str, Any], source: AlertSource) -> tuple[str, str]:
+    if source is AlertSource.DEFENDER:
+        return _text(raw.get("computerDnsName")), _text(raw.get("rbacGroupName"))
+    for item in raw.get("evidence") or ():
+        if isinstance(item, dict) and str(item.get("@odata.type", "")).endswith("deviceEvidence"):
+            return _text(item.get("deviceDnsName")), _text(item.get("rbacGroupName"))
+    return "", ""
+
+
+def _first_user(raw: dict[str, Any], source: AlertSource) -> str:
+    if source is AlertSource.DEFENDER:
+        user = raw.get("relatedUser")
+        if isinstance(user, dict) and user.get("userName"):
+            domain = _text(user.get("domainName"))
+            return f"{domain}\\{user['userName']}" if domain else _text(user["userName"])
+        return ""
+    for item in raw.get("evidence") or ():
+        account = item.get("userAccount") if isinstance(item, dict) else None
+        if isinstance(account, dict) and account.get("accountName"):
+            domain = _text(account.get("domainName"))
+            return f"{domain}\\{account['accountName']}" if domain else _text(account["accountName"])
+    return ""
+
+
+def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -> Normalised:
+    """The row columns of one alert object (without payload, keys or bookkeeping)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
+        raise InvalidAlert("an alert without an id")
+    graph = source is AlertSource.GRAPH
+    created_text = raw.get("createdDateTime" if graph else "alertCreationTime")
+    updated_text = raw.get("lastUpdateDateTime" if graph else "lastUpdateTime")
+    try:
+        created = parse_ticks(str(created_text))
+        updated = parse_ticks(str(updated_text)) if updated_text else created
+    except ValueError as exc:
+        raise InvalidAlert(f"alert {raw['id'][:80]}: {exc}") from None
+    alert_id = raw["id"]
+    device, group = _first_device(raw, source)
+    mitre = raw.get("mitreTechniques")
+    columns: dict[str, Any] = {
+        "alertId": alert_id,
+        "source": source.value,
+        "title": _text(raw.get("title"))[:4000],
+        "category": _text(raw.get("category")),
+        "severity": camel(raw.get("severity")) or "unknown",
+        "status": camel(raw.get("status")) or "unknown",
+        "classification": camel(raw.get("classification")),
+        "determination": camel(raw.get("determination")),
+        "createdDateTime": format_ticks(created),
+        "lastUpdateDateTime": format_ticks(updated),
+        "lastUpdateTicks": EntityProperty(updated, EdmType.INT64),
+        "deviceName": device,
+        "userName": _first_user(raw, source),
+        "deviceGroup": group,
+        "mitreTechniques": json.dumps(mitre if isinstance(mitre, list) else [], ensure_ascii=False)[:8000],
+        "incidentId": _text(raw.get("incidentId")),
+        "detectionSource": _text(raw.get("detectionSource")),
+        "serviceSource": _text(raw.get("serviceSource")) if graph else "",
+        "portalLink": f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={tenant_id}",
+    }
+    return Normalised(alert_id, created, updated, columns)

@@ -1,0 +1,96 @@
+"""One ingestion tick: every active tenant, in parallel on a bounded pool, within the time budget.
+
+The trigger calls `run_tick`; everything it needs is built here from settings (clients lazily, at the
+first tick, never at import). Tenants are taken in the order of their last attempt, oldest first, so a
+tick that runs out of budget does not always starve the same tenants.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fetch_alerts.http import ApiClient
+from fetch_alerts.ingest import RunContext, TenantOutcome, close_mssp_incident, ingest_tenant
+from fetch_alerts.ratelimit import RateLimiter
+from shared.identity import get_tenant_tokens
+from shared.settings import Settings, get_settings
+from shared.tables import Table, get_table_store
+
+logger = logging.getLogger(__name__)
+
+_shared: tuple[ApiClient, RateLimiter] | None = None
+_shared_lock = threading.Lock()
+
+
+@dataclass
+class TickSummary:
+    run_id: str
+    tenants: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    alerts_stored: int = 0
+    obligations: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def _api(settings: Settings) -> ApiClient:
+    """One API client (session, limiter) per worker process: limits hold across ticks."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            limiter = RateLimiter(settings)
+            pool = settings.get("FETCH_CONCURRENCY") * 2 + 4
+            _shared = (ApiClient(settings, get_tenant_tokens(), limiter, pool_size=pool), limiter)
+        return _shared[0]
+
+
+def active_tenants(table: Any) -> list[tuple[dict[str, Any], str | None]]:
+    """(row, etag) of every active tenant, least recently attempted first."""
+    rows = table.query_entities("PartitionKey eq @pk and status eq @status",
+                                parameters={"pk": "tenant", "status": "active"})
+    found = [(dict(r), r.metadata.get("etag")) for r in rows]
+    found.sort(key=lambda item: str(item[0].get("lastAttempt") or ""))
+    return found
+
+
+def run_tick(run_id: str, settings: Settings | None = None) -> TickSummary:
+    settings = settings or get_settings()
+    store = get_table_store()
+    ctx = RunContext(
+        settings=settings, api=_api(settings), alerts=store.table(Table.ALERTS), feed=store.table(Table.ALERT_FEED),
+        tenants=store.table(Table.TENANTS), incidents=store.table(Table.INCIDENTS),
+        deadline=time.monotonic() + settings.get("FETCH_TIME_BUDGET_SECONDS"), run_id=run_id)
+    tenants = active_tenants(ctx.tenants)
+    summary = TickSummary(run_id, tenants=len(tenants))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=settings.get("FETCH_CONCURRENCY"), thread_name_prefix="ingest") as pool:
+        outcomes: list[TenantOutcome] = list(pool.map(lambda item: _one(ctx, *item), tenants))
+    for outcome in outcomes:
+        if outcome.error:
+            summary.failed += 1
+            summary.errors[outcome.error] = summary.errors.get(outcome.error, 0) + 1
+        else:
+            summary.succeeded += 1
+        summary.alerts_stored += outcome.stored
+        summary.obligations += outcome.obligations
+    if summary.succeeded and not ctx.mssp_broken.is_set():
+        close_mssp_incident(ctx.incidents)
+    logger.info("fetch_alerts %s: %d tenants (%d ok, %d failed %s), %d alert versions stored, %d obligations, "
+                "%.1fs", run_id, summary.tenants, summary.succeeded, summary.failed, summary.errors,
+                summary.alerts_stored, summary.obligations, time.monotonic() - started)
+    return summary
+
+
+def _one(ctx: RunContext, row: dict[str, Any], etag: str | None) -> TenantOutcome:
+    if ctx.mssp_broken.is_set():  # every tenant would fail the same way; the incident is recorded
+        return TenantOutcome(str(row["RowKey"]), error="mssp_credential")
+    try:
+        return ingest_tenant(ctx, row, etag)
+    except Exception:  # ingest_tenant records failures itself; this guards the pool against anything else
+        logger.exception("tenant %s: unexpected failure", row.get("RowKey"))
+        return TenantOutcome(str(row["RowKey"]), error="error")

@@ -1,0 +1,121 @@
+"""A local stack for ingestion tests: the MSSP's app registered in the local cloud, tenants made active
+without onboarding, and a way to run one ingestion tick through the real host and wait for it.
+
+Shared with the SIEM pull API tests (H9) and the benches.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from azure.data.tables import TableClient, TableServiceClient
+
+from local.stack import LocalStack
+
+SECRET = "ingestion-test-secret"
+GRAPH = "https://graph.microsoft.com"
+DEFENDER = "https://api.securitycenter.microsoft.com"
+TIMER = "fetch_alerts"
+
+
+def start_stack(workdir: Path, **settings: str) -> LocalStack:
+    """A LocalStack whose app settings name a fresh MSSP app (created in the local cloud)."""
+    client_id = str(uuid.uuid4())
+    extra = {"MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": SECRET,
+             "FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": "0 0 0 1 1 *", **settings}
+    stack = LocalStack.start(workdir, with_maildev=False, schedule="0 0 0 1 1 *", extra_settings=extra)
+    try:
+        stack.cloud.control("POST", "apps", json={
+            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
+            "secrets": [{"value": SECRET}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
+            "requiredResourceAccess": {GRAPH: ["SecurityAlert.Read.All"], DEFENDER: ["Alert.Read.All"]}})
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def client_id(stack: LocalStack) -> str:
+    return stack.settings["MSSP_APP_CLIENT_ID"]
+
+
+def table(stack: LocalStack, name: str) -> TableClient:
+    service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
+    service.create_table_if_not_exists(name)
+    return service.get_table_client(name)
+
+
+def cloud_now(stack: LocalStack) -> datetime:
+    return datetime.fromisoformat(stack.cloud.control("GET", "clock").json()["now"].replace("Z", "+00:00"))
+
+
+def add_tenant(stack: LocalStack, *, source: str = "graph", alerts: dict[str, Any] | None = None,
+               activated_at: datetime | None = None, rate_limits: bool = False, consent: bool = True,
+               **row: Any) -> str:
+    """A consented tenant of the local cloud with an active Tenants row (no onboarding)."""
+    body: dict[str, Any] = {"domains": [f"t{uuid.uuid4().hex[:12]}.example"], "displayName": "Contoso",
+                            "rateLimits": rate_limits, "alerts": alerts or {}}
+    tenant = stack.cloud.control("POST", "tenants", json=body).json()
+    tenant_id = tenant["id"]
+    if consent:
+        stack.cloud.control("POST", f"tenants/{tenant_id}/consents",
+                            json={"clientId": client_id(stack), "propagated": True})
+    activated = activated_at or cloud_now(stack)
+    table(stack, "Tenants").upsert_entity({
+        "PartitionKey": "tenant", "RowKey": tenant_id, "status": "active", "displayName": "Contoso",
+        "alertSource": source, "apiHost": "", "activatedAt": activated, "statusChangedAt": activated, **row})
+    return tenant_id
+
+
+def tenant_row(stack: LocalStack, tenant_id: str) -> dict[str, Any]:
+    return dict(table(stack, "Tenants").get_entity("tenant", tenant_id))
+
+
+def _finished(stack: LocalStack) -> int:
+    assert stack.host is not None
+    stats = stack.host.admin("GET", "local/stats").json()
+    counts = stats["invocations"]["functions"].get(TIMER, {})
+    return int(counts.get("succeeded", 0)) + int(counts.get("failed", 0)) + int(counts.get("timed_out", 0))
+
+
+def fire(stack: LocalStack) -> int:
+    """Start one tick; returns the finished count to wait beyond."""
+    before = _finished(stack)
+    assert stack.host is not None
+    response = stack.host.admin("POST", f"functions/{TIMER}", json={"input": ""})
+    assert response.status_code == 202, response.text
+    return before
+
+
+def wait_finished(stack: LocalStack, before: int, count: int = 1, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _finished(stack) >= before + count:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{TIMER} did not finish within {timeout:.0f}s")
+
+
+def run_tick(stack: LocalStack, timeout: float = 120.0) -> None:
+    """Run one ingestion tick through the host and wait until it finished."""
+    wait_finished(stack, fire(stack), timeout=timeout)
+
+
+def add_alert(stack: LocalStack, tenant_id: str, **fields: Any) -> dict[str, Any]:
+    return stack.cloud.control("POST", f"tenants/{tenant_id}/alerts", json=fields).json()
+
+
+def update_alert(stack: LocalStack, tenant_id: str, alert_id: str, **changes: Any) -> dict[str, Any]:
+    return stack.cloud.control("PATCH", f"tenants/{tenant_id}/alerts/{alert_id}", json=changes).json()
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def hours_ago(stack: LocalStack, hours: float) -> str:
+    return iso(cloud_now(stack) - timedelta(hours=hours))

@@ -1,0 +1,66 @@
+"""Paging and API limits: the real rate limits switched on give zero 429s; the limiter never waits past
+the tick's budget."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
+from local.stack import LocalStack
+from shared.alert_sources import AlertSource
+from shared.settings import Settings
+from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack, tenant_row
+from tests.fetch_alerts.truth import assert_table_matches_ground_truth
+
+TENANT = "00000000-0000-0000-0000-000000000001"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    service = start_stack(tmp_path_factory.mktemp("limits"), FETCH_GRAPH_PAGE_SIZE="1",
+                          FETCH_MAX_PAGES_PER_TENANT="400")
+    yield service
+    service.stop()
+
+
+def test_with_the_real_rate_limits_on_a_large_catch_up_gets_no_429(stack: LocalStack) -> None:
+    # 160 pages of one alert: more calls than Graph's 150 a minute, so the limiter must hold some back.
+    tenant = add_tenant(stack, rate_limits=True, alerts={"count": 160, "start": hours_ago(stack, 20),
+                                                         "lagSeconds": 0, "updatesPerAlert": 0})
+    started = time.monotonic()
+    run_tick(stack, timeout=180)
+    stats = stack.cloud.control("GET", "stats").json()
+    assert stats["throttled"].get(tenant, {}) == {}
+    assert stats["apiRequests"][tenant]["graph"] >= 160
+    assert time.monotonic() - started > 55  # the limiter waited for the window to free
+    assert tenant_row(stack, tenant)["passComplete"] is True
+    assert_table_matches_ground_truth(stack, tenant, "graph")
+
+
+def test_the_limiter_refuses_a_wait_past_the_deadline() -> None:
+    limiter = RateLimiter(Settings({"GRAPH_CALLS_PER_MINUTE": "2"}))
+    deadline = time.monotonic() + 5
+    limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
+    limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
+    with pytest.raises(BudgetExhausted):
+        limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
+
+
+def test_the_limits_are_per_tenant_and_per_api() -> None:
+    limiter = RateLimiter(Settings({"GRAPH_CALLS_PER_MINUTE": "1", "DEFENDER_CALLS_PER_MINUTE": "1"}))
+    deadline = time.monotonic() + 1
+    limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
+    limiter.acquire(TENANT, AlertSource.DEFENDER, deadline)
+    limiter.acquire("00000000-0000-0000-0000-000000000002", AlertSource.GRAPH, deadline)
+
+
+def test_the_global_limit_holds_across_tenants() -> None:
+    limiter = RateLimiter(Settings({"GLOBAL_API_CALLS_PER_MINUTE": "2"}))
+    deadline = time.monotonic() + 1
+    limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
+    limiter.acquire("00000000-0000-0000-0000-000000000002", AlertSource.GRAPH, deadline)
+    with pytest.raises(BudgetExhausted):
+        limiter.acquire("00000000-0000-0000-0000-000000000003", AlertSource.DEFENDER, deadline)

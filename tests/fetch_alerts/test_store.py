@@ -1,0 +1,159 @@
+"""The storage writer against Azurite: newer-wins, obligations once, table limits, feed rows, retention."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables import TableClient, TableServiceClient
+
+from fetch_alerts import payload
+from fetch_alerts.keys import alert_key, escape_id, format_ticks, from_datetime, unescape_id
+from fetch_alerts.normalise import normalise
+from fetch_alerts.retention import run_retention
+from fetch_alerts.store import AlertWriter, Prepared
+from local.services import Azurite
+from shared.alert_sources import AlertSource
+
+PORTAL = "https://security.microsoft.com"
+
+
+@pytest.fixture
+def tables(azurite: Azurite) -> dict[str, TableClient]:
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    suffix = uuid.uuid4().hex[:8]
+    out = {}
+    for name in ("Alerts", "AlertFeed", "Tenants"):
+        service.create_table(f"{name}{suffix}")
+        out[name] = service.get_table_client(f"{name}{suffix}")
+    return out
+
+
+def graph_alert(alert_id: str, updated: datetime, created: datetime | None = None, **fields: Any) -> dict[str, Any]:
+    created = created or updated
+    return {"id": alert_id, "title": "Suspicious PowerShell", "severity": "medium", "status": "new",
+            "createdDateTime": format_ticks(from_datetime(created)),
+            "lastUpdateDateTime": format_ticks(from_datetime(updated)), "evidence": [], **fields}
+
+
+def prepare(tenant: str, raw: dict[str, Any], source: AlertSource = AlertSource.GRAPH) -> Prepared:
+    return Prepared(normalise(raw, source, tenant, PORTAL), payload.encode(raw))
+
+
+def rows(table: TableClient, tenant: str, prefix: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": tenant})
+            if r["RowKey"].startswith(prefix)]
+
+
+def writer(table: TableClient, tenant: str, activated: datetime, marker: list[int] | None = None) -> AlertWriter:
+    calls = marker if marker is not None else []
+    return AlertWriter(table, tenant, from_datetime(activated), lambda: calls.append(1))
+
+
+NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+def test_an_older_version_never_overwrites_a_newer_one(tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    writer(alerts, tenant, NOW).write([prepare(tenant, graph_alert("a1", NOW, status="resolved"))])
+    result = writer(alerts, tenant, NOW).write([prepare(tenant, graph_alert("a1", NOW - timedelta(minutes=5)))])
+    assert result.stored == 0
+    assert dict(alerts.get_entity(tenant, alert_key("a1")))["status"] == "resolved"
+
+
+def test_rereading_an_alert_never_duplicates_it_or_its_obligation(tables: dict[str, TableClient]) -> None:
+    # The second writer reads first, as ingestion does once the tenant has a cursor.
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    page = [prepare(tenant, graph_alert(f"a{i}", NOW + timedelta(seconds=i))) for i in range(5)]
+    marker: list[int] = []
+    first = writer(alerts, tenant, NOW, marker).write(page)
+    again = AlertWriter(alerts, tenant, from_datetime(NOW), lambda: marker.append(1), optimistic=False).write(page)
+    assert (first.stored, first.new_obligations, again.stored, again.unchanged) == (5, 5, 0, 5)
+    assert len(rows(alerts, tenant, "obligation|")) == 5 and len(rows(alerts, tenant, "alert|")) == 5
+    assert marker == [1]  # set before the obligations, once
+
+
+def test_backfill_alerts_get_no_new_obligation(tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    old = prepare(tenant, graph_alert("old", NOW - timedelta(days=1)))
+    new = prepare(tenant, graph_alert("new", NOW + timedelta(minutes=1)))
+    result = writer(alerts, tenant, NOW).write([old, new])
+    assert result.new_obligations == 1
+    assert [r["alertId"] for r in rows(alerts, tenant, "obligation|")] == ["new"]
+
+
+def test_a_severity_rise_writes_one_obligation_per_level(tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    w = writer(alerts, tenant, NOW - timedelta(days=1))
+    w.write([prepare(tenant, graph_alert("a", NOW, severity="low"))])
+    w.write([prepare(tenant, graph_alert("a", NOW + timedelta(minutes=1), severity="high"))])
+    w.write([prepare(tenant, graph_alert("a", NOW + timedelta(minutes=2), severity="medium"))])
+    w.write([prepare(tenant, graph_alert("a", NOW + timedelta(minutes=3), severity="high"))])
+    reasons = sorted(r["reason"] for r in rows(alerts, tenant, "obligation|"))
+    assert reasons == ["new", "severity-High"]
+
+
+def test_a_page_of_many_alerts_goes_in_transactions_of_at_most_100_operations(tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    page = [prepare(tenant, graph_alert(f"id/{i}#?\\|x", NOW + timedelta(seconds=i))) for i in range(250)]
+    result = writer(alerts, tenant, NOW).write(page)
+    assert result.stored == 250 and result.new_obligations == 250
+    assert result.transactions == len(result.feed_keys) == 6  # 49 alerts + 49 obligations + 1 feed row each
+    feed = rows(alerts, tenant, "feed|")
+    listed = [unescape_id(e[0]) for r in feed for e in json.loads(r["alerts"])]
+    assert sorted(listed) == sorted(f"id/{i}#?\\|x" for i in range(250))
+
+
+def test_an_alert_id_with_forbidden_key_characters_is_escaped() -> None:
+    assert not set(escape_id("a/b\\c#d?e|f\x01")) & set("/\\#?|\x01")
+    assert unescape_id(escape_id("a/b\\c#d?e|f")) == "a/b\\c#d?e|f"
+
+
+def test_a_huge_payload_is_trimmed_and_marked_but_keeps_the_full_hash() -> None:
+    # Random text barely compresses: 2,000 evidence items of it exceed the entity budget even compressed.
+    evidence = [{"fileName": base64.b64encode(os.urandom(600)).decode()} for _ in range(2_000)]
+    raw = graph_alert("big", NOW, evidence=evidence)
+    encoded = payload.encode(raw)
+    assert encoded.columns["payloadTrimmed"] is True
+    assert encoded.hash == payload.hashlib.sha256(payload.canonical_bytes(raw)).hexdigest()
+    chunks = [encoded.columns[f"payload{i}"] for i in range(encoded.columns["payloadParts"])]
+    assert all(len(c) <= payload.CHUNK_BYTES for c in chunks) and sum(map(len, chunks)) <= payload.MAX_COMPRESSED_BYTES
+    stored = payload.decode_payload(encoded.columns)
+    assert 0 < stored["_trimmed"]["evidenceKept"] < 2_000 and stored["id"] == "big"
+
+
+def test_defender_fields_are_normalised_to_graph_spelling() -> None:
+    raw = {"id": "da1", "alertCreationTime": "2026-11-27T08:00:00Z", "lastUpdateTime": "2026-11-27T08:05:00.1234567Z",
+           "severity": "High", "status": "InProgress", "classification": "TruePositive", "determination": "Malware",
+           "computerDnsName": "pc1.contoso.com", "rbacGroupName": "Servers", "mitreTechniques": ["T1059"],
+           "relatedUser": {"userName": "alice", "domainName": "CONTOSO"}, "incidentId": 7}
+    columns = normalise(raw, AlertSource.DEFENDER, "t1", PORTAL).columns
+    assert (columns["severity"], columns["status"], columns["classification"], columns["determination"]) == (
+        "high", "inProgress", "truePositive", "malware")
+    assert (columns["deviceName"], columns["deviceGroup"], columns["userName"], columns["incidentId"]) == (
+        "pc1.contoso.com", "Servers", "CONTOSO\\alice", "7")
+    assert columns["portalLink"] == "https://security.microsoft.com/alerts/da1?tid=t1"
+    assert columns["lastUpdateDateTime"] == "2026-11-27T08:05:00.1234567Z"
+
+
+def test_retention_deletes_alerts_not_updated_for_the_set_days(tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    tables["Tenants"].create_entity({"PartitionKey": "tenant", "RowKey": tenant, "status": "active"})
+    w = writer(alerts, tenant, NOW - timedelta(days=400))
+    w.write([prepare(tenant, graph_alert("stale", NOW - timedelta(days=200))),
+             prepare(tenant, graph_alert("fresh", NOW - timedelta(days=10)))])
+    result = run_retention(alerts, tables["AlertFeed"], tables["Tenants"], 180, now=NOW)
+    assert result["failed"] == 0
+    left = rows(alerts, tenant, "alert|") + rows(alerts, tenant, "obligation|")
+    assert sorted({r["alertId"] for r in left}) == ["fresh"]

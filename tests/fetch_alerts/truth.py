@@ -1,0 +1,61 @@
+"""The end of every ingestion test: the Alerts table against the local cloud's ground truth.
+
+`assert_table_matches_ground_truth(stack, tenant_id, source)` checks, per alert: stored once, with the
+latest visible version (id, last-update time, payload hash of the source's rendering), and exactly one
+`new` obligation per alert created at or after the tenant's activation (none for the backfill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fetch_alerts.keys import from_datetime, parse_ticks, unescape_id
+from local.stack import LocalStack
+from tests.fetch_alerts.harness import table, tenant_row
+
+
+@dataclass(frozen=True)
+class TruthReport:
+    alerts: int
+    new_obligations: int
+    backfill: int
+
+
+def ground_truth(stack: LocalStack, tenant_id: str) -> list[dict[str, Any]]:
+    return stack.cloud.control("GET", f"tenants/{tenant_id}/alerts").json()["alerts"]
+
+
+def stored_rows(stack: LocalStack, tenant_id: str) -> list[dict[str, Any]]:
+    rows = table(stack, "Alerts").query_entities(
+        "PartitionKey eq @pk", parameters={"pk": tenant_id},
+        select=["RowKey", "alertId", "lastUpdateDateTime", "payloadHash", "reason", "state", "severity"])
+    return [dict(r) for r in rows]
+
+
+def assert_table_matches_ground_truth(stack: LocalStack, tenant_id: str, source: str) -> TruthReport:
+    truth = ground_truth(stack, tenant_id)
+    rows = stored_rows(stack, tenant_id)
+    alerts = [r for r in rows if r["RowKey"].startswith("alert|")]
+    ids = [r["alertId"] for r in alerts]
+    assert len(ids) == len(set(ids)), "an alert is stored twice"
+    hash_field = "graphHash" if source == "graph" else "defenderHash"
+    expected = {a["id"]: (parse_ticks(a["lastUpdateDateTime"]), a[hash_field]) for a in truth}
+    actual = {r["alertId"]: (parse_ticks(r["lastUpdateDateTime"]), r["payloadHash"]) for r in alerts}
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    stale = sorted(i for i in set(expected) & set(actual) if expected[i] != actual[i])
+    assert not missing and not extra and not stale, (
+        f"table differs from ground truth: {len(missing)} missing {missing[:5]}, {len(extra)} extra {extra[:5]}, "
+        f"{len(stale)} not the latest version {[(i, expected[i], actual[i]) for i in stale[:3]]}")
+    activated = from_datetime(tenant_row(stack, tenant_id)["activatedAt"])
+    after = {a["id"] for a in truth if parse_ticks(a["createdDateTime"]) >= activated}
+    news = [r["RowKey"].split("|")[1] for r in rows if r["RowKey"].startswith("obligation|")
+            and r["RowKey"].endswith("|new")]
+
+    news_ids = [unescape_id(n) for n in news]
+    assert len(news_ids) == len(set(news_ids)), "an alert has two `new` obligations"
+    assert set(news_ids) == after, (
+        f"`new` obligations differ: {len(after - set(news_ids))} missing, {len(set(news_ids) - after)} for backfill "
+        "or unknown alerts")
+    return TruthReport(alerts=len(expected), new_obligations=len(news_ids), backfill=len(expected) - len(after))
