@@ -1,6 +1,9 @@
 """Notification rules given at onboarding: validated against design.md's rule schema and stored, once the
 tenant GUID is known (on acceptance), with `scope.tenants` set to that tenant.
 
+`validate_rule` is the one validation of the rule schema: onboarding uses it without a scope (the service
+sets it), the notification rules API (notify_mssp.rules_api, #5) with one (`with_scope=True`).
+
 Row layout (table `NotificationRules`, read by notification, #5): PartitionKey `rule`, RowKey = rule id
 (32 hex, assigned here), columns `rule` (the full rule as JSON, the schema below), `name`, `enabled`,
 `origin` (`onboarding`), `invitationId`, `tenantId`, `createdAt`.
@@ -20,6 +23,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 
 from shared.problems import Problem
+from shared.tenant_lookup import is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ SEVERITIES = ("Informational", "Low", "Medium", "High")
 MODES = ("per-alert", "digest")
 MAX_RULES = 20
 MAX_RECIPIENTS = 50
+MAX_SCOPE_TENANTS = 1000
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 _FIELDS = {"name", "enabled", "scope", "severities", "deviceGroups", "includeOrganizationName",
@@ -58,46 +63,82 @@ def validate_rules(value: object, field: str = "rules") -> list[dict[str, Any]]:
         raise Problem(400, "must be a list of notification rules", field=field)
     if len(value) > MAX_RULES:
         raise Problem(400, f"at most {MAX_RULES} rules", field=field)
-    return [_validate_rule(rule, f"{field}[{index}]") for index, rule in enumerate(value)]
+    return [validate_rule(rule, f"{field}[{index}]") for index, rule in enumerate(value)]
 
 
-def _validate_rule(rule: object, where: str) -> dict[str, Any]:
+def _at(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def validate_rule(rule: object, where: str = "", *, with_scope: bool = False) -> dict[str, Any]:
+    """One rule with defaults filled in; Problem(400) naming the first bad field (prefixed with `where`).
+
+    Without `with_scope` a given scope is checked for shape only and left out of the result (onboarding
+    scopes its rules to the consenting tenant); with it, the scope is validated and returned.
+    """
     if not isinstance(rule, dict):
-        raise Problem(400, "must be an object", field=where)
+        raise Problem(400, "must be an object", field=where or "body")
     unknown = sorted(set(rule) - _FIELDS)
     if unknown:
-        raise Problem(400, "unknown field (rule ids and scope.tenants are set by the service)",
-                      field=f"{where}.{unknown[0]}")
-    out: dict[str, Any] = {"name": plain_text(rule.get("name"), f"{where}.name", max_length=200)}
+        detail = "unknown or read-only field" if with_scope else \
+            "unknown field (rule ids and scope.tenants are set by the service)"
+        raise Problem(400, detail, field=_at(where, unknown[0]))
+    out: dict[str, Any] = {"name": plain_text(rule.get("name"), _at(where, "name"), max_length=200)}
     for name, default in _BOOLS.items():
         flag = rule.get(name, default)
         if not isinstance(flag, bool):
-            raise Problem(400, "must be true or false", field=f"{where}.{name}")
+            raise Problem(400, "must be true or false", field=_at(where, name))
         out[name] = flag
     severities = rule.get("severities", list(SEVERITIES))
     if (not isinstance(severities, list) or not severities
             or any(s not in SEVERITIES for s in severities) or len(set(severities)) != len(severities)):
         raise Problem(400, f"must be a non-empty list of distinct values from {', '.join(SEVERITIES)}",
-                      field=f"{where}.severities")
+                      field=_at(where, "severities"))
     out["severities"] = severities
     groups = rule.get("deviceGroups", "all")
     if groups != "all" and not (isinstance(groups, list) and 0 < len(groups) <= 100 and all(
             isinstance(g, str) and 0 < len(g) <= 256 for g in groups)):
-        raise Problem(400, 'must be "all" or a list of device group names', field=f"{where}.deviceGroups")
+        raise Problem(400, 'must be "all" or a list of device group names', field=_at(where, "deviceGroups"))
     out["deviceGroups"] = groups
     recipients = rule.get("recipients")
     if (not isinstance(recipients, list) or not 0 < len(recipients) <= MAX_RECIPIENTS
             or not all(is_email(r) for r in recipients)):
-        raise Problem(400, f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses", field=f"{where}.recipients")
+        raise Problem(400, f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses",
+                      field=_at(where, "recipients"))
     out["recipients"] = recipients
     mode = rule.get("mode", "per-alert")
     if mode not in MODES:
-        raise Problem(400, 'must be "per-alert" or "digest"', field=f"{where}.mode")
+        raise Problem(400, 'must be "per-alert" or "digest"', field=_at(where, "mode"))
     out["mode"] = mode
     scope = rule.get("scope", {})
     if not isinstance(scope, dict) or set(scope) - {"tenants", "excludeTenants"}:
-        raise Problem(400, "must be an object with tenants and excludeTenants only", field=f"{where}.scope")
+        raise Problem(400, "must be an object with tenants and excludeTenants only", field=_at(where, "scope"))
+    if with_scope:
+        out["scope"] = _validate_scope(scope, _at(where, "scope"))
     return out
+
+
+def _tenant_list(value: object, field: str, *, allow_empty: bool) -> list[str]:
+    if (not isinstance(value, list) or (not value and not allow_empty) or len(value) > MAX_SCOPE_TENANTS
+            or not all(isinstance(t, str) and is_guid(t) for t in value)):
+        least = 0 if allow_empty else 1
+        raise Problem(400, f"must be a list of {least} to {MAX_SCOPE_TENANTS} tenant GUIDs", field=field)
+    tenants = [t.lower() for t in value]
+    if len(set(tenants)) != len(tenants):
+        raise Problem(400, "must not name a tenant twice", field=field)
+    return tenants
+
+
+def _validate_scope(scope: dict[str, Any], where: str) -> dict[str, Any]:
+    tenants = scope.get("tenants", "all")
+    if tenants != "all":
+        if not isinstance(tenants, list):
+            raise Problem(400, 'must be "all" or a list of tenant GUIDs', field=f"{where}.tenants")
+        tenants = _tenant_list(tenants, f"{where}.tenants", allow_empty=False)
+    excluded = _tenant_list(scope.get("excludeTenants", []), f"{where}.excludeTenants", allow_empty=True)
+    if tenants != "all" and set(tenants) & set(excluded):
+        raise Problem(400, "must not exclude a tenant the rule names", field=f"{where}.excludeTenants")
+    return {"tenants": tenants, "excludeTenants": excluded}
 
 
 class RuleStore:

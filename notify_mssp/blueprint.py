@@ -1,18 +1,33 @@
-"""Durable functions of the notification run.
+"""Durable functions of the notification run: the run orchestrator, its send-batch sub-orchestrator and
+their activities (thin triggers over notify_mssp.orchestrator, .planner, .sender and .obligations).
 
-The orchestrator is started once per timer tick with the run id as its only input and finds its work
-through the tenants' `pendingNotifications` markers (design.md, "Storage"). Planning, sending and
-completing obligations arrive with #5; the orchestrator must stay deterministic: no I/O, clock or
-randomness here, only activities.
+The run is started once per timer tick with the run id as its only input and finds its work through the
+tenants' `pendingNotifications` markers (design.md, "Storage"). Every activity answers with a status
+instead of raising for one tenant or one e-mail: `task_all` fails as soon as any task fails.
+Clients and settings are read at first use, never at import (a failing import hides every function).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import azure.durable_functions as df
 
-from shared.names import LIST_PENDING_TENANTS_ACTIVITY, NOTIFY_ORCHESTRATOR
+from notify_mssp import orchestrator
+from shared.names import (
+    COMPLETE_TENANT_ACTIVITY,
+    LIST_PENDING_TENANTS_ACTIVITY,
+    MARK_SENT_ACTIVITY,
+    NOTIFY_ORCHESTRATOR,
+    NOTIFY_RUN_CONFIG_ACTIVITY,
+    PLAN_TENANT_ACTIVITY,
+    SEND_BATCH_ORCHESTRATOR,
+    SEND_EMAILS_ACTIVITY,
+    TENANT_GROUP_ORCHESTRATOR,
+)
+from shared.settings import get_settings
 from shared.tables import Table, get_table_store
 
 logger = logging.getLogger(__name__)
@@ -23,9 +38,19 @@ bp = df.Blueprint()
 @bp.function_name(NOTIFY_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
 def notify_mssp(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
-    run_id = context.get_input(expected_type=str)
-    tenants = yield context.call_activity(LIST_PENDING_TENANTS_ACTIVITY, run_id)
-    return {"runId": run_id, "tenantsPending": len(tenants)}
+    return (yield from orchestrator.notify_run(context))
+
+
+@bp.function_name(TENANT_GROUP_ORCHESTRATOR)
+@bp.orchestration_trigger(context_name="context")
+def notify_tenant_group(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield from orchestrator.tenant_group(context))
+
+
+@bp.function_name(SEND_BATCH_ORCHESTRATOR)
+@bp.orchestration_trigger(context_name="context")
+def send_notification_batch(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield from orchestrator.send_batch(context))
 
 
 @bp.function_name(LIST_PENDING_TENANTS_ACTIVITY)
@@ -33,8 +58,118 @@ def notify_mssp(context: df.DurableOrchestrationContext):  # type: ignore[no-unt
 def list_pending_tenants(runId: str) -> list[str]:  # noqa: N803 - binding name is the Durable input name
     """Tenant ids whose pendingNotifications marker is set."""
     table = get_table_store().table(Table.TENANTS)
-    rows = table.query_entities("pendingNotifications eq @pending", parameters={"pending": True},
-                                select=["RowKey"])
+    rows = table.query_entities("PartitionKey eq @pk and pendingNotifications eq @pending",
+                                parameters={"pk": "tenant", "pending": True}, select=["RowKey"])
     tenants = sorted(row["RowKey"] for row in rows)
     logger.info("notification run %s: %d tenants with pending notifications", runId, len(tenants))
     return tenants
+
+
+@bp.function_name(NOTIFY_RUN_CONFIG_ACTIVITY)
+@bp.activity_trigger(input_name="runId")
+def notification_run_config(runId: str) -> dict[str, Any]:  # noqa: N803 - binding name is the Durable input name
+    """The settings the orchestrators need, read here because orchestrator code must not read them."""
+    settings = get_settings()
+    return {"batchSize": settings.get("NOTIFY_BATCH_SIZE"), "maxAttempts": settings.get("NOTIFY_SEND_MAX_ATTEMPTS"),
+            "backoffSeconds": settings.get("NOTIFY_RETRY_BACKOFF_SECONDS"),
+            "digestMaxItems": settings.get("NOTIFY_DIGEST_MAX_ITEMS")}
+
+
+@bp.function_name(PLAN_TENANT_ACTIVITY)
+@bp.activity_trigger(input_name="job")
+def plan_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """A few tenants' obligations claimed and turned into e-mail specs, one plan per tenant; a tenant whose
+    planning failed has `error` set and waits for the next run, the others go on."""
+    from notify_mssp.planner import plan_tenant
+
+    run_id = str(job["runId"])
+    plans: list[dict[str, Any]] = []
+    for tenant_id in job["tenantIds"]:
+        try:
+            store = get_table_store()
+            plans.append(dict(plan_tenant(store.table(Table.ALERTS), store.table(Table.TENANTS),
+                                          store.table(Table.NOTIFICATION_RULES), run_id=run_id,
+                                          tenant_id=str(tenant_id), now=datetime.now(UTC),
+                                          stale_after=_claim_timeout())))
+        except Exception as exc:
+            logger.exception("run %s: planning tenant %s failed", run_id, tenant_id)
+            plans.append({"tenant": tenant_id, "obligations": [], "messages": [], "digest": [],
+                          "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+    return plans
+
+
+@bp.function_name(SEND_EMAILS_ACTIVITY)
+@bp.activity_trigger(input_name="job")
+def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Claim, send and record a chunk of e-mails; one answer per e-mail."""
+    from notify_mssp.sender import send_chunk
+
+    messages = list(job["messages"])
+    try:
+        context = _send_context()
+    except Exception as exc:  # no transport or storage now: every e-mail of the chunk retries later
+        logger.exception("run %s: the send activity cannot start", job["runId"])
+        return [{"o": "transient", "d": f"send unavailable ({type(exc).__name__})"} for _ in messages]
+    return send_chunk(context, run_id=str(job["runId"]), token=str(job["token"]), messages=messages,
+                      now=datetime.now(UTC))
+
+
+@bp.function_name(MARK_SENT_ACTIVITY)
+@bp.activity_trigger(input_name="job")
+def mark_notifications_sent(job: dict[str, Any]) -> int:
+    """Mark the e-mails an attempt sent as `sent` in the delivery log (raises on storage failure: retried)."""
+    from notify_mssp.sender import mark_sent
+
+    return mark_sent(_delivery_log(), run_id=str(job["runId"]), token=str(job["token"]), sent=list(job["sent"]),
+                     now=datetime.now(UTC))
+
+
+@bp.function_name(COMPLETE_TENANT_ACTIVITY)
+@bp.activity_trigger(input_name="job")
+def complete_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """For a few tenants: obligations done or given back, then the pending marker cleared if nothing is
+    left undone. One result per tenant; a failed one keeps its marker and claims for a later run."""
+    from notify_mssp.obligations import ObligationStore
+
+    run_id = str(job["runId"])
+    results: list[dict[str, Any]] = []
+    for tenant in job["tenants"]:
+        tenant_id = str(tenant["tenantId"])
+        try:
+            store = get_table_store()
+            obligations = ObligationStore(store.table(Table.ALERTS), store.table(Table.TENANTS))
+            results.append(obligations.complete(tenant_id, run_id, tenant["done"], tenant["released"],
+                                                datetime.now(UTC)))
+        except Exception as exc:
+            logger.exception("run %s: completing tenant %s failed", run_id, tenant_id)
+            results.append({"done": 0, "released": 0, "markerCleared": False, "error": type(exc).__name__})
+    return results
+
+
+def _claim_timeout() -> timedelta:
+    return timedelta(seconds=int(get_settings().get("NOTIFY_CLAIM_TIMEOUT")))
+
+
+def _delivery_log() -> Any:
+    from notify_mssp.delivery import DeliveryLog
+
+    settings = get_settings()
+    return DeliveryLog(get_table_store().table(Table.DELIVERY_LOG), policy=str(settings.get("DUPLICATE_POLICY")),
+                       stale_after=_claim_timeout(),
+                       give_up_after_runs=int(settings.get("NOTIFY_GIVE_UP_AFTER_RUNS")))
+
+
+def _send_context() -> Any:
+    from notify_mssp.ratecap import SendRateCap
+    from notify_mssp.sender import SendContext
+    from notify_mssp.transports import get_transport
+
+    store = get_table_store()
+    cap = SendRateCap.from_settings(store.table(Table.SEND_RATE))
+    return SendContext(alerts=store.table(Table.ALERTS), tenants=store.table(Table.TENANTS),
+                       rules_table=store.table(Table.NOTIFICATION_RULES), log=_delivery_log(),
+                       transport=get_transport(), acquire=cap.try_acquire)
+
+
+# The notification rules API and the operational-notices timer register their functions on this blueprint.
+from notify_mssp import ops_timer, rules_api  # noqa: E402,F401

@@ -1,0 +1,362 @@
+"""The e-mails of the notification run (#5): one per alert, or one digest per recipient and run, shaped
+like Defender's alert notifications (microsoft-apis.md §6): severity, title, organisation, device, time,
+category, MITRE techniques, a description excerpt and the link to the alert in the customer's tenant.
+
+Every value comes from a customer tenant and is untrusted: it is HTML-escaped, stripped of control and
+bidirectional-override characters (which can disguise text), bounded in length, and never put into a
+header unfolded. The HTML uses inline CSS and tables only (what common mail clients render) and loads
+nothing: no images, no tracking, no link rewriting. A plain-text part carries the same content. The
+Message-ID derives from the caller's stable id, so a resent e-mail is recognisable as the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from notify_mssp.rules import Rule, severity_level
+from shared.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+_TITLE_CHARS = 300
+_DESCRIPTION_CHARS = 600
+_SUBJECT_CHARS = 250
+_HEADER_CHARS = 200
+_MESSAGE_TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Bidi embeddings, overrides and isolates: they reorder what a reader sees without changing the text.
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_COLOURS = {"High": "#a4262c", "Medium": "#ca5010", "Low": "#8a6d00", "Informational": "#005a9e"}
+_FONT = "font-family:Segoe UI,Helvetica,Arial,sans-serif"
+
+
+@dataclass
+class EmailMessage:
+    """One e-mail ready for a transport; plain data (JSON via to_json/from_json) for the Durable boundary."""
+
+    sender: str
+    to: list[str]
+    subject: str
+    html: str
+    text: str
+    message_id: str  # "<token@domain>"
+    headers: dict[str, str] = field(default_factory=dict)
+    sender_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> EmailMessage:
+        return cls(**value)
+
+
+# --- cleaning untrusted values ------------------------------------------------------------------------------
+
+
+def clean(value: object, limit: int, *, multiline: bool = False) -> str:
+    """A displayable string: control, format-override and bidi characters removed, whitespace collapsed
+    (line breaks kept when `multiline`), cut to `limit` characters with an ellipsis."""
+    text = "" if value is None else str(value)
+    kept = []
+    for char in text:
+        if char == "\n" and multiline:
+            kept.append(char)
+        elif char in _BIDI or unicodedata.category(char) in ("Cc", "Cs"):
+            kept.append(" ")
+        else:
+            kept.append(char)
+    text = "".join(kept)
+    if multiline:
+        lines = [" ".join(line.split()) for line in text.splitlines()]
+        text = "\n".join(line for line in lines if line)
+    else:
+        text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _e(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def message_id_for(token: str, sender: str) -> str:
+    """`<token@sender's domain>`; a token with other characters than letters, digits, `.`, `_`, `-` (or
+    longer than 64) is replaced by its SHA-256, so any stable key gives a stable, valid Message-ID."""
+    if not _MESSAGE_TOKEN.match(token):
+        token = hashlib.sha256(token.encode("utf-8")).hexdigest()[:40]
+    domain = sender.rpartition("@")[2] or "localhost"
+    return f"<{token}@{domain}>"
+
+
+def _header_value(value: object) -> str:
+    return clean(value, _HEADER_CHARS).encode("ascii", "replace").decode("ascii")
+
+
+# --- what an e-mail says about one alert --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    """The cleaned values of one alert as a given rule shows them (empty strings when not shown)."""
+
+    alert_id: str
+    severity: str
+    title: str
+    organisation: str
+    device: str
+    device_group: str
+    created: str
+    category: str
+    techniques: str
+    description: str
+    link: str
+
+
+def _payload_description(alert_row: dict[str, Any]) -> str:
+    if "description" in alert_row:
+        return str(alert_row.get("description") or "")
+    if not alert_row.get("payloadParts"):
+        return ""
+    from fetch_alerts.payload import decode_payload
+
+    try:
+        return str(decode_payload(alert_row).get("description") or "")
+    except Exception as exc:  # noqa: BLE001 - a broken payload (zlib, JSON) never stops an e-mail
+        logger.warning("alert %s: stored payload unreadable for the description: %s",
+                       alert_row.get("alertId"), type(exc).__name__)
+        return ""
+
+
+def _techniques(value: object) -> str:
+    try:
+        items = json.loads(value) if isinstance(value, str) and value else (value or [])
+    except ValueError:
+        items = []
+    if not isinstance(items, list):
+        return ""
+    return clean(", ".join(str(i) for i in items), 200)
+
+
+def _created(value: object) -> str:
+    """`2026-11-27T08:01:02.1234567Z` (the stored form) -> `2026-11-27 08:01 UTC`."""
+    text = str(value or "")
+    try:
+        moment = datetime.strptime(text[:16], "%Y-%m-%dT%H:%M")
+    except ValueError:
+        return clean(text, 40)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def alert_link(alert_row: dict[str, Any], tenant_id: str, portal_host: str, *, with_tenant: bool) -> str:
+    """The alert's page in the Defender portal (`/alerts/{id}?tid={tenant}`), https only."""
+    stored = str(alert_row.get("portalLink") or "")
+    parts = urlsplit(stored)
+    if parts.scheme != "https" or not parts.netloc:
+        alert_id = str(alert_row.get("alertId") or "")
+        parts = urlsplit(f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={quote(tenant_id, safe='')}")
+    query = f"tid={quote(tenant_id, safe='')}" if with_tenant else ""
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def alert_facts(alert_row: dict[str, Any], tenant_row: dict[str, Any], rule: Rule, portal_host: str) -> AlertFacts:
+    tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
+    raw_severity = str(alert_row.get("severity") or "")
+    severity = severity_level(raw_severity) or clean(raw_severity[:1].upper() + raw_severity[1:], 30) or "Unknown"
+    return AlertFacts(
+        alert_id=clean(alert_row.get("alertId"), 200),
+        severity=severity,
+        title=clean(alert_row.get("title"), _TITLE_CHARS) or "(untitled alert)",
+        organisation=clean(tenant_row.get("displayName") or tenant_id, 200) if rule.include_organization_name else "",
+        device=clean(alert_row.get("deviceName"), 200) if rule.include_device_information else "",
+        device_group=clean(alert_row.get("deviceGroup"), 200) if rule.include_device_information else "",
+        created=_created(alert_row.get("createdDateTime")),
+        category=clean(alert_row.get("category"), 100),
+        techniques=_techniques(alert_row.get("mitreTechniques")),
+        description=clean(_payload_description(alert_row), _DESCRIPTION_CHARS, multiline=True),
+        link=alert_link(alert_row, tenant_id, portal_host, with_tenant=rule.include_tenant_link),
+    )
+
+
+# --- rendering -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who the e-mails come from (MAIL_SENDER, MAIL_SENDER_NAME) and the portal their links open."""
+
+    address: str
+    name: str
+    portal_host: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Sender:
+        current = settings or get_settings()
+        return cls(str(current.get("MAIL_SENDER")), str(current.get("MAIL_SENDER_NAME")),
+                   str(current.get("PORTAL_HOST")))
+
+
+def _badge(severity: str) -> str:
+    colour = _COLOURS.get(severity, "#605e5c")
+    return (f'<span style="display:inline-block;padding:2px 8px;border-radius:3px;background:{colour};'
+            f'color:#ffffff;font-size:12px;font-weight:600;{_FONT}">{_e(severity)}</span>')
+
+
+def _page(heading: str, inner: str, footer: str) -> str:
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        f'<body style="margin:0;padding:0;background:#f3f2f1;{_FONT}">'
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="background:#f3f2f1">'
+        '<tr><td align="center" style="padding:16px">'
+        '<table role="presentation" width="600" cellpadding="0" cellspacing="0" '
+        'style="max-width:600px;width:100%;background:#ffffff;border:1px solid #e1dfdd">'
+        f'<tr><td style="padding:16px 20px;background:#0078d4;color:#ffffff;font-size:18px;font-weight:600;{_FONT}">'
+        f'{heading}</td></tr>'
+        f'<tr><td style="padding:20px;color:#323130;font-size:14px;line-height:20px;{_FONT}">{inner}</td></tr>'
+        f'<tr><td style="padding:12px 20px;border-top:1px solid #e1dfdd;color:#605e5c;font-size:12px;{_FONT}">'
+        f'{footer}</td></tr></table></td></tr></table></body></html>'
+    )
+
+
+def _row(label: str, value: str) -> str:
+    return (f'<tr><td style="padding:4px 12px 4px 0;color:#605e5c;vertical-align:top;white-space:nowrap;{_FONT}">'
+            f'{_e(label)}</td><td style="padding:4px 0;color:#323130;{_FONT}">{value}</td></tr>')
+
+
+def _button(link: str, label: str) -> str:
+    return (f'<a href="{_e(link)}" style="display:inline-block;padding:8px 16px;background:#0078d4;'
+            f'color:#ffffff;text-decoration:none;border-radius:2px;font-weight:600;{_FONT}">{_e(label)}</a>')
+
+
+def _detail_pairs(facts: AlertFacts) -> list[tuple[str, str]]:
+    pairs = [("Severity", facts.severity), ("Alert", facts.title)]
+    if facts.organisation:
+        pairs.append(("Organization", facts.organisation))
+    if facts.device:
+        pairs.append(("Device", facts.device))
+    if facts.device_group:
+        pairs.append(("Device group", facts.device_group))
+    pairs += [("Detected", facts.created), ("Category", facts.category or "-"),
+              ("MITRE techniques", facts.techniques or "-"), ("Alert id", facts.alert_id)]
+    return pairs
+
+
+FOOTER = ("You receive this e-mail because of the notification rule \u201c{rule}\u201d of your MSSP's "
+          "Defender alert service.")
+
+
+def _headers(rule: Rule, tenant_id: str = "", alert_id: str = "") -> dict[str, str]:
+    headers = {
+        # RFC 3834, and Exchange's own header: no out-of-office or other automatic replies to a robot.
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+        "X-MSSP-Rule-Id": _header_value(rule.id),
+    }
+    if tenant_id:
+        headers["X-MSSP-Tenant-Id"] = _header_value(tenant_id)
+    if alert_id:
+        headers["X-MSSP-Alert-Id"] = _header_value(alert_id)
+    return headers
+
+
+def render_alert_email(alert_row: dict[str, Any], tenant_row: dict[str, Any], rule: Rule, recipient: str, *,
+                       message_id: str, sender: Sender | None = None, test: bool = False) -> EmailMessage:
+    """The per-alert e-mail of `rule` to `recipient`; `test` marks Defender's "Send test email"."""
+    sender = sender or Sender.from_settings()
+    facts = alert_facts(alert_row, tenant_row, rule, sender.portal_host)
+    prefix = "[Test] " if test else ""
+    where = f"{facts.organisation}: " if facts.organisation else ""
+    subject = clean(f"{prefix}{where}{facts.severity}-severity alert: {facts.title}", _SUBJECT_CHARS)
+    footer = FOOTER.format(rule=clean(rule.name, 200))
+    rows = "".join(_row(label, _badge(value) if label == "Severity" else _e(value))
+                   for label, value in _detail_pairs(facts))
+    description = ""
+    if facts.description:
+        description = ('<p style="margin:16px 0 4px 0;color:#605e5c">Description</p>'
+                       f'<p style="margin:0">{"<br>".join(_e(line) for line in facts.description.splitlines())}</p>')
+    intro = ("This is a test of the notification rule; the alert below is a sample."
+             if test else "Microsoft Defender raised a new alert in a customer tenant.")
+    inner = (f'<p style="margin:0 0 12px 0">{_e(intro)}</p>'
+             f'<table role="presentation" cellpadding="0" cellspacing="0">{rows}</table>{description}'
+             f'<p style="margin:20px 0 0 0">{_button(facts.link, "View the alert in Microsoft Defender")}</p>'
+             f'<p style="margin:8px 0 0 0;font-size:12px;color:#605e5c">{_e(facts.link)}</p>')
+    heading = _e(f"{prefix}{facts.severity}-severity alert")
+    text_lines = [intro, ""] + [f"{label}: {value}" for label, value in _detail_pairs(facts)]
+    if facts.description:
+        text_lines += ["", "Description:", facts.description]
+    text_lines += ["", f"View the alert in Microsoft Defender: {facts.link}", "", "--", footer]
+    tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
+    return EmailMessage(
+        sender=sender.address, sender_name=sender.name, to=[recipient], subject=subject,
+        html=_page(heading, inner, _e(footer)), text="\n".join(text_lines) + "\n",
+        message_id=message_id_for(message_id, sender.address),
+        headers=_headers(rule, tenant_id, facts.alert_id))
+
+
+def render_digest_email(items: list[tuple[dict[str, Any], dict[str, Any]]], rule: Rule, recipient: str, *,
+                        total: int, message_id: str, sender: Sender | None = None) -> EmailMessage:
+    """One digest of `rule` to `recipient` listing `items` (tenant row, alert row); `total` counts every
+    matching alert, so the rest beyond the list is stated."""
+    sender = sender or Sender.from_settings()
+    facts = [alert_facts(alert, tenant, rule, sender.portal_host) for tenant, alert in items]
+    total = max(total, len(facts))
+    tenants = {str(t.get("RowKey") or a.get("PartitionKey")) for t, a in items}
+    plural = "s" if total != 1 else ""
+    across = f" in {len(tenants)} customer tenants" if len(tenants) > 1 else ""
+    subject = clean(f"Alert digest: {total} new alert{plural}{across}", _SUBJECT_CHARS)
+    head = ["Severity", "Alert"] + (["Organization"] if rule.include_organization_name else []) \
+        + (["Device"] if rule.include_device_information else []) + ["Detected"]
+    cell = f"padding:6px 8px;border-bottom:1px solid #edebe9;vertical-align:top;{_FONT}"
+    header_row = "".join(f'<th align="left" style="{cell};color:#605e5c;font-weight:600">{_e(h)}</th>' for h in head)
+    body_rows, text_lines = [], [f"{total} new alert{plural} matched the rule \u201c{clean(rule.name, 200)}\u201d.", ""]
+    for item in facts:
+        cells = [_badge(item.severity),
+                 f'<a href="{_e(item.link)}" style="color:#0078d4">{_e(item.title)}</a>']
+        if rule.include_organization_name:
+            cells.append(_e(item.organisation))
+        if rule.include_device_information:
+            cells.append(_e(item.device or "-"))
+        cells.append(_e(item.created))
+        body_rows.append("<tr>" + "".join(f'<td style="{cell}">{c}</td>' for c in cells) + "</tr>")
+        where = f" | {item.organisation}" if item.organisation else ""
+        device = f" | {item.device}" if item.device else ""
+        text_lines += [f"[{item.severity}] {item.title}{where}{device} | {item.created}", f"  {item.link}"]
+    rest = total - len(facts)
+    more = ""
+    if rest > 0:
+        rest_line = f"and {rest} more matching alert{'s' if rest != 1 else ''} not listed here."
+        more = f'<p style="margin:12px 0 0 0">{_e(rest_line)}</p>'
+        text_lines += ["", rest_line]
+    inner = (f'<p style="margin:0 0 12px 0">{_e(text_lines[0])}</p>'
+             f'<table role="presentation" width="100%" cellpadding="0" cellspacing="0">'
+             f'<tr>{header_row}</tr>{"".join(body_rows)}</table>{more}')
+    footer = FOOTER.format(rule=clean(rule.name, 200))
+    text_lines += ["", "--", footer]
+    return EmailMessage(
+        sender=sender.address, sender_name=sender.name, to=[recipient], subject=subject,
+        html=_page(_e(f"Alert digest: {total} new alert{plural}"), inner, _e(footer)),
+        text="\n".join(text_lines) + "\n", message_id=message_id_for(message_id, sender.address),
+        headers=_headers(rule))
+
+
+def render_notice_email(subject: str, lines: list[str], recipients: list[str], *, message_id: str,
+                        sender: Sender | None = None) -> EmailMessage:
+    """An operational notice to the MSSP's ops address: a subject and a few lines of plain facts."""
+    sender = sender or Sender.from_settings()
+    subject = clean(subject, _SUBJECT_CHARS)
+    cleaned = [clean(line, 1000) for line in lines]
+    inner = "".join(f'<p style="margin:0 0 8px 0">{_e(line)}</p>' for line in cleaned)
+    footer = "An operational notice of your MSSP's Defender alert service. It is sent once per incident."
+    return EmailMessage(
+        sender=sender.address, sender_name=sender.name, to=list(recipients), subject=subject,
+        html=_page(_e(subject), inner, _e(footer)), text="\n".join(cleaned + ["", "--", footer]) + "\n",
+        message_id=message_id_for(message_id, sender.address),
+        headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"})

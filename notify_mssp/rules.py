@@ -1,0 +1,169 @@
+"""Notification rules as the notification run applies them (#5): the rule model, reading the
+NotificationRules table, and which rules an obligation (a new alert, or a severity rise) matches.
+
+The schema and its validation are grant_access.rules' (one validation for onboarding and the rules API);
+rows are the ones grant_access.rules documents: PartitionKey `rule`, RowKey = rule id, column `rule` =
+the full rule as JSON. Rules given at onboarding have `scope.tenants` set to their tenant; rules created
+through the API may be MSSP-wide (`"all"`, minus `excludeTenants`) or name tenants.
+
+Matching mirrors Defender's notification rules (microsoft-apis.md §6): enabled, severities, device groups
+(`"all"` or names, compared case-insensitively like Defender's group names; an alert without a device
+group only matches `"all"`), plus the MSSP scope. A `severity-<Level>` obligation matches only rules with
+`notifyOnSeverityRise` that select the new level. An alert whose severity has no rank (`unknown`, a future
+value) matches only rules that select every severity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from azure.data.tables import TableClient
+
+from grant_access.rules import RULE_PARTITION, SEVERITIES, validate_rule
+from shared.problems import Problem
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["per-alert", "digest"]
+NEW_REASON = "new"
+SEVERITY_REASON_PREFIX = "severity-"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One notification rule (design.md's schema), JSON-serialisable for the Durable boundary."""
+
+    id: str
+    name: str
+    enabled: bool
+    tenants: Literal["all"] | tuple[str, ...]
+    exclude_tenants: tuple[str, ...]
+    severities: tuple[str, ...]
+    device_groups: Literal["all"] | tuple[str, ...]
+    include_organization_name: bool
+    include_tenant_link: bool
+    include_device_information: bool
+    recipients: tuple[str, ...]
+    mode: Mode
+    notify_on_severity_rise: bool
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Rule:
+        """A rule from its schema JSON (with `id`); raises Problem(400) when it does not validate."""
+        rule_id = value.get("id")
+        if not isinstance(rule_id, str) or not rule_id:
+            raise Problem(400, "must be a rule id", field="id")
+        checked = validate_rule({k: v for k, v in value.items() if k != "id"}, with_scope=True)
+        scope = checked["scope"]
+        groups = checked["deviceGroups"]
+        return cls(
+            id=rule_id,
+            name=checked["name"],
+            enabled=checked["enabled"],
+            tenants="all" if scope["tenants"] == "all" else tuple(scope["tenants"]),
+            exclude_tenants=tuple(scope["excludeTenants"]),
+            severities=tuple(checked["severities"]),
+            device_groups="all" if groups == "all" else tuple(groups),
+            include_organization_name=checked["includeOrganizationName"],
+            include_tenant_link=checked["includeTenantLink"],
+            include_device_information=checked["includeDeviceInformation"],
+            recipients=tuple(checked["recipients"]),
+            mode=checked["mode"],
+            notify_on_severity_rise=checked["notifyOnSeverityRise"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema JSON (design.md), as the API shows it and the table stores it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "enabled": self.enabled,
+            "scope": {"tenants": self.tenants if self.tenants == "all" else list(self.tenants),
+                      "excludeTenants": list(self.exclude_tenants)},
+            "severities": list(self.severities),
+            "deviceGroups": self.device_groups if self.device_groups == "all" else list(self.device_groups),
+            "includeOrganizationName": self.include_organization_name,
+            "includeTenantLink": self.include_tenant_link,
+            "includeDeviceInformation": self.include_device_information,
+            "recipients": list(self.recipients),
+            "mode": self.mode,
+            "notifyOnSeverityRise": self.notify_on_severity_rise,
+        }
+
+    def covers_tenant(self, tenant_id: str) -> bool:
+        tenant_id = tenant_id.lower()
+        if tenant_id in self.exclude_tenants:
+            return False
+        return self.tenants == "all" or tenant_id in self.tenants
+
+    def covers_device_group(self, group: str) -> bool:
+        if self.device_groups == "all":
+            return True
+        wanted = group.strip().casefold()
+        return bool(wanted) and any(g.strip().casefold() == wanted for g in self.device_groups)
+
+    def covers_severity(self, severity: str | None) -> bool:
+        if severity is None:  # no rank: only a rule that wants every severity
+            return set(self.severities) == set(SEVERITIES)
+        return severity in self.severities
+
+
+def rule_from_row(row: dict[str, Any]) -> Rule:
+    """The rule a NotificationRules row holds; Problem(400) when its JSON does not validate."""
+    try:
+        value = json.loads(str(row.get("rule") or ""))
+    except ValueError:
+        raise Problem(400, "the stored rule is not JSON", field="rule") from None
+    if not isinstance(value, dict):
+        raise Problem(400, "the stored rule is not an object", field="rule")
+    value["id"] = row["RowKey"]
+    return Rule.from_json(value)
+
+
+def load_rules(table: TableClient) -> list[Rule]:
+    """Every stored rule, in id order; a row that no longer validates is skipped and logged, never fatal."""
+    rules = []
+    for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": RULE_PARTITION}):
+        try:
+            rules.append(rule_from_row(dict(row)))
+        except Problem as exc:
+            logger.error("notification rule %s is unusable and skipped: %s: %s", row.get("RowKey"),
+                         exc.field, exc.detail)
+    return sorted(rules, key=lambda r: r.id)
+
+
+def severity_level(graph_severity: str | None) -> str | None:
+    """`high` (Graph spelling, as stored) -> `High`; None for severities without a rank."""
+    if not graph_severity:
+        return None
+    level = graph_severity[:1].upper() + graph_severity[1:].lower()
+    return level if level in SEVERITIES else None
+
+
+def matching_rules(rules: list[Rule], tenant_row: dict[str, Any], alert_row: dict[str, Any],
+                   reason: str) -> list[Rule]:
+    """The rules an obligation of `reason` (`new` or `severity-<Level>`) for this alert triggers."""
+    tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
+    group = str(alert_row.get("deviceGroup") or "")
+    if reason == NEW_REASON:
+        severity, rise = severity_level(str(alert_row.get("severity") or "")), False
+    elif reason.startswith(SEVERITY_REASON_PREFIX):
+        severity, rise = severity_level(reason[len(SEVERITY_REASON_PREFIX):]), True
+        if severity is None:
+            logger.warning("tenant %s: obligation reason %r names no severity; no rule matches", tenant_id, reason)
+            return []
+    else:
+        logger.warning("tenant %s: unknown obligation reason %r; no rule matches", tenant_id, reason)
+        return []
+    return [
+        rule for rule in rules
+        if rule.enabled
+        and (rule.notify_on_severity_rise or not rise)
+        and rule.covers_tenant(tenant_id)
+        and rule.covers_severity(severity)
+        and rule.covers_device_group(group)
+    ]
+
