@@ -136,6 +136,19 @@ param defenderApiResource string = 'https://api.securitycenter.microsoft.com'
 @description('Optional. Defender portal host for alert deep links.')
 param portalHost string = 'https://security.microsoft.com'
 
+@description('Required. How notification e-mail leaves (MAIL_TRANSPORT): graph (sendMail from mailSender\'s mailbox with the app\'s identity, which holds Mail.Send in this tenant) or smtp (an SMTP relay; set SMTP_* through settingOverrides and SMTP_PASSWORD through keyVaultSecretNames). The code\'s default, smtp, suits local development with MailDev.')
+@allowed([
+  'graph'
+  'smtp'
+])
+param mailTransport string
+
+@description('Required. From address of every e-mail (MAIL_SENDER); with graph, the mailbox that sends, to which Mail.Send must be restricted (infra/README.md).')
+param mailSender string
+
+@description('Optional. Where operational notices go (OPS_EMAIL): consent revoked, tenants failing or silent, credential expiry. Empty: no notices.')
+param opsEmail string = ''
+
 @description('Optional. Any other non-secret setting of shared/settings.py to change from the code\'s default, by name, e.g. { FETCH_CONCURRENCY: \'32\' } (values are strings).')
 param settingOverrides object = {}
 
@@ -148,6 +161,7 @@ var appTableNames = [
   'DeliveryLog'
   'Incidents'
   'AlertFeed'
+  'SendRate'
 ]
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -279,6 +293,9 @@ module appSettings 'modules/app-settings.bicep' = {
     verificationSchedule: verificationSchedule
     verificationTimeout: verificationTimeout
     retentionSchedule: retentionSchedule
+    mailTransport: mailTransport
+    mailSender: mailSender
+    opsEmail: opsEmail
     settingOverrides: settingOverrides
   }
 }

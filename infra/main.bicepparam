@@ -18,6 +18,11 @@ param settingOverrides = {
   FETCH_CONCURRENCY: '16'
 }
 
+// E-mail to the MSSP: Graph sendMail from this mailbox (restrict Mail.Send to it: infra/README.md).
+param mailTransport = 'graph'
+param mailSender = readEnvironmentVariable('MAIL_SENDER', 'defender-alerts@mssp.example')
+param opsEmail = readEnvironmentVariable('OPS_EMAIL', '')
+
 // The app registration and Mail.Send in this deployment (needs Graph rights; infra/README.md).
 param createAppRegistration = true
 param msspAppDisplayName = readEnvironmentVariable('MSSP_APP_DISPLAY_NAME', 'MSSP Defender alerts')

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from local.bench_durable import run_durable_fanout_1000
+from local.bench_ingest import run_backlog_50k, run_tenants_1000
+from local.bench_notify import run_emails_2000
 
 Scenario = Callable[[Path], dict[str, Any]]
 
 SCENARIOS: dict[str, Scenario] = {
     "durable_fanout_1000": run_durable_fanout_1000,
+    "emails_2000": run_emails_2000,
+    "backlog_50k": run_backlog_50k,
+    "tenants_1000": run_tenants_1000,
 }
 
 

@@ -20,6 +20,7 @@ MSSP_APP_CLIENT_ID = "7d2e9c14-6b3a-4f58-8e1d-0a9b8c7d6e5f"
 MAIL_APP_CLIENT_ID = "3a9f1c2e-8d4b-4e6a-b7c5-2f1e0d9c8b7a"
 GRAPH = "https://graph.microsoft.com"
 DEFENDER = "https://api.securitycenter.microsoft.com"
+DEMO_LAG_SECONDS = 30  # ingestion lag of the demo streams (Graph's is minutes; shortened for the demo)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
         cloud.control("POST", "tenants", json={
             "id": customer.tenant_id, "domains": [customer.domain], "displayName": customer.name,
             "defenderLicensed": True, "consentPropagationSeconds": 5,
-            "alerts": {"seed": f"demo-{index}", "start": start, "alertsPerHour": 2, "lagSeconds": 30},
+            "alerts": {"seed": f"demo-{index}", "start": start, "alertsPerHour": 2, "lagSeconds": DEMO_LAG_SECONDS},
         })
     base = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{stack.host_port}"} if stack.host_port else {}
     return {
@@ -80,4 +81,6 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
         "MAIL_APP_TENANT_ID": MSSP_TENANT_ID,
         "MAIL_APP_CLIENT_ID": MAIL_APP_CLIENT_ID,
         "MAIL_APP_CLIENT_SECRET": mail_secret,
+        "MAIL_SENDER": "defender-alerts@mssp.example",
+        "OPS_EMAIL": "soc-ops@mssp.example",
     }

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from local.cycle import api_get, count_alert_rows, run_cycle
+from local.cycle import api_get, count_alert_rows, run_cycle, start_live_demo
 from local.demo import setup_demo
 from local.services import REPO_ROOT
 from local.stack import LocalStack
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary), flush=True)
             return 1 if summary["errors"] else 0
         print(banner(stack), flush=True)
+        print("onboarding the demo customers and running the first ingestion tick...", flush=True)
+        for error in start_live_demo(stack):
+            print(f"  {error['where']}: {error['message']}", flush=True)
         while True:
             print(status_line(stack), flush=True)
             time.sleep(args.status_every)

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -128,6 +129,54 @@ def _one_of(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
+    if value < 0:
+        raise SettingsError(f"{name}: {raw!r} must be zero (off) or more")
+    return value
+
+
+def _tcp_port(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name}: {raw!r} is not a TCP port (1..65535)")
+    return value
+
+
+_MAIL_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
+
+
+def _mail_address(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and not _MAIL_ADDRESS.match(value):
+        raise SettingsError(f"{name}: {raw!r} is not an e-mail address")
+    return value
+
+
+def _mail_addresses(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of e-mail addresses (may be empty)."""
+    addresses = tuple(a.strip() for a in raw.split(",") if a.strip())
+    for address in addresses:
+        _mail_address(name, address)
+    return addresses
+
+
+def _optional_instant(name: str, raw: str) -> datetime | None:
+    """An ISO 8601 date or date-time (UTC when no offset is given), or empty."""
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an ISO 8601 date such as 2027-03-31 or "
+                            "2027-03-31T12:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 SETTINGS: tuple[Setting, ...] = (
     # Storage for the app's own tables. In Azure: the table endpoint with the managed identity; locally:
     # a connection string to Azurite. Exactly one of the two is needed.
@@ -226,6 +275,71 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIEM_FEED_SETTLE_SECONDS", "The SIEM pull API serves only feed rows stored at least this long ago, so "
             "a storage transaction that commits a moment after its timestamp cannot land behind a page a SIEM "
             "already read (longer than a write's retries may take).", default="30", parse=_positive_int),
+    # The notification run's delivery (notify_mssp orchestrator, #5).
+    Setting("DUPLICATE_POLICY", "What a notification run does with an e-mail whose delivery-log claim has no "
+            "'sent' mark (a crash between send and mark, or an abandoned run): resend (never lose a "
+            "notification) or skip (never send twice). Either way it is counted as a possible duplicate.",
+            default="resend", parse=_one_of("resend", "skip")),
+    Setting("NOTIFY_CLAIM_TIMEOUT", "After how long a claim on an obligation or an e-mail by a run that never "
+            "finished is taken as abandoned and taken over by a later run (a duration; longer than a run "
+            "takes).", default="30m", parse=_duration),
+    Setting("NOTIFY_BATCH_SIZE", "E-mails per send sub-orchestration (keeps each history small).",
+            default="100", parse=_positive_int),
+    Setting("NOTIFY_SEND_MAX_ATTEMPTS", "Attempts per e-mail within one run on transient failures; what is "
+            "still failing then carries over to the next run.", default="4", parse=_positive_int),
+    Setting("NOTIFY_RETRY_BACKOFF_SECONDS", "First wait before retrying transient send failures; doubles per "
+            "attempt (a Retry-After from the transport wins when longer), at most 5 minutes.", default="5",
+            parse=_positive_int),
+    Setting("NOTIFY_GIVE_UP_AFTER_RUNS", "Runs in which an e-mail failed transiently before it is recorded as "
+            "a permanent failure.", default="12", parse=_positive_int),
+    Setting("NOTIFY_DIGEST_MAX_ITEMS", "Alerts listed in one digest e-mail; the rest are counted.",
+            default="50", parse=_positive_int),
+    # E-mail transports, the send rate cap and operational notices (notify_mssp, #5).
+    Setting("MAIL_TRANSPORT", "How e-mail leaves: smtp (SMTP_HOST, optional STARTTLS and login; MailDev locally) or "
+            "graph (Microsoft Graph sendMail from MAIL_SENDER's mailbox in the MSSP's own tenant, see "
+            "MAIL_CREDENTIAL).", default="smtp", parse=_one_of("smtp", "graph")),
+    Setting("MAIL_SENDER", "From address of every e-mail; with MAIL_TRANSPORT=graph the mailbox (UPN or "
+            "address) that sends, which the credential's Mail.Send must be allowed to use.",
+            default="alerts@mssp.example", parse=_mail_address),
+    Setting("MAIL_SENDER_NAME", "Display name of the From address.", default="MSSP alert notifications"),
+    Setting("SMTP_HOST", "SMTP server (MAIL_TRANSPORT=smtp).", default=""),
+    Setting("SMTP_PORT", "SMTP server port (25, or 587 with STARTTLS).", default="25", parse=_tcp_port),
+    Setting("SMTP_STARTTLS", "true: upgrade the SMTP connection with STARTTLS (certificate checked) before "
+            "anything else; needed for SMTP_USERNAME unless the server is on loopback.", default="false",
+            parse=_bool),
+    Setting("SMTP_USERNAME", "SMTP login user; empty: no login.", default=""),
+    Setting("SMTP_PASSWORD", "SMTP login password (in Azure a Key Vault reference).", default="", secret=True),
+    Setting("MAIL_CREDENTIAL", "Who holds Mail.Send for MAIL_TRANSPORT=graph, always in the MSSP's own tenant and "
+            "never the multi-tenant app (design.md invariant 8): managed_identity (the function app's, "
+            "AZURE_CLIENT_ID) or secret (a single-tenant app: MAIL_APP_TENANT_ID, MAIL_APP_CLIENT_ID, "
+            "MAIL_APP_CLIENT_SECRET).", default="managed_identity", parse=_one_of("managed_identity", "secret")),
+    Setting("MAIL_APP_TENANT_ID", "The MSSP's own tenant id, home of the single-tenant mail app "
+            "(MAIL_CREDENTIAL=secret).", default="", parse=_optional_guid),
+    Setting("MAIL_APP_CLIENT_ID", "Application (client) id of the single-tenant mail app (MAIL_CREDENTIAL=secret).",
+            default="", parse=_optional_guid),
+    Setting("MAIL_APP_CLIENT_SECRET", "Client secret of the single-tenant mail app (MAIL_CREDENTIAL=secret; in "
+            "Azure a Key Vault reference).", default="", secret=True),
+    Setting("MAIL_RETRY_BUDGET_SECONDS", "How long one Graph send may wait in total for Retry-After on 429 and "
+            "5xx before it reports a transient failure (the run retries it later).", default="30",
+            parse=_positive_int),
+    Setting("SEND_RATE_PER_MINUTE", "E-mails sent per minute at most, across all instances (Exchange Online "
+            "allows about 30 per mailbox); 0 switches the cap off. Sends over it carry over to the next run.",
+            default="30", parse=_non_negative_int),
+    Setting("SEND_RATE_PER_DAY", "E-mails sent per rolling UTC day at most (Exchange Online: 10,000 recipients "
+            "a day per mailbox); 0 switches the cap off.", default="10000", parse=_non_negative_int),
+    Setting("OPS_EMAIL", "Where operational notices go (comma-separated addresses): consent revoked, "
+            "permission removed, not licensed, failing or silent tenants, onboarding backfill counts, the "
+            "MSSP credential failing or expiring. Empty: notices are only recorded and logged.", default="",
+            parse=_mail_addresses),
+    Setting("OPS_FAILING_RUNS", "A tenant whose ingestion failed this many runs in a row gets an operational "
+            "notice.", default="3", parse=_positive_int),
+    Setting("OPS_SILENT_HOURS", "An active tenant with no alert stored for this many hours gets an operational "
+            "notice.", default="48", parse=_positive_int),
+    Setting("OPS_CREDENTIAL_WARNING_DAYS", "Notice this many days before the MSSP credential expires (the "
+            "certificate's expiry, or MSSP_CREDENTIAL_EXPIRES_AT).", default="30", parse=_positive_int),
+    Setting("MSSP_CREDENTIAL_EXPIRES_AT", "Expiry of the multi-tenant app's client secret (ISO 8601 date), for "
+            "the expiry notice; a certificate's expiry is read from the certificate itself.", default="",
+            parse=_optional_instant),
 )
 
 _BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}

@@ -36,7 +36,34 @@ def test_function_app_registers_one_blueprint_per_feature_folder_and_nothing_els
 
 
 def test_functions_are_exactly_the_expected_set(functions):
-    assert set(functions) == {"health", "list_tenants", "fetch_alerts", "notify_mssp", "list_pending_tenants"}
+    assert set(functions) == {
+        # grant_access
+        "health", "list_tenants", "create_invitation", "get_invitation", "consent_callback", "get_tenant",
+        "patch_tenant", "offboard_tenant", "fresh_consent", "verify_tenants", "notify_onboarding_result",
+        "post_onboarding_result", "purge_tenant_alerts", "purge_tenant_alerts_batch",
+        # fetch_alerts
+        "fetch_alerts", "retention_cleanup", "list_alerts",
+        # notify_mssp
+        "notify_mssp", "notify_tenant_group", "send_notification_batch", "list_pending_tenants",
+        "notification_run_config", "plan_tenant_notifications", "send_notification_emails",
+        "mark_notifications_sent", "complete_tenant_notifications", "ops_notices",
+        "list_notification_rules", "create_notification_rule", "get_notification_rule",
+        "replace_notification_rule", "change_notification_rule", "delete_notification_rule",
+        "test_notification_rule",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("fetch_alerts", "%FETCH_ALERTS_SCHEDULE%"),
+        ("verify_tenants", "%VERIFICATION_SCHEDULE%"),
+        ("retention_cleanup", "%RETENTION_SCHEDULE%"),
+        ("ops_notices", "0 */5 * * * *"),
+    ],
+)
+def test_timers_run_on_their_schedules(functions, name, schedule):
+    assert bindings(functions[name])["timerTrigger"]["schedule"] == schedule
 
 
 def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durable_client(functions):
@@ -53,6 +80,21 @@ def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durabl
     [
         ("health", "health", ["GET"], "ANONYMOUS"),
         ("list_tenants", "tenants", ["GET"], "FUNCTION"),
+        ("create_invitation", "tenants", ["POST"], "FUNCTION"),
+        ("get_invitation", "invitations/{invitationId}", ["GET"], "FUNCTION"),
+        ("consent_callback", "consent/callback", ["GET"], "ANONYMOUS"),
+        ("get_tenant", "tenants/{tenantId}", ["GET"], "FUNCTION"),
+        ("patch_tenant", "tenants/{tenantId}", ["PATCH"], "FUNCTION"),
+        ("offboard_tenant", "tenants/{tenantId}", ["DELETE"], "FUNCTION"),
+        ("fresh_consent", "tenants/{tenantId}/consent", ["POST"], "FUNCTION"),
+        ("list_alerts", "alerts", ["GET"], "FUNCTION"),
+        ("list_notification_rules", "notification-rules", ["GET"], "FUNCTION"),
+        ("create_notification_rule", "notification-rules", ["POST"], "FUNCTION"),
+        ("get_notification_rule", "notification-rules/{ruleId}", ["GET"], "FUNCTION"),
+        ("replace_notification_rule", "notification-rules/{ruleId}", ["PUT"], "FUNCTION"),
+        ("change_notification_rule", "notification-rules/{ruleId}", ["PATCH"], "FUNCTION"),
+        ("delete_notification_rule", "notification-rules/{ruleId}", ["DELETE"], "FUNCTION"),
+        ("test_notification_rule", "notification-rules/{ruleId}/test", ["POST"], "FUNCTION"),
     ],
 )
 def test_http_functions_have_their_route_methods_and_auth_level(functions, name, route, methods, auth_level):

@@ -79,6 +79,15 @@ param verificationTimeout string
 @description('Required. NCRONTAB schedule of the daily retention clean-up (RETENTION_SCHEDULE).')
 param retentionSchedule string
 
+@description('Required. How notification e-mail leaves (MAIL_TRANSPORT): graph or smtp.')
+param mailTransport string
+
+@description('Required. From address of every e-mail (MAIL_SENDER).')
+param mailSender string
+
+@description('Required. Address of the operational notices (OPS_EMAIL); empty for none.')
+param opsEmail string
+
 @description('Optional. Values for any other non-secret setting of shared/settings.py, by name, e.g. { FETCH_CONCURRENCY: \'32\' }; they win over the values below.')
 param settingOverrides object = {}
 
@@ -94,6 +103,10 @@ type keyVaultSecretNamesType = {
   MSSP_APP_CLIENT_SECRET: string?
   // The multi-tenant app's certificate (a Key Vault certificate's secret), only with msspAppCredential = 'certificate'.
   MSSP_APP_CERTIFICATE: string?
+  // Password of the SMTP relay, only with mailTransport = 'smtp' and a relay that needs login.
+  SMTP_PASSWORD: string?
+  // Client secret of a single-tenant mail app, only with MAIL_CREDENTIAL = 'client_secret'.
+  MAIL_APP_CLIENT_SECRET: string?
 }
 
 @description('A Key Vault reference resolved by the app\'s identity, or empty when no secret is named (an unresolvable reference would reach the code as literal text).')
@@ -157,6 +170,39 @@ var appSettingValues = {
   RETENTION_DAYS: '180'
   RETENTION_SCHEDULE: retentionSchedule
   SIEM_FEED_SETTLE_SECONDS: '30'
+
+  // Notification runs (#5): the code's defaults, changed through settingOverrides.
+  DUPLICATE_POLICY: 'resend'
+  NOTIFY_CLAIM_TIMEOUT: '30m'
+  NOTIFY_BATCH_SIZE: '100'
+  NOTIFY_SEND_MAX_ATTEMPTS: '4'
+  NOTIFY_RETRY_BACKOFF_SECONDS: '5'
+  NOTIFY_GIVE_UP_AFTER_RUNS: '12'
+  NOTIFY_DIGEST_MAX_ITEMS: '50'
+
+  // E-mail: Graph from the MSSP's own mailbox with the app's identity, or an SMTP relay.
+  MAIL_TRANSPORT: mailTransport
+  MAIL_SENDER: mailSender
+  MAIL_SENDER_NAME: 'MSSP alert notifications'
+  MAIL_CREDENTIAL: 'managed_identity'
+  MAIL_APP_TENANT_ID: ''
+  MAIL_APP_CLIENT_ID: ''
+  MAIL_APP_CLIENT_SECRET: keyVaultReference(keyVaultUri, keyVaultSecretNames.?MAIL_APP_CLIENT_SECRET ?? '')
+  MAIL_RETRY_BUDGET_SECONDS: '30'
+  SMTP_HOST: ''
+  SMTP_PORT: '25'
+  SMTP_STARTTLS: 'false'
+  SMTP_USERNAME: ''
+  SMTP_PASSWORD: keyVaultReference(keyVaultUri, keyVaultSecretNames.?SMTP_PASSWORD ?? '')
+  SEND_RATE_PER_MINUTE: '30'
+  SEND_RATE_PER_DAY: '10000'
+
+  // Operational notices to the MSSP.
+  OPS_EMAIL: opsEmail
+  OPS_FAILING_RUNS: '3'
+  OPS_SILENT_HOURS: '48'
+  OPS_CREDENTIAL_WARNING_DAYS: '30'
+  MSSP_CREDENTIAL_EXPIRES_AT: ''
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
