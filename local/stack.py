@@ -49,6 +49,7 @@ def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 
         "TABLES_CONNECTION_STRING": azurite.connection_string,
         "FETCH_ALERTS_SCHEDULE": schedule,
         "VERIFICATION_SCHEDULE": "0 */2 * * * *",
+        "RETENTION_SCHEDULE": "0 30 3 * * *",
         "DURABLE_HUB_NAME": "msspalertslocal",
         "ENTRA_AUTHORITY_HOST": cloud.url,
         "ENTRA_DISABLE_INSTANCE_DISCOVERY": "true",
