@@ -74,6 +74,7 @@ class TenantOutcome:
     write_seconds: float = 0.0
     health_written: bool = False
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    extra: dict[str, Any] = field(default_factory=dict)  # tenant columns to write with the health
     error: str = ""
 
 
@@ -84,7 +85,9 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
     tenant = TenantRow(ctx.tenants, tenant_id, etag)
     health: dict[str, Any] = {"lastAttempt": now}
     if not isinstance(row.get("activatedAt"), datetime):
-        health["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
+        # Frozen at the first run: the backfill boundary must not move with later status changes.
+        outcome.extra["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
+        health.update(outcome.extra)
     try:
         _run(ctx, row, tenant, outcome)
     except BudgetExhausted as exc:
@@ -108,7 +111,7 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
                 "%.1fs (%.1fs storing)", tenant_id, outcome.calls, outcome.pages, outcome.fetched, outcome.stored,
                 outcome.obligations, "complete" if outcome.complete else "continues",
                 (datetime.now(UTC) - now).total_seconds(), outcome.write_seconds)
-    if outcome.health_written and "activatedAt" not in health:
+    if outcome.health_written:
         return outcome
     health.update(_success(outcome, complete=outcome.complete))
     tenant.merge(health)
@@ -118,7 +121,8 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
 def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
     return {"lastAttempt": outcome.started, "lastSuccess": datetime.now(UTC), "lastErrorClass": "",
             "lastError": "", "consecutiveFailures": 0, "alertsFetched": outcome.fetched,
-            "alertsStored": outcome.stored, "alertsRepeated": outcome.repeated, "passComplete": complete}
+            "alertsStored": outcome.stored, "alertsRepeated": outcome.repeated, "passComplete": complete,
+            **outcome.extra}
 
 
 def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome) -> None:

@@ -161,11 +161,13 @@ class Pager:
             changes: dict[str, Any] = {}
             if created:
                 changes["created_le"] = min(created)
-            page_state = self._with_seen(alerts, **changes)
-            if not next_link:
-                yield Page(alerts, page_state, complete=True)
+            page = Page(alerts, self._with_seen(alerts, **changes), complete=not next_link)
+            # Only the page may hold the parsed alerts: the consumer releases them once prepared, and a
+            # reference left in this frame would keep a second page alive while the next one is parsed.
+            del body, alerts
+            yield page
+            if page.complete:
                 return
-            yield Page(alerts, page_state, complete=False)
             url, params = next_link, None
 
     # --- Defender --------------------------------------------------------------------------------------
@@ -190,7 +192,9 @@ class Pager:
                 yield Page(alerts, self._with_seen(alerts), complete=True)
                 return
             created_le = min(created) if created else created_le
-            yield Page(alerts, self._with_seen(alerts, created_le=created_le), complete=False)
+            page = Page(alerts, self._with_seen(alerts, created_le=created_le), complete=False)
+            del alerts  # see _graph: the page alone holds the parsed alerts
+            yield page
 
     def _defender_call(self, created_le: int | None, top: int, *, instant: bool = False,
                        skip: int = 0) -> list[dict[str, Any]]:

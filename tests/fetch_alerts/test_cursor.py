@@ -86,9 +86,14 @@ def test_a_new_pass_starts_an_overlap_before_the_cursor(stack: LocalStack) -> No
     assert fresh.cap - fresh.lo == minutes(7 * 24 * 60)
 
 
-def _restart(stack: LocalStack, **settings: str) -> dict[str, str]:
-    before = {name: stack.settings.get(name, "") for name in settings}
-    stack.settings.update(settings)
+def _restart(stack: LocalStack, **settings: str | None) -> dict[str, str | None]:
+    """Restart the host with changed settings (None: unset); returns the previous values."""
+    before = {name: stack.settings.get(name) for name in settings}
+    for name, value in settings.items():
+        if value is None:
+            stack.settings.pop(name, None)
+        else:
+            stack.settings[name] = value
     assert stack.host is not None
     stack.host.stop()
     stack.start_host()

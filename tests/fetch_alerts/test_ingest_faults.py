@@ -134,3 +134,18 @@ def test_tokens_are_requested_once_per_tenant_per_lifetime(stack: LocalStack) ->
     assert [by_tenant.get(t) for t in tenants] == [1, 1]
     for tenant, source in zip(tenants, ["graph", "defender"], strict=True):
         assert_table_matches_ground_truth(stack, tenant, source)
+
+
+def test_the_consent_revoked_token_fault_marks_the_tenant_consent_revoked(stack: LocalStack) -> None:
+    tenant = backlog(stack)
+    fault(stack, tenant, "consent_revoked", "token", count=None)
+    run_tick(stack)
+    row = tenant_row(stack, tenant)
+    assert row["status"] == "consent_revoked" and _history(stack, tenant) == ["consent_revoked"]
+
+
+def test_tokens_issued_without_roles_mark_the_tenant_permission_missing(stack: LocalStack) -> None:
+    tenant = backlog(stack, "defender")
+    fault(stack, tenant, "permission_removed", "token", count=None)
+    run_tick(stack)
+    assert tenant_row(stack, tenant)["status"] == "permission_missing"
