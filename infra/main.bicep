@@ -105,6 +105,9 @@ param verificationSchedule string = '0 */2 * * * *'
 @description('Optional. NCRONTAB schedule (six fields, UTC) of the daily retention clean-up.')
 param retentionSchedule string = '0 30 3 * * *'
 
+@description('Optional. NCRONTAB schedule of the operational-notices check (OPS_NOTICES_SCHEDULE).')
+param opsNoticesSchedule string = '0 */5 * * * *'
+
 @description('Optional. Durable Functions task hub name.')
 param durableHubName string = 'msspalerts'
 
@@ -293,6 +296,7 @@ module appSettings 'modules/app-settings.bicep' = {
     verificationSchedule: verificationSchedule
     verificationTimeout: verificationTimeout
     retentionSchedule: retentionSchedule
+    opsNoticesSchedule: opsNoticesSchedule
     mailTransport: mailTransport
     mailSender: mailSender
     opsEmail: opsEmail

@@ -50,6 +50,7 @@ def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 
         "FETCH_ALERTS_SCHEDULE": schedule,
         "VERIFICATION_SCHEDULE": "0 */2 * * * *",
         "RETENTION_SCHEDULE": "0 30 3 * * *",
+        "OPS_NOTICES_SCHEDULE": "0 */5 * * * *",
         "DURABLE_HUB_NAME": "msspalertslocal",
         "ENTRA_AUTHORITY_HOST": cloud.url,
         "ENTRA_DISABLE_INSTANCE_DISCOVERY": "true",

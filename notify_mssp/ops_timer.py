@@ -1,8 +1,8 @@
 """The operational-notices timer (#5): every few minutes it evaluates the stored state of tenants and of
 the MSSP's credential and sends what notices are due (notify_mssp.ops_notices), once per incident.
 
-The schedule is fixed here rather than a %SETTING% expression: the host refuses to load the app when a
-%SETTING% is missing, and the check is cheap and idempotent, so there is nothing to tune.
+The schedule is the OPS_NOTICES_SCHEDULE setting, like every other timer's, so a deployment (or a test
+that must not be disturbed by background work) can change it; the check is cheap and idempotent.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from shared.tables import Table, get_table_store
 
 logger = logging.getLogger(__name__)
 
-SCHEDULE = "0 */5 * * * *"
+SCHEDULE = "%OPS_NOTICES_SCHEDULE%"
 
 
 @bp.function_name("ops_notices")

@@ -271,6 +271,8 @@ SETTINGS: tuple[Setting, ...] = (
             default="180", parse=_positive_int),
     Setting("RETENTION_SCHEDULE", "NCRONTAB schedule of the daily retention clean-up (UTC).",
             default="0 30 3 * * *", parse=_ncrontab, consumer="host"),
+    Setting("OPS_NOTICES_SCHEDULE", "NCRONTAB schedule of the operational-notices check (UTC).",
+            default="0 */5 * * * *", parse=_ncrontab, consumer="host"),
     # The SIEM pull API (GET /api/alerts, #4).
     Setting("SIEM_FEED_SETTLE_SECONDS", "The SIEM pull API serves only feed rows stored at least this long ago, so "
             "a storage transaction that commits a moment after its timestamp cannot land behind a page a SIEM "

@@ -59,7 +59,7 @@ def test_functions_are_exactly_the_expected_set(functions):
         ("fetch_alerts", "%FETCH_ALERTS_SCHEDULE%"),
         ("verify_tenants", "%VERIFICATION_SCHEDULE%"),
         ("retention_cleanup", "%RETENTION_SCHEDULE%"),
-        ("ops_notices", "0 */5 * * * *"),
+        ("ops_notices", "%OPS_NOTICES_SCHEDULE%"),
     ],
 )
 def test_timers_run_on_their_schedules(functions, name, schedule):

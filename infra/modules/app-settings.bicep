@@ -79,6 +79,9 @@ param verificationTimeout string
 @description('Required. NCRONTAB schedule of the daily retention clean-up (RETENTION_SCHEDULE).')
 param retentionSchedule string
 
+@description('Required. NCRONTAB schedule of the operational-notices check (OPS_NOTICES_SCHEDULE).')
+param opsNoticesSchedule string
+
 @description('Required. How notification e-mail leaves (MAIL_TRANSPORT): graph or smtp.')
 param mailTransport string
 
@@ -199,6 +202,7 @@ var appSettingValues = {
 
   // Operational notices to the MSSP.
   OPS_EMAIL: opsEmail
+  OPS_NOTICES_SCHEDULE: opsNoticesSchedule
   OPS_FAILING_RUNS: '3'
   OPS_SILENT_HOURS: '48'
   OPS_CREDENTIAL_WARNING_DAYS: '30'

@@ -158,7 +158,8 @@ def start_onboarding(workdir: Path, **settings: str) -> Onboarding:
         stack.settings.update({
             "MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": app_secret,
             "PUBLIC_BASE_URL": base, "ONBOARDING_WEBHOOK_SECRET": webhook_secret,
-            "VERIFICATION_SCHEDULE": NEVER, "FETCH_ALERTS_SCHEDULE": NEVER, **settings})
+            "VERIFICATION_SCHEDULE": NEVER, "FETCH_ALERTS_SCHEDULE": NEVER, "RETENTION_SCHEDULE": NEVER,
+            "OPS_NOTICES_SCHEDULE": NEVER, **settings})
         stack.start_host()
     except BaseException:
         stack.stop()
