@@ -62,7 +62,7 @@ def render(record: AlertRecord, index: int, version: AlertVersion, content: Aler
              "createdByDisplayName": by, "createdDateTime": format_ticks(at)}
             for text, by, at in comments(record, index)
         ],
-        "evidence": [_device(record, content)] + [_evidence(item) for item in content.evidence],
+        "evidence": [_device(record, content)] + _evidence_list(content.evidence),
     }
 
 
@@ -74,10 +74,10 @@ def _product(service_source: str) -> str:
     }.get(service_source, "Microsoft Defender XDR")
 
 
-def _base(odata_type: str, created: int, verdict: str, remediation: str, roles: tuple[str, ...]) -> dict[str, Any]:
+def _base(odata_type: str, created: str, verdict: str, remediation: str, roles: tuple[str, ...]) -> dict[str, Any]:
     return {
         "@odata.type": f"#microsoft.graph.security.{odata_type}",
-        "createdDateTime": format_ticks(created),
+        "createdDateTime": created,
         "verdict": verdict,
         "remediationStatus": remediation,
         "remediationStatusDetails": None,
@@ -89,7 +89,7 @@ def _base(odata_type: str, created: int, verdict: str, remediation: str, roles: 
 
 def _device(record: AlertRecord, content: AlertContent) -> dict[str, Any]:
     device = content.device
-    out = _base("deviceEvidence", record.created, "suspicious", "none", ("compromised",))
+    out = _base("deviceEvidence", format_ticks(record.created), "suspicious", "none", ("compromised",))
     out.update({
         "firstSeenDateTime": format_ticks(record.created - 90 * 86_400 * 10_000_000),
         "mdeDeviceId": device.machine_id,
@@ -135,9 +135,22 @@ def _user_account(item: Evidence) -> dict[str, Any] | None:
     }
 
 
-def _evidence(item: Evidence) -> dict[str, Any]:
+def _evidence_list(items: list[Evidence]) -> list[dict[str, Any]]:
+    """The evidence of one alert. Items share a few creation times (a large alert carries thousands of
+    filler files created at one instant), so each time is formatted once per alert."""
+    stamps: dict[int, str] = {}
+    out = []
+    for item in items:
+        stamp = stamps.get(item.created)
+        if stamp is None:
+            stamp = stamps[item.created] = format_ticks(item.created)
+        out.append(_evidence(item, stamp))
+    return out
+
+
+def _evidence(item: Evidence, created: str) -> dict[str, Any]:
     if item.kind == "process":
-        out = _base("processEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("processEvidence", created, item.verdict, item.remediation, item.roles)
         out.update({
             "processId": item.process_id, "parentProcessId": item.parent_process_id,
             "processCommandLine": item.command_line,
@@ -151,23 +164,23 @@ def _evidence(item: Evidence) -> dict[str, Any]:
             "userAccount": _user_account(item),
         })
     elif item.kind == "file":
-        out = _base("fileEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("fileEvidence", created, item.verdict, item.remediation, item.roles)
         out.update({"detectionStatus": item.detection_status, "mdeDeviceId": None,
                     "fileDetails": _file_details(item)})
     elif item.kind == "user":
-        out = _base("userEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("userEvidence", created, item.verdict, item.remediation, item.roles)
         out["userAccount"] = _user_account(item)
     elif item.kind == "ip":
-        out = _base("ipEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("ipEvidence", created, item.verdict, item.remediation, item.roles)
         out.update({"ipAddress": item.ip_address, "countryLetterCode": item.country})
     elif item.kind == "url":
-        out = _base("urlEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("urlEvidence", created, item.verdict, item.remediation, item.roles)
         out["url"] = item.url
     elif item.kind == "registryKey":
-        out = _base("registryKeyEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("registryKeyEvidence", created, item.verdict, item.remediation, item.roles)
         out.update({"registryKey": item.registry_key, "registryHive": item.registry_hive})
     else:
-        out = _base("registryValueEvidence", item.created, item.verdict, item.remediation, item.roles)
+        out = _base("registryValueEvidence", created, item.verdict, item.remediation, item.roles)
         out.update({"registryKey": item.registry_key, "registryHive": item.registry_hive,
                     "registryValueName": item.registry_value_name, "registryValueType": item.registry_value_type,
                     "registryValue": item.registry_value, "mdeDeviceId": None})

@@ -6,11 +6,13 @@ See the package docstring for the semantics the server and tests rely on.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from . import content as content_mod
@@ -39,6 +41,35 @@ def canonical_hash(rendered: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of a rendered alert (how ground truth hashes are computed)."""
     text = json.dumps(rendered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Cyclic garbage collection off while a page is rendered.
+
+    A page of 1,000 alerts builds hundreds of thousands of dicts and lists that live until it is encoded;
+    each allocation burst triggers collections that walk them (and the tenant's records) again and again,
+    which cost as much as the rendering itself. Rendered alerts are trees without cycles, so reference
+    counting frees them; the collector runs again as soon as the last concurrent render ends.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class _Tenant:
@@ -70,11 +101,17 @@ class _Tenant:
             self.records.sort(key=lambda r: (-r.created, r.id))
             self.sorted = True
 
-    def visible(self, now: int, predicate: Predicate | None) -> list[tuple[AlertRecord, int, AlertVersion]]:
+    def visible(self, now: int, predicate: Predicate | None,
+                limit: int | None = None) -> list[tuple[AlertRecord, int, AlertVersion]]:
+        """The matching visible alerts in list order; with `limit`, only the first `limit` of them (a page
+        needs its slice and whether one more follows; scanning a 50,000-alert list to its end for each of
+        its 50 pages costs seconds of CPU)."""
         self.catch_up(now)
         lag = self.opts.lag_ticks
         out = []
         for record in self.records:
+            if limit is not None and len(out) >= limit:
+                break
             found = record.visible_version(now, lag)
             if found is None:
                 continue
@@ -217,13 +254,16 @@ class AlertStore:
             predicate = compile_filter(parsed.filter, schemas.GRAPH) if parsed.filter is not None else None
         except (paging.QueryError, FilterError) as exc:
             return 400, paging.graph_error(str(exc), ticks)
+        offset = parsed.offset if parsed.offset is not None else parsed.skip
+        size = parsed.top or paging.GRAPH_MAX_TOP
+        # Without $count only the page and the one alert that proves a next page are needed.
+        limit = None if parsed.count else offset + size + 1
         with self._lock:
             tenant = self._tenants.get(tenant_id)
-            rows = tenant.visible(ticks, predicate) if tenant else []
-            offset = parsed.offset if parsed.offset is not None else parsed.skip
-            size = parsed.top or paging.GRAPH_MAX_TOP
-            values = [self._graph_render(tenant, record, index, version, include_unknown)
-                      for record, index, version in rows[offset: offset + size]] if tenant else []
+            rows = tenant.visible(ticks, predicate, limit) if tenant else []
+            with _gc_paused():
+                values = [self._graph_render(tenant, record, index, version, include_unknown)
+                          for record, index, version in rows[offset: offset + size]] if tenant else []
         body: dict[str, Any] = {"@odata.context": f"{base_url.rstrip('/')}{GRAPH_CONTEXT}"}
         if parsed.count:
             body["@odata.count"] = len(rows)
@@ -245,11 +285,12 @@ class AlertStore:
             tenant = self._tenants.get(tenant_id)
             values = []
             if tenant is not None:
-                rows = tenant.visible(ticks, predicate)[parsed.skip: parsed.skip + parsed.top]
-                for record, index, version in rows:
-                    content = content_mod.build_content(record, version, tenant.ctx, parsed.expand_evidence)
-                    values.append(render_defender.render(record, index, version, content, tenant.ctx,
-                                                         parsed.expand_evidence))
+                rows = tenant.visible(ticks, predicate, parsed.skip + parsed.top)[parsed.skip:]
+                with _gc_paused():
+                    for record, index, version in rows:
+                        content = content_mod.build_content(record, version, tenant.ctx, parsed.expand_evidence)
+                        values.append(render_defender.render(record, index, version, content, tenant.ctx,
+                                                             parsed.expand_evidence))
         return 200, {"@odata.context": DEFENDER_CONTEXT, "value": values}
 
     # -- helpers -------------------------------------------------------------------------------------
