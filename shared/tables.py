@@ -13,30 +13,13 @@ import logging
 import threading
 from enum import StrEnum
 
-import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
-from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
-
-# Every table client of the process shares one transport; ingestion writes from FETCH_CONCURRENCY tenant
-# threads with several transactions in flight each, so the default pool of 10 would drop connections.
-_POOL_SIZE = 64
-
-
-def _transport() -> RequestsTransport:
-    """azure-core's transport on a session whose pool holds every concurrent connection (its own default
-    adapter keeps 10 and discards the rest: "Connection pool is full")."""
-    session = requests.Session()
-    retries = requests.adapters.Retry(total=False, redirect=False, raise_on_status=False)  # azure-core retries
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE, max_retries=retries)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return RequestsTransport(session=session, session_owner=True)
 
 
 class Table(StrEnum):
@@ -78,15 +61,14 @@ class TableStore:
     def from_settings(cls, settings: Settings) -> TableStore:
         connection_string = settings.get("TABLES_CONNECTION_STRING")
         if connection_string:
-            return cls(TableServiceClient.from_connection_string(connection_string, transport=_transport()), settings)
+            return cls(TableServiceClient.from_connection_string(connection_string), settings)
         endpoint = settings.get("TABLES_ENDPOINT")
         if not endpoint:
             raise SettingsError(
                 "TABLES_ENDPOINT is not set (and neither is TABLES_CONNECTION_STRING): "
                 "the app needs one of them to reach its tables"
             )
-        service = TableServiceClient(endpoint, credential=managed_identity_credential(settings), transport=_transport())
-        return cls(service, settings)
+        return cls(TableServiceClient(endpoint, credential=managed_identity_credential(settings)), settings)
 
     def table(self, table: Table) -> TableClient:
         """A client for one of the app's tables, creating the table on first use if it is missing."""
