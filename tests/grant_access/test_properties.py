@@ -61,11 +61,13 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
     env.stack.stop()
 
 
-def _not_reflected(text: str, values: list[str]) -> None:
+def _not_reflected(text: str, values: list[str], template: str = "") -> None:
+    """No input value with HTML-special characters appears unescaped. A value that is also a piece of our own
+    markup without any input (`template`, e.g. "</") cannot be told apart from it and is not counted."""
     lowered = text.lower()
     assert "<script" not in lowered and "onerror" not in lowered
     for value in values:
-        if HTML_SPECIAL & set(value) and len(value) >= 2:
+        if HTML_SPECIAL & set(value) and len(value) >= 2 and value not in template:
             assert value not in text, f"unescaped reflection of {value!r}"
 
 
@@ -92,7 +94,8 @@ def test_the_consent_callback_survives_any_query_string(probe, pairs, raw, use_r
     assert response.status_code < 500, response.text[:300]
     assert response.headers["Content-Type"].startswith("text/html")
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-    _not_reflected(response.text, [v for _, v in pairs] + [raw])
+    template = probe.http.get(f"{probe.env.host_url}/api/consent/callback", timeout=30).text
+    _not_reflected(response.text, [v for _, v in pairs] + [raw], template)
     probe.check_unchanged_unless_accepted(response)
 
 
