@@ -119,12 +119,14 @@ def _replay(invitation: Invitation, completion: str, deps: CallbackDeps) -> Call
     tenant_id = str(invitation.row.get("tenantId"))
     tenant = deps.tenants.get(tenant_id)
     if tenant is None:
-        # Accepted, but the tenant row was never written (the first request failed in between): write it
-        # now, so the verification timer takes the tenant up. The admin's reload is what gets us here.
+        # Accepted, but no tenant row: either the first request failed in between, or it is still running
+        # (two requests of one URL at once). Create the row only if it is still missing, so this repeat
+        # can never undo what the first request recorded (say, `active` after its access check); the
+        # verification timer takes the tenant up either way.
         logger.warning("invitation %s: accepted without a tenant row; recording tenant %s", invitation.id,
                        tenant_id)
         now = deps.now()
-        tenant = deps.tenants.change(tenant_id, _consented(invitation, now), now, create=True)
+        tenant = deps.tenants.change(tenant_id, _only_if_new(_consented(invitation, now)), now, create=True)
         deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
     return CallbackResult(_status_page(customer, str((tenant or {}).get("status") or TenantStatus.VERIFYING)))
 
@@ -184,6 +186,13 @@ def _consented(invitation: Invitation, now: datetime) -> Callable[[dict], tuple[
         row.setdefault("apiHost", "")
         return TenantStatus.VERIFYING.value, f"admin consent granted (invitation {invitation.id})"
     return mutate
+
+
+def _only_if_new(mutate: Callable[[dict], tuple[str, str]]) -> Callable[[dict], tuple[str, str] | None]:
+    """`mutate` for a row being created; a row someone else wrote meanwhile is left as it is."""
+    def guarded(row: dict) -> tuple[str, str] | None:
+        return None if row.get("status") else mutate(row)
+    return guarded
 
 
 def _not_licensed(invitation: Invitation) -> Callable[[dict], tuple[str, str]]:

@@ -343,10 +343,6 @@ def test_a_hostile_query_without_state_is_never_reflected(onboarding):
     assert "alert(" not in page.text and "onerror" not in page.text
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race, open: two simultaneous requests of the same success URL can both run the success path, so the "
-    "tenant's audit trail may record verifying twice (statuses and the invitation end right); the outcome must "
-    "be claimed atomically on the invitation before the tenant is touched"))
 def test_concurrent_callbacks_with_one_state_complete_the_invitation_once(onboarding):
     from concurrent.futures import ThreadPoolExecutor
 
