@@ -7,11 +7,8 @@ of this package with their dependencies (grant_access.wiring), and shapes the re
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
@@ -28,7 +25,7 @@ from shared.names import (
     PURGE_ALERTS_BATCH_ACTIVITY,
     PURGE_TENANT_ORCHESTRATOR,
 )
-from shared.problems import Problem
+from shared.problems import Problem, error_response, json_response, run_api
 from shared.settings import SettingsError
 from shared.signing import SIGNATURE_HEADER
 from shared.tables import Table, get_table_store
@@ -38,30 +35,7 @@ logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
-_JSON = "application/json"
 _INVITATION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
-
-
-def _api(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
-    """Run an API handler: a Problem is the answer; a dependency failure is a 503 or 500 without internals."""
-    try:
-        return handler()
-    except (Problem, SettingsError, AzureError) as exc:
-        return _error_response(exc)
-
-
-def _error_response(exc: Exception) -> func.HttpResponse:
-    if isinstance(exc, Problem):
-        return exc.response()
-    if isinstance(exc, SettingsError):
-        logger.error("configuration error: %s", exc)
-        return Problem(500, "the service is not configured correctly; see its log").response()
-    logger.error("table storage failed: %s", type(exc).__name__)
-    return Problem(503, "storage is unavailable; try again later").response()
 
 
 def _raw_query(req: func.HttpRequest) -> str:
@@ -78,8 +52,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
                                        results_per_page=1)), None)
     except (AzureError, SettingsError, OSError) as exc:
         logger.error("health: table storage unavailable: %s", type(exc).__name__)
-        return _json({"status": "unhealthy", "storage": "unavailable"}, 503)
-    return _json({"status": "healthy", "storage": "ok"})
+        return json_response({"status": "unhealthy", "storage": "unavailable"}, 503)
+    return json_response({"status": "healthy", "storage": "ok"})
 
 
 # --- the onboarding webhook and invitations ------------------------------------------------------------
@@ -102,9 +76,9 @@ def create_invitation_http(req: func.HttpRequest) -> func.HttpResponse:
             request, invitations=wiring.invitations(), tenants=wiring.tenants(),
             resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
             link=wiring.consent_link(), now=wiring.utcnow(), ttl_seconds=int(settings.get("INVITATION_TTL")))
-        return _json(result.body, result.status, {"Location": result.body["href"]})
+        return json_response(result.body, result.status, {"Location": result.body["href"]})
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("get_invitation")
@@ -119,9 +93,9 @@ def get_invitation(req: func.HttpRequest) -> func.HttpResponse:
             raise Problem(404, "no such invitation", field="invitationId")
         body = invitation.to_json(wiring.utcnow())
         body["href"] = f"/api/invitations/{invitation.id}"
-        return _json(body)
+        return json_response(body)
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 # --- the consent callback ---------------------------------------------------------------------------------
@@ -169,7 +143,8 @@ async def _report_results(client: df.DurableOrchestrationClient, notifications: 
 @bp.route(route="tenants", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_tenants(req: func.HttpRequest) -> func.HttpResponse:
     """Every known customer tenant with its status, health and portal link."""
-    return _api(lambda: _json(management.list_tenants(wiring.tenants(), str(wiring.settings().get("PORTAL_HOST")))))
+    return run_api(lambda: json_response(
+        management.list_tenants(wiring.tenants(), str(wiring.settings().get("PORTAL_HOST")))), logger)
 
 
 @bp.function_name("get_tenant")
@@ -179,9 +154,10 @@ def get_tenant(req: func.HttpRequest) -> func.HttpResponse:
 
     def handle() -> func.HttpResponse:
         tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
-        return _json(management.get_tenant(wiring.tenants(), tenant_id, str(wiring.settings().get("PORTAL_HOST"))))
+        return json_response(
+            management.get_tenant(wiring.tenants(), tenant_id, str(wiring.settings().get("PORTAL_HOST"))))
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("patch_tenant")
@@ -195,11 +171,11 @@ def patch_tenant(req: func.HttpRequest) -> func.HttpResponse:
         check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"), None, "")
         changes = management.validate_patch(parse_body(body))
         settings = wiring.settings()
-        return _json(management.patch_tenant(
+        return json_response(management.patch_tenant(
             wiring.tenants(), tenant_id, changes, wiring.access_checker(), wiring.utcnow,
             int(settings.get("VERIFICATION_TIMEOUT")), str(settings.get("PORTAL_HOST"))))
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("offboard_tenant")
@@ -215,9 +191,9 @@ async def offboard_tenant(req: func.HttpRequest, client: df.DurableOrchestration
         body = await asyncio.to_thread(
             lambda: management.offboard_tenant(wiring.tenants(), tenant_id, wiring.utcnow()))
     except (Problem, SettingsError, AzureError) as exc:
-        return _error_response(exc)
+        return error_response(exc, logger)
     if purge_flag != "true":
-        return _json(body)
+        return json_response(body)
     instance = purge.instance_id(tenant_id)
     existing = await client.get_status(instance)
     if existing is None or existing.runtime_status not in (df.OrchestrationRuntimeStatus.Pending,
@@ -226,7 +202,7 @@ async def offboard_tenant(req: func.HttpRequest, client: df.DurableOrchestration
     links = client.create_http_management_payload(instance)
     body["purge"] = {"instanceId": instance, "statusQueryGetUri": links["statusQueryGetUri"]}
     logger.info("tenant %s: purge of stored alerts started (%s)", tenant_id, instance)
-    return _json(body, 202, {"Location": links["statusQueryGetUri"]})
+    return json_response(body, 202, {"Location": links["statusQueryGetUri"]})
 
 
 @bp.function_name("fresh_consent")
@@ -239,9 +215,9 @@ def fresh_consent(req: func.HttpRequest) -> func.HttpResponse:
         settings = wiring.settings()
         result = management.fresh_consent(wiring.tenants(), wiring.invitations(), tenant_id, wiring.consent_link(),
                                           wiring.utcnow(), int(settings.get("INVITATION_TTL")))
-        return _json(result.body, result.status, {"Location": result.body["href"]})
+        return json_response(result.body, result.status, {"Location": result.body["href"]})
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 # --- verification timer -------------------------------------------------------------------------------------

@@ -15,14 +15,13 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from grant_access.rules import RULE_PARTITION
@@ -32,8 +31,8 @@ from notify_mssp.email import Sender, render_alert_email
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.rules import Rule, rule_from_row
 from notify_mssp.transports import SendOutcome, Transport, get_transport
-from shared.problems import Problem
-from shared.settings import SettingsError, get_settings
+from shared.problems import Problem, json_response, run_api
+from shared.settings import get_settings
 from shared.tables import Table, get_table_store
 from shared.tenant_lookup import is_guid
 
@@ -216,7 +215,7 @@ def send_test(rule: Rule, tenants: TableClient, transport: Transport, rate_cap: 
 
 def answer_for_test_email(rule_id: str, results: list[dict[str, Any]]) -> func.HttpResponse:
     if all(r["status"] == "sent" for r in results):
-        return _json({"ruleId": rule_id, "results": results})
+        return json_response({"ruleId": rule_id, "results": results})
     if any(r["status"] == "permanent" for r in results):
         return Problem(422, "the mail server refused at least one recipient", field="recipients",
                        results=results).response()
@@ -230,29 +229,11 @@ def answer_for_test_email(rule_id: str, results: list[dict[str, Any]]) -> func.H
 # --- triggers ---------------------------------------------------------------------------------------------------
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
-
-
 def _rule_response(stored: StoredRule, status: int = 200) -> func.HttpResponse:
     headers = {"ETag": stored.etag}
     if status == 201:
         headers["Location"] = f"/api/{ROUTE}/{stored.rule.id}"
-    return _json(stored.body(), status, headers)
-
-
-def _api(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
-    """A Problem is the answer; a configuration or storage failure is a 500/503 without internals."""
-    try:
-        return handler()
-    except Problem as exc:
-        return exc.response()
-    except SettingsError as exc:
-        logger.error("configuration error: %s", exc)
-        return Problem(500, "the service is not configured correctly; see its log").response()
-    except AzureError as exc:
-        logger.error("table storage failed: %s", type(exc).__name__)
-        return Problem(503, "storage is unavailable; try again later").response()
+    return json_response(stored.body(), status, headers)
 
 
 def _body(req: func.HttpRequest) -> dict[str, Any]:
@@ -281,15 +262,15 @@ def list_notification_rules(req: func.HttpRequest) -> func.HttpResponse:
         rules = list_rules(_rules_table())
         if tenant is not None:
             rules = [s for s in rules if s.rule.covers_tenant(tenant)]
-        return _json({"value": [s.body() for s in rules]})
+        return json_response({"value": [s.body() for s in rules]})
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("create_notification_rule")
 @bp.route(route=ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def create_notification_rule(req: func.HttpRequest) -> func.HttpResponse:
-    return _api(lambda: _rule_response(create_rule(_rules_table(), _body(req), _now()), 201))
+    return run_api(lambda: _rule_response(create_rule(_rules_table(), _body(req), _now()), 201), logger)
 
 
 @bp.function_name("get_notification_rule")
@@ -298,7 +279,7 @@ def get_notification_rule(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         return _rule_response(get_rule(_rules_table(), rule_id_from_route(req.route_params.get("ruleId", ""))))
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("replace_notification_rule")
@@ -309,7 +290,7 @@ def replace_notification_rule(req: func.HttpRequest) -> func.HttpResponse:
         return _rule_response(update_rule(_rules_table(), rule_id, _body(req), req.headers.get("If-Match"), _now(),
                                           merge=False))
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("change_notification_rule")
@@ -320,7 +301,7 @@ def change_notification_rule(req: func.HttpRequest) -> func.HttpResponse:
         return _rule_response(update_rule(_rules_table(), rule_id, _body(req), req.headers.get("If-Match"), _now(),
                                           merge=True))
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("delete_notification_rule")
@@ -330,7 +311,7 @@ def delete_notification_rule(req: func.HttpRequest) -> func.HttpResponse:
         delete_rule(_rules_table(), rule_id_from_route(req.route_params.get("ruleId", "")), req.headers.get("If-Match"))
         return func.HttpResponse(status_code=204)
 
-    return _api(handle)
+    return run_api(handle, logger)
 
 
 @bp.function_name("test_notification_rule")
@@ -346,4 +327,4 @@ def send_test_email(req: func.HttpRequest) -> func.HttpResponse:
                             Sender.from_settings(get_settings()))
         return answer_for_test_email(rule.id, results)
 
-    return _api(handle)
+    return run_api(handle, logger)
