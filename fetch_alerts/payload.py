@@ -14,6 +14,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from shared import fastjson
+
 CHUNK_BYTES = 63_000
 # Leaves room under the 1 MiB entity limit for the normalised columns (strings count 2 bytes a char).
 MAX_COMPRESSED_BYTES = 15 * CHUNK_BYTES
@@ -29,7 +31,7 @@ class Payload:
 
 
 def canonical_bytes(raw: dict[str, Any]) -> bytes:
-    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return fastjson.canonical(raw)
 
 
 def encode(raw: dict[str, Any]) -> Payload:
