@@ -10,12 +10,13 @@ store: built here from codes and statuses, never from a raw exception text (whic
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 import time
 from typing import Any, ClassVar
 
 import requests
+
+from shared import fastjson
 
 # Microsoft's error text is free-form and may change; keep only a bounded, single-line excerpt of it.
 _EXCERPT_CHARS = 200
@@ -186,7 +187,7 @@ def from_transport(tenant_id: str | None, api: str, exc: requests.RequestExcepti
 def json_object(tenant_id: str | None, api: str, response: requests.Response) -> dict[str, Any]:
     """The JSON object of a success answer; BadResponse when the body is not one (malformed, truncated)."""
     try:
-        body = json.loads(response.content)
+        body = fastjson.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         raise BadResponse(tenant_id, f"{api} answered {response.status_code} with a body that is not valid "
                           f"JSON ({len(response.content)} bytes)", code="InvalidJson") from None
