@@ -28,6 +28,7 @@ from local.cloud.responses import (
     throttled,
 )
 from local.cloud.state import CloudState
+from shared import fastjson
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ async def _alerts_response(query: Callable[[], tuple[int, dict[str, Any]]]) -> w
 
     def work() -> tuple[int, bytes]:
         status, body = query()
-        return status, json.dumps(body).encode()
+        return status, fastjson.dumps(body)
 
     status, payload = await asyncio.to_thread(work)
     return web.Response(body=payload, status=status, content_type="application/json", charset="utf-8")

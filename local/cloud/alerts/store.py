@@ -141,6 +141,9 @@ class AlertStore:
                 for record in old.records:
                     if record.explicit:
                         tenant.add(record)
+            # The alerts that exist already are made now, not by the first API call: in Graph they exist
+            # before anyone asks, and a 50,000-alert backlog takes seconds to generate.
+            tenant.catch_up(ticks)
             self._tenants[tenant_id] = tenant
         logger.info("tenant %s: alert stream configured (seed=%s, alertsPerHour=%s, count=%s, lagSeconds=%s)",
                     tenant_id, opts.seed, opts.alerts_per_hour, opts.count, opts.lag_ticks / timefmt.TICKS_PER_SECOND)
