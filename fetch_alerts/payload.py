@@ -20,7 +20,7 @@ CHUNK_BYTES = 63_000
 # Leaves room under the 1 MiB entity limit for the normalised columns (strings count 2 bytes a char).
 MAX_COMPRESSED_BYTES = 15 * CHUNK_BYTES
 ENCODING = "zlib+json"
-_LEVEL = 6
+_LEVEL = 1
 
 
 @dataclass(frozen=True)

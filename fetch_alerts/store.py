@@ -100,7 +100,7 @@ class AlertWriter:
 
     def __init__(self, table: TableClient, tenant_id: str, activated_ticks: int,
                  before_obligations: Callable[[], None], *, optimistic: bool = True,
-                 in_flight: int = 3) -> None:
+                 in_flight: int = 2) -> None:
         """`before_obligations` sets the tenant's pendingNotifications marker; it is called before any
         transaction that carries an obligation. `optimistic`: try pages as all-new first (a backfill)."""
         self._table = table
