@@ -57,6 +57,7 @@ def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 
         "GRAPH_API_HOST": cloud.url,
         "DEFENDER_API_HOST": cloud.url,
         "PORTAL_HOST": "https://security.microsoft.com",
+        "MALLOC_ARENA_MAX": "2",  # as Bicep sets it (infra/modules/app-settings.bicep); the host applies it at start
     }
     settings.update(extra or {})
     return settings

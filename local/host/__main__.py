@@ -79,6 +79,21 @@ def _setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+# App settings the C runtime reads when a process starts. Azure starts the worker with every app setting in its
+# environment; this host reads its settings file after starting, so for these it starts itself once more.
+PROCESS_START_SETTINGS = ("MALLOC_ARENA_MAX",)
+
+
+def _restart_with_process_settings(settings: dict[str, str], argv: list[str] | None) -> None:
+    """Re-execute this host (same pid, same arguments) when a process-start setting is not yet in effect."""
+    wanted = {k: settings[k] for k in PROCESS_START_SETTINGS if k in settings and os.environ.get(k) != settings[k]}
+    if not wanted or argv is not None:  # argv given: called in-process (tests), not as the process itself
+        return
+    logging.shutdown()
+    os.execve(sys.executable, [sys.executable, "-m", "local.host", *sys.argv[1:]],  # noqa: S606 - this program again
+              {**os.environ, **wanted})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _setup_logging()
@@ -86,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = args.state_dir.resolve() if args.state_dir else None
     try:
         if args.settings_file:
-            apply_settings(load_settings_file(args.settings_file.resolve()))
+            settings = load_settings_file(args.settings_file.resolve())
+            _restart_with_process_settings(settings, argv)
+            apply_settings(settings)
         config = load_host_config(app_root)
         configure_logging(config.log_levels)
         loaded = load_app(app_root, args.app)

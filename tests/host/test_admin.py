@@ -210,3 +210,17 @@ def test_sigterm_exits_promptly_with_an_abandoned_invocation_still_running(tmp_p
         assert time.monotonic() - started < 8
     finally:
         service.kill()
+
+
+def test_a_setting_read_at_process_start_is_in_the_hosts_environment_from_its_start(tmp_path: Path) -> None:
+    # glibc reads MALLOC_ARENA_MAX when the process starts; Azure starts the worker with the app settings in
+    # its environment, so the local host (which reads its settings file later) starts itself once more.
+    service = start_host(APP_ROOT, {**QUIET_TIMERS, "MALLOC_ARENA_MAX": "2"}, log_path=tmp_path / "host.log",
+                         env={"MALLOC_ARENA_MAX": ""})
+    try:
+        initial = Path(f"/proc/{service.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=2" in initial
+        assert requests.get(f"{service.url}/api/items/7", timeout=30).status_code == 200
+    finally:
+        service.stop()
+    assert service.process.returncode == 0

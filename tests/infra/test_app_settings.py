@@ -42,6 +42,7 @@ PLATFORM = frozenset({
     "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "MALLOC_ARENA_MAX",
 })
 
 # What must never be set on Flex Consumption (the runtime lives in functionAppConfig).
