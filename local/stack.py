@@ -12,9 +12,11 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import certifi
+from azure.data.tables import TableClient, TableServiceClient
 
 from local.services import (
     REPO_ROOT,
@@ -119,3 +121,43 @@ class LocalStack:
             if service is not None:
                 with contextlib.suppress(Exception):
                     service.stop()
+
+
+# --- an ingestion stack: the MSSP's app registered in the local cloud (ingestion tests and benches) ------
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+DEFENDER_RESOURCE = "https://api.securitycenter.microsoft.com"
+NEVER = "0 0 0 1 1 *"  # a timer schedule that never fires on its own
+
+
+def start_with_mssp_app(workdir: Path, secret: str, **settings: str) -> LocalStack:
+    """A LocalStack (no MailDev, timers that never fire by themselves) whose settings name a fresh MSSP
+    multi-tenant app with a client secret, registered in the local cloud with both alert APIs' roles."""
+    from uuid import uuid4
+
+    client_id = str(uuid4())
+    extra = {"MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": secret,
+             **settings}
+    stack = LocalStack.start(workdir, with_maildev=False, schedule=NEVER, extra_settings=extra)
+    try:
+        stack.cloud.control("POST", "apps", json={
+            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
+            "secrets": [{"value": secret}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
+            "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
+                                       DEFENDER_RESOURCE: ["Alert.Read.All"]}})
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def stack_table(stack: LocalStack, name: str) -> TableClient:
+    """A client of the stack's table `name` (created when missing), through Azurite's connection string."""
+    service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
+    service.create_table_if_not_exists(name)
+    return service.get_table_client(name)
+
+
+def cloud_now(stack: LocalStack) -> datetime:
+    """The local cloud's clock (tests may have moved it)."""
+    return datetime.fromisoformat(stack.cloud.control("GET", "clock").json()["now"].replace("Z", "+00:00"))

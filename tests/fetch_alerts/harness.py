@@ -12,45 +12,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from azure.data.tables import TableClient, TableServiceClient
-
-from local.stack import LocalStack
+from local.stack import (
+    DEFENDER_RESOURCE,
+    GRAPH_RESOURCE,
+    NEVER,
+    LocalStack,
+    cloud_now,
+    stack_table,
+    start_with_mssp_app,
+)
 
 SECRET = "ingestion-test-secret"
-GRAPH = "https://graph.microsoft.com"
-DEFENDER = "https://api.securitycenter.microsoft.com"
+GRAPH = GRAPH_RESOURCE
+DEFENDER = DEFENDER_RESOURCE
 TIMER = "fetch_alerts"
+table = stack_table
 
 
 def start_stack(workdir: Path, **settings: str) -> LocalStack:
     """A LocalStack whose app settings name a fresh MSSP app (created in the local cloud)."""
-    client_id = str(uuid.uuid4())
-    extra = {"MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": SECRET,
-             "FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": "0 0 0 1 1 *", **settings}
-    stack = LocalStack.start(workdir, with_maildev=False, schedule="0 0 0 1 1 *", extra_settings=extra)
-    try:
-        stack.cloud.control("POST", "apps", json={
-            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
-            "secrets": [{"value": SECRET}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
-            "requiredResourceAccess": {GRAPH: ["SecurityAlert.Read.All"], DEFENDER: ["Alert.Read.All"]}})
-    except BaseException:
-        stack.stop()
-        raise
-    return stack
+    return start_with_mssp_app(workdir, SECRET, **{"FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": NEVER,
+                                                   **settings})
 
 
 def client_id(stack: LocalStack) -> str:
     return stack.settings["MSSP_APP_CLIENT_ID"]
-
-
-def table(stack: LocalStack, name: str) -> TableClient:
-    service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
-    service.create_table_if_not_exists(name)
-    return service.get_table_client(name)
-
-
-def cloud_now(stack: LocalStack) -> datetime:
-    return datetime.fromisoformat(stack.cloud.control("GET", "clock").json()["now"].replace("Z", "+00:00"))
 
 
 def add_tenant(stack: LocalStack, *, source: str = "graph", alerts: dict[str, Any] | None = None,
