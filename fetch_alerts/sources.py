@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -38,9 +39,12 @@ from fetch_alerts.keys import odata_literal, parse_ticks
 from fetch_alerts.ratelimit import BudgetExhausted
 from shared.alert_sources import AlertSource, alerts_url, api_host
 from shared.errors import BadResponse
+from shared.gcpause import gc_paused
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+# Pages of at least this many alerts are a backlog being read: the next is handled with the collector paused.
+LARGE_PAGE = 200
 
 
 
@@ -248,8 +252,18 @@ class Prefetcher:
 
     def _run(self) -> None:
         try:
-            for page in self._pages:
-                item = self._prepare(page)
+            pages = iter(self._pages)
+            large = False
+            while True:
+                # A page comes after a large one (a backlog is being read): pause the cyclic collector while it
+                # is fetched, parsed and prepared, and release it before the pause ends (shared/gcpause.py).
+                with gc_paused() if large else nullcontext():
+                    page = next(pages, None)
+                    if page is None:
+                        break
+                    large = len(page.alerts) >= LARGE_PAGE
+                    item = self._prepare(page)
+                    del page
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.5)

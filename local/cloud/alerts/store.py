@@ -6,14 +6,14 @@ See the package docstring for the semantics the server and tests rely on.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from shared.gcpause import gc_paused
 
 from . import content as content_mod
 from . import enums, paging, render_defender, render_graph, schemas, timefmt
@@ -41,35 +41,6 @@ def canonical_hash(rendered: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of a rendered alert (how ground truth hashes are computed)."""
     text = json.dumps(rendered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection off while a page is rendered.
-
-    A page of 1,000 alerts builds hundreds of thousands of dicts and lists that live until it is encoded;
-    each allocation burst triggers collections that walk them (and the tenant's records) again and again,
-    which cost as much as the rendering itself. Rendered alerts are trees without cycles, so reference
-    counting frees them; the collector runs again as soon as the last concurrent render ends.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 class _Tenant:
@@ -264,7 +235,7 @@ class AlertStore:
         with self._lock:
             tenant = self._tenants.get(tenant_id)
             rows = tenant.visible(ticks, predicate, limit) if tenant else []
-            with _gc_paused():
+            with gc_paused():
                 values = [self._graph_render(tenant, record, index, version, include_unknown)
                           for record, index, version in rows[offset: offset + size]] if tenant else []
         body: dict[str, Any] = {"@odata.context": f"{base_url.rstrip('/')}{GRAPH_CONTEXT}"}
@@ -289,7 +260,7 @@ class AlertStore:
             values = []
             if tenant is not None:
                 rows = tenant.visible(ticks, predicate, parsed.skip + parsed.top)[parsed.skip:]
-                with _gc_paused():
+                with gc_paused():
                     for record, index, version in rows:
                         content = content_mod.build_content(record, version, tenant.ctx, parsed.expand_evidence)
                         values.append(render_defender.render(record, index, version, content, tenant.ctx,
