@@ -40,7 +40,7 @@ def encode(raw: dict[str, Any]) -> Payload:
     compressed = zlib.compress(text, _LEVEL)
     trimmed = False
     if len(compressed) > MAX_COMPRESSED_BYTES:
-        compressed = _trimmed(raw, len(text))
+        compressed = _trimmed(raw)
         trimmed = True
     columns: dict[str, Any] = {
         "payloadHash": digest,
@@ -55,7 +55,7 @@ def encode(raw: dict[str, Any]) -> Payload:
     return Payload(digest, columns, len(compressed))
 
 
-def _trimmed(raw: dict[str, Any], full_size: int) -> bytes:
+def _trimmed(raw: dict[str, Any]) -> bytes:
     """The compressed payload with as much evidence as fits; a marker says how much was kept."""
     evidence = raw.get("evidence") if isinstance(raw.get("evidence"), list) else []
     total = len(evidence)

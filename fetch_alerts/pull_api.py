@@ -46,6 +46,8 @@ import azure.functions as func
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
+from fetch_alerts.feed import minute_bucket
+from fetch_alerts.keys import ALERT_PREFIX, FEED_PREFIX
 from shared.problems import Problem
 
 logger = logging.getLogger(__name__)
@@ -269,10 +271,6 @@ def _ns_key(ns: int) -> str:
     return f"{ns:020d}"
 
 
-def _minute_of(ns: int) -> str:
-    return time.strftime("%Y%m%d%H%M", time.gmtime(ns // 1_000_000_000))
-
-
 def _entries_of(feed_row: dict[str, Any]) -> list[str]:
     """The escaped alert ids a tenant feed row lists (a malformed row lists nothing, and is logged)."""
     try:
@@ -329,10 +327,10 @@ class FeedReader:
                 yield from self._row_entries(tenant_id, row, "", position.key, position.index)
         # Pages grow (4, 8, ... 100 rows): a feed row of a backlog lists up to 99 versions, a quiet tenant's
         # only one or two, and a page should read neither far more rows nor far more requests than needed.
-        after, take = position.key or "feed|", FIRST_TAKE
+        after, take = position.key or FEED_PREFIX, FIRST_TAKE
         while True:
             rows = self._one_page(self._alerts, "PartitionKey eq @pk and RowKey gt @after and RowKey lt @upper",
-                                  {"pk": tenant_id, "after": after, "upper": "feed|" + _ns_key(self._settle_ns)},
+                                  {"pk": tenant_id, "after": after, "upper": FEED_PREFIX + _ns_key(self._settle_ns)},
                                   take)
             for row in rows:
                 yield from self._row_entries(tenant_id, row, "", row["RowKey"], 0)
@@ -347,7 +345,7 @@ class FeedReader:
             row = self._point_read(self._alerts, match.group(2), match.group(3))
             if row is not None:
                 yield from self._row_entries(match.group(2), row, position.partition, position.key, position.index)
-        upper = {"upper": _ns_key(self._settle_ns), "upperPk": _minute_of(self._settle_ns)}
+        upper = {"upper": _ns_key(self._settle_ns), "upperPk": minute_bucket(self._settle_ns)}
         partition, after, take = position.partition, position.key, FIRST_TAKE
         while True:
             if partition:  # the rest of the current minute partition
@@ -391,7 +389,7 @@ class FeedReader:
 
     def alert_rows(self, entries: list[FeedEntry]) -> list[dict[str, Any] | None]:
         """The current alert row of each entry (None when it is gone), read in parallel point reads."""
-        return self._parallel_reads(self._alerts, [(e.tenant_id, f"alert|{e.escaped_id}") for e in entries])
+        return self._parallel_reads(self._alerts, [(e.tenant_id, ALERT_PREFIX + e.escaped_id) for e in entries])
 
 
 # --- a page --------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from urllib.parse import urlparse
 
 from fetch_alerts.http import ApiClient
 from fetch_alerts.keys import odata_literal, parse_ticks
-from fetch_alerts.ratelimit import BudgetExhausted
 from shared.alert_sources import AlertSource, alerts_url, api_host
 from shared.errors import BadResponse
 from shared.gcpause import gc_paused
@@ -264,16 +263,11 @@ class Prefetcher:
                     large = len(page.alerts) >= LARGE_PAGE
                     item = self._prepare(page)
                     del page
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(item)
                 if self._stop.is_set():
                     return
             self._put(self._DONE)
-        except (Exception, BudgetExhausted) as exc:  # handed to the consumer, which raises it
+        except Exception as exc:  # BudgetExhausted too: handed to the consumer, which raises it
             self._put(exc)
 
     def _put(self, item: Any) -> None:

@@ -262,18 +262,14 @@ class AlertWriter:
             chunk = keys[start:start + _IDS_PER_QUERY]
             names = {f"k{i}": k for i, k in enumerate(chunk)}
             clause = " or ".join(f"RowKey eq @{name}" for name in names)
-            try:
-                # Spaces around the parentheses: the SDK finds @parameters by splitting the filter on spaces.
-                rows = self._table.query_entities(f"PartitionKey eq @pk and ( {clause} )", select=_SELECT,
-                                                  parameters={"pk": self._tenant, **names})
-                for row in rows:
-                    found[by_key[row["RowKey"]]] = Stored(
-                        ticks=int_value(row.get("lastUpdateTicks")) or 0, hash=str(row.get("payloadHash") or ""),
-                        max_severity=str(row.get("maxSeverity") or ""), first_seen=row.get("firstSeenAt"),
-                        etag=row.metadata["etag"])
-            except HttpResponseError:
-                logger.warning("tenant %s: stored-version query failed; will retry the transaction", self._tenant)
-                raise
+            # Spaces around the parentheses: the SDK finds @parameters by splitting the filter on spaces.
+            rows = self._table.query_entities(f"PartitionKey eq @pk and ( {clause} )", select=_SELECT,
+                                              parameters={"pk": self._tenant, **names})
+            for row in rows:
+                found[by_key[row["RowKey"]]] = Stored(
+                    ticks=int_value(row.get("lastUpdateTicks")) or 0, hash=str(row.get("payloadHash") or ""),
+                    max_severity=str(row.get("maxSeverity") or ""), first_seen=row.get("firstSeenAt"),
+                    etag=row.metadata["etag"])
         return found
 
 

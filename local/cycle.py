@@ -51,6 +51,13 @@ def fire_timer(stack: LocalStack, name: str) -> None:
         raise RuntimeError(f"admin run of {name} answered {response.status_code}: {response.text[:200]}")
 
 
+def finished_invocations(stack: LocalStack, name: str) -> int:
+    """How many invocations of a function have ended (succeeded, failed or timed out), from the host's stats."""
+    assert stack.host is not None
+    counts = stack.host.admin("GET", "local/stats").json()["invocations"]["functions"].get(name, {})
+    return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "timed_out"))
+
+
 def orchestration_instances(stack: LocalStack, name: str, created_from: datetime) -> list[dict[str, Any]]:
     """Instances of one orchestrator created since a time, from the Durable HTTP API."""
     assert stack.host is not None

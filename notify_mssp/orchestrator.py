@@ -33,6 +33,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from notify_mssp.delivery import digest_id
 from shared.names import (
     COMPLETE_TENANT_ACTIVITY,
     LIST_PENDING_TENANTS_ACTIVITY,
@@ -78,7 +79,7 @@ def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
             if (item["tenant"], item["alert"]) not in seen:
                 seen.add((item["tenant"], item["alert"]))
                 listed.append([item["tenant"], item["alert"]])
-        message = {"kind": "digest", "id": f"{run_id}|{rule_id}|{recipient}", "rule": rule_id,
+        message = {"kind": "digest", "id": digest_id(run_id, rule_id, recipient), "rule": rule_id,
                    "to": ordered[0]["to"], "items": listed[:max_items], "total": len(listed)}
         digests.append((message, sorted({(i["tenant"], i["obl"]) for i in items})))
     return digests

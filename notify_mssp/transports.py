@@ -35,6 +35,7 @@ from azure.core.exceptions import AzureError
 from notify_mssp.email import EmailMessage
 from shared.errors import retry_after_seconds
 from shared.settings import Settings, SettingsError, get_settings
+from shared.tables import managed_identity_credential
 
 logger = logging.getLogger(__name__)
 
@@ -191,10 +192,10 @@ def _close(connection: smtplib.SMTP) -> None:
 
 def mail_credential(settings: Settings) -> TokenCredential:
     """The MSSP's own credential holding Mail.Send (MAIL_CREDENTIAL), built at first use."""
-    from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+    from azure.identity import ClientSecretCredential
 
     if settings.get("MAIL_CREDENTIAL") == "managed_identity":
-        return ManagedIdentityCredential(client_id=settings.get("AZURE_CLIENT_ID") or None)
+        return managed_identity_credential(settings)
     return ClientSecretCredential(
         str(settings.require("MAIL_APP_TENANT_ID")), str(settings.require("MAIL_APP_CLIENT_ID")),
         str(settings.require("MAIL_APP_CLIENT_SECRET")),

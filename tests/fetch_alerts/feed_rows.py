@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +25,11 @@ from urllib.parse import quote
 import requests
 from azure.data.tables import TableServiceClient
 
+from fetch_alerts.feed import minute_bucket
 from fetch_alerts.keys import escape_id, feed_key, format_ticks
 
 SEVERITIES = ("informational", "low", "medium", "high")
 STATUSES = ("new", "inProgress", "resolved")
-
-
-def _minute(ns: int) -> str:
-    return time.strftime("%Y%m%d%H%M", time.gmtime(ns // 1_000_000_000))
 
 
 @dataclass
@@ -129,7 +125,7 @@ class FeedSeeder:
 
     def publish(self, tenant_id: str, tenant_feed_key: str, count: int, published_ns: int) -> None:
         self._batch(self.prefix + "AlertFeed", [{
-            "PartitionKey": _minute(published_ns), "RowKey": f"{published_ns:020d}|{tenant_id}|{tenant_feed_key}",
+            "PartitionKey": minute_bucket(published_ns), "RowKey": f"{published_ns:020d}|{tenant_id}|{tenant_feed_key}",
             "tenantId": tenant_id, "feedKey": tenant_feed_key, "count": count}])
 
     def store_many(self, batches: Iterable[tuple[list[SeedAlert], int]], threads: int = 4) -> None:

@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from local.cycle import finished_invocations, fire_timer
 from local.stack import (
-    DEFENDER_RESOURCE,
-    GRAPH_RESOURCE,
     NEVER,
     LocalStack,
     cloud_now,
@@ -23,8 +22,6 @@ from local.stack import (
 )
 
 SECRET = "ingestion-test-secret"
-GRAPH = GRAPH_RESOURCE
-DEFENDER = DEFENDER_RESOURCE
 TIMER = "fetch_alerts"
 table = stack_table
 
@@ -62,18 +59,13 @@ def tenant_row(stack: LocalStack, tenant_id: str) -> dict[str, Any]:
 
 
 def _finished(stack: LocalStack) -> int:
-    assert stack.host is not None
-    stats = stack.host.admin("GET", "local/stats").json()
-    counts = stats["invocations"]["functions"].get(TIMER, {})
-    return int(counts.get("succeeded", 0)) + int(counts.get("failed", 0)) + int(counts.get("timed_out", 0))
+    return finished_invocations(stack, TIMER)
 
 
 def fire(stack: LocalStack) -> int:
     """Start one tick; returns the finished count to wait beyond."""
     before = _finished(stack)
-    assert stack.host is not None
-    response = stack.host.admin("POST", f"functions/{TIMER}", json={"input": ""})
-    assert response.status_code == 202, response.text
+    fire_timer(stack, TIMER)
     return before
 
 

@@ -41,7 +41,8 @@ def test_a_pause_leaves_a_collector_that_was_off_off():
 def _pages(sizes: list[int], seen: list[bool]) -> Iterator[Page]:
     for index, size in enumerate(sizes):
         seen.append(gc.isenabled())  # while this page is being fetched
-        yield Page([{"id": f"a{index}-{n}"} for n in range(size)], PassState(lo=0, cap=0), complete=index == len(sizes) - 1)
+        alerts = [{"id": f"a{index}-{n}"} for n in range(size)]
+        yield Page(alerts, PassState(lo=0, cap=0), complete=index == len(sizes) - 1)
 
 
 def _drain(sizes: list[int]) -> tuple[list[bool], list[bool], list[int]]:
