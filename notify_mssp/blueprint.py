@@ -9,6 +9,7 @@ Clients and settings are read at first use, never at import (a failing import hi
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,15 +82,18 @@ def plan_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
     """A few tenants' obligations claimed and turned into e-mail specs, one plan per tenant; a tenant whose
     planning failed has `error` set and waits for the next run, the others go on."""
     from notify_mssp.planner import plan_tenant
+    from notify_mssp.rules import load_rules
 
     run_id = str(job["runId"])
     plans: list[dict[str, Any]] = []
+    # Read once for all of this activity's tenants, at the first that has something to plan; a failure to
+    # read is not cached, so it stays that tenant's.
+    rules = functools.cache(lambda: load_rules(get_table_store().table(Table.NOTIFICATION_RULES)))
     for tenant_id in job["tenantIds"]:
         try:
             store = get_table_store()
-            plans.append(dict(plan_tenant(store.table(Table.ALERTS), store.table(Table.TENANTS),
-                                          store.table(Table.NOTIFICATION_RULES), run_id=run_id,
-                                          tenant_id=str(tenant_id), now=datetime.now(UTC),
+            plans.append(dict(plan_tenant(store.table(Table.ALERTS), store.table(Table.TENANTS), rules,
+                                          run_id=run_id, tenant_id=str(tenant_id), now=datetime.now(UTC),
                                           stale_after=_claim_timeout())))
         except Exception as exc:
             logger.exception("run %s: planning tenant %s failed", run_id, tenant_id)

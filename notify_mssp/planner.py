@@ -10,6 +10,7 @@ merges across tenants into one digest per (rule, recipient).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -18,7 +19,7 @@ from azure.data.tables import TableClient
 
 from fetch_alerts.keys import alert_key
 from notify_mssp.obligations import TENANT_PARTITION, ObligationStore
-from notify_mssp.rules import Rule, load_rules, matching_rules
+from notify_mssp.rules import Rule, matching_rules
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,12 @@ def read_alerts(alerts: TableClient, tenant_id: str, alert_ids: list[str]) -> di
     return rows
 
 
-def plan_tenant(alerts: TableClient, tenants: TableClient, rules_table: TableClient, *, run_id: str,
+def plan_tenant(alerts: TableClient, tenants: TableClient, rules: Callable[[], list[Rule]], *, run_id: str,
                 tenant_id: str, now: datetime, stale_after: timedelta) -> TenantPlan:
-    """Claim the tenant's obligations for `run_id` and turn each into the e-mails its rules ask for."""
+    """Claim the tenant's obligations for `run_id` and turn each into the e-mails its rules ask for.
+
+    `rules` gives the notification rules; it is called only when there is something to plan, so callers
+    planning several tenants can read and validate the rules table once (functools.cache)."""
     plan = TenantPlan(tenant=tenant_id, obligations=[], messages=[], digest=[], error="")
     try:
         tenant_row: dict[str, Any] = dict(tenants.get_entity(TENANT_PARTITION, tenant_id))
@@ -85,11 +89,12 @@ def plan_tenant(alerts: TableClient, tenants: TableClient, rules_table: TableCli
     claimed = ObligationStore(alerts, tenants).claim(tenant_id, run_id, now, stale_after)
     if not claimed:
         return plan
-    rules = load_rules(rules_table)
+    active_rules = rules()
     alert_rows = read_alerts(alerts, tenant_id, [str(row.get("alertId") or "") for row in claimed])
     for obligation in sorted(claimed, key=lambda row: str(row["RowKey"])):
         plan["obligations"].append(str(obligation["RowKey"]))
-        _plan_obligation(plan, alert_rows.get(str(obligation.get("alertId") or "")), rules, tenant_row, obligation)
+        _plan_obligation(plan, alert_rows.get(str(obligation.get("alertId") or "")), active_rules, tenant_row,
+                         obligation)
     logger.info("run %s: tenant %s: %d obligations claimed, %d e-mails and %d digest items planned", run_id,
                 tenant_id, len(plan["obligations"]), len(plan["messages"]), len(plan["digest"]))
     return plan
