@@ -81,4 +81,9 @@ deploy: _azure-tools
 	@app=$$(az deployment group show --resource-group "$(RG)" --name "$(DEPLOYMENT)" \
 		--query properties.outputs.AZURE_FUNCTION_APP_NAME.value --output tsv) && test -n "$$app" \
 		|| { echo "deploy: deployment $(DEPLOYMENT) has no AZURE_FUNCTION_APP_NAME output" >&2; exit 1; }; \
+	kv=$$(az deployment group show --resource-group "$(RG)" --name "$(DEPLOYMENT)" \
+		--query properties.outputs.KEY_VAULT_NAME.value --output tsv) && \
+	{ az keyvault secret show --vault-name "$$kv" --name siem-token-key --output none 2>/dev/null || \
+	  az keyvault secret set --vault-name "$$kv" --name siem-token-key --output none \
+		--value "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')"; }
 	func azure functionapp publish "$$app" --python

@@ -279,7 +279,8 @@ module appSettings 'modules/app-settings.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     publicBaseUrl: 'https://${functionApp.outputs.defaultHostName}'
     msspAppClientId: effectiveMsspAppClientId
-    keyVaultSecretNames: keyVaultSecretNames
+    // SIEM_TOKEN_KEY always comes from the vault: make deploy creates the secret once (random) if it is missing.
+    keyVaultSecretNames: union({ SIEM_TOKEN_KEY: 'siem-token-key' }, keyVaultSecretNames)
     tablesNamePrefix: tablesNamePrefix
     fetchAlertsSchedule: fetchAlertsSchedule
     durableHubName: durableHubName

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +60,8 @@ def app_settings(azurite: Azurite, cloud: LocalCloud, *, schedule: str = "0 */5 
         "GRAPH_API_HOST": cloud.url,
         "DEFENDER_API_HOST": cloud.url,
         "PORTAL_HOST": "https://security.microsoft.com",
+        # The deployment's own MAC key for SIEM continuation tokens (make deploy creates one in Key Vault).
+        "SIEM_TOKEN_KEY": secrets.token_hex(32),
         "MALLOC_ARENA_MAX": "2",  # as Bicep sets it (infra/modules/app-settings.bicep); the host applies it at start
     }
     settings.update(extra or {})

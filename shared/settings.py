@@ -177,6 +177,17 @@ def _optional_instant(name: str, raw: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _token_key(name: str, raw: str) -> str:
+    if len(raw) < 32:
+        raise SettingsError(f"{name}: must be at least 32 characters (a random key, e.g. 64 hex digits)")
+    return raw
+
+
+# An app setting whose Key Vault reference the platform could not resolve reaches the code as its literal
+# text (docs/SECURITY.md): treated as a value it would be a guessable secret, so it is an error instead.
+_UNRESOLVED_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+
+
 SETTINGS: tuple[Setting, ...] = (
     # Storage for the app's own tables. In Azure: the table endpoint with the managed identity; locally:
     # a connection string to Azurite. Exactly one of the two is needed.
@@ -274,6 +285,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPS_NOTICES_SCHEDULE", "NCRONTAB schedule of the operational-notices check (UTC).",
             default="0 */5 * * * *", parse=_ncrontab, consumer="host"),
     # The SIEM pull API (GET /api/alerts, #4).
+    Setting("SIEM_TOKEN_KEY", "Key that MACs the SIEM pull API's continuation tokens (HMAC-SHA256; at least 32 "
+            "characters; in Azure a Key Vault reference). Every instance must hold the same key, and tokens "
+            "handed out stay valid while it does; changing it makes outstanding tokens invalid (400).",
+            default="", parse=lambda n, r: r and _token_key(n, r), secret=True),
     Setting("SIEM_FEED_SETTLE_SECONDS", "The SIEM pull API serves only feed rows stored at least this long ago, so "
             "a storage transaction that commits a moment after its timestamp cannot land behind a page a SIEM "
             "already read (longer than a write's retries may take).", default="30", parse=_positive_int),
@@ -360,6 +375,9 @@ class Settings:
             if setting is None:
                 raise KeyError(f"{name} is not a registered setting (add it to shared.settings.SETTINGS)")
             raw = self._environ.get(name)
+            if raw is not None and _UNRESOLVED_KEY_VAULT_REFERENCE.match(raw):
+                raise SettingsError(f"{name} is an unresolved Key Vault reference: the platform could not read "
+                                    "the secret (check the vault, the secret name and the app identity's access)")
             if raw is None or (raw == "" and setting.default is None):
                 if setting.default is None:
                     raise SettingsError(f"{name} is not set: {setting.description}")

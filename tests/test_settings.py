@@ -73,3 +73,19 @@ def test_the_readme_settings_table_is_generated_from_the_registry():
     readme = (REPO / "README.md").read_text()
     assert readme == with_readme_table(readme), "run `python -m local.settings_sample`"
     assert all(f"| `{s.name}` |" in readme for s in SETTINGS)
+
+
+@pytest.mark.parametrize("name", [s.name for s in SETTINGS if s.secret] + ["MSSP_APP_CLIENT_ID", "OPS_EMAIL"])
+@pytest.mark.parametrize("raw", ["@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x/)",
+                                 " @microsoft.keyvault(VaultName=kv;SecretName=x)"])
+def test_an_unresolved_key_vault_reference_is_a_settings_error_naming_the_setting(name: str, raw: str):
+    # App Service hands an unresolvable reference to the app as its literal text; used as a value it would be
+    # a guessable secret (a webhook key, a client secret), so reading it fails instead.
+    with pytest.raises(SettingsError, match=f"{name} is an unresolved Key Vault reference"):
+        Settings({name: raw}).get(name)
+
+
+def test_a_short_siem_token_key_is_refused():
+    with pytest.raises(SettingsError, match="SIEM_TOKEN_KEY: must be at least 32 characters"):
+        Settings({"SIEM_TOKEN_KEY": "short"}).get("SIEM_TOKEN_KEY")
+    assert Settings({"SIEM_TOKEN_KEY": "k" * 32}).get("SIEM_TOKEN_KEY") == "k" * 32

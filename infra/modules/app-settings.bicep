@@ -106,6 +106,8 @@ type keyVaultSecretNamesType = {
   MSSP_APP_CLIENT_SECRET: string?
   // The multi-tenant app's certificate (a Key Vault certificate's secret), only with msspAppCredential = 'certificate'.
   MSSP_APP_CERTIFICATE: string?
+  // Key that MACs the SIEM pull API's continuation tokens; make deploy creates it once if it is missing.
+  SIEM_TOKEN_KEY: string?
   // Password of the SMTP relay, only with mailTransport = 'smtp' and a relay that needs login.
   SMTP_PASSWORD: string?
   // Client secret of a single-tenant mail app, only with MAIL_CREDENTIAL = 'client_secret'.
@@ -156,6 +158,7 @@ var appSettingValues = {
   VERIFICATION_SCHEDULE: verificationSchedule
   VERIFICATION_TIMEOUT: verificationTimeout
   OUTBOUND_ALLOW_LOOPBACK: 'false' // loopback callbacks are for local development only
+  SIEM_TOKEN_KEY: keyVaultReference(keyVaultUri, keyVaultSecretNames.?SIEM_TOKEN_KEY ?? '')
 
   // Ingestion limits and retention: the code's defaults, changed through settingOverrides.
   FETCH_CONCURRENCY: '16'
