@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
 from local.demo import CUSTOMERS, DemoCustomer
 from local.stack import LocalStack
-from shared.signing import SIGNATURE_HEADER, sign
+from shared.signing import signature_headers
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def _invite(stack: LocalStack, customer: DemoCustomer) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     secret = stack.settings.get("ONBOARDING_WEBHOOK_SECRET", "")
     if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, body)
+        headers.update(signature_headers(secret, body))
     response = _api(stack, "POST", "tenants", data=body, headers=headers)
     if response.status_code == 409:  # already active (a second run against the same storage)
         return {}
@@ -105,3 +107,80 @@ def onboard_demo_tenants(stack: LocalStack, timeout: float = 90.0) -> None:
         if response.status_code != 202:
             raise OnboardingError(f"verification timer run answered {response.status_code}")
         time.sleep(1.0)
+
+
+# --- OpenID Connect sign-in, answered by a script ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormPost:
+    """What Entra's response_mode=form_post page makes the browser do: POST `fields` to `action`."""
+
+    action: str
+    fields: dict[str, str]
+
+    def submit(self, **kwargs: Any) -> requests.Response:
+        """POST the fields to `action` as the browser would (no redirects followed)."""
+        return requests.post(self.action, data=self.fields, allow_redirects=False, timeout=60, **kwargs)
+
+
+class _Form(HTMLParser):
+    """The first form of a page: its action, its inputs with their values, and its buttons by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.inputs: dict[str, str] = {}
+        self.buttons: dict[str, tuple[str, str]] = {}
+        self.submitting = False  # the form_post page submits itself by script
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        if tag == "form" and self.action is None:
+            self.action = attributes.get("action", "")
+            self.submitting = attributes.get("name") == "hiddenform"
+        elif tag == "input" and not self._done and attributes.get("name"):
+            self.inputs[attributes["name"]] = attributes.get("value", "")
+        elif tag == "button" and not self._done and attributes.get("id"):
+            self.buttons[attributes["id"]] = (attributes.get("name", ""), attributes.get("value", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._done = True
+
+
+def _form_of(response: requests.Response) -> _Form:
+    form = _Form()
+    form.feed(response.text)
+    if form.action is None:
+        code = response.text.split('id="error-code">', 1)[-1].split("<", 1)[0] if "error-code" in response.text else ""
+        raise OnboardingError(f"the sign-in page answered {response.status_code} without a form {code}".rstrip())
+    return form
+
+
+def sign_in(sign_in_url: str, *, tenant: str | None = None, username: str | None = None, decision: str = "accept",
+            verify: str | bool = True) -> FormPost:
+    """Answer the local cloud's sign-in page (local.cloud.signin) the way an admin's browser would.
+
+    GETs `sign_in_url` (redirects followed, so it may be an app URL that sends the browser to the
+    cloud's `/{tenant}/oauth2/v2.0/authorize`), submits the page's form as `username` (default: the page's)
+    of `tenant` (needed when the URL's tenant is `organizations`/`common`; otherwise the page's tenant) with
+    Sign in (`decision="accept"`) or Cancel (anything else), and returns the form_post the cloud answers:
+    `fields` is `{"id_token", "state"}` or `{"error", "error_description", "state"}` (no `state` when the
+    request had none). Raises OnboardingError when the cloud shows an error page instead (unknown tenant or
+    app, unregistered redirect URI).
+    """
+    page = requests.get(sign_in_url, verify=verify, timeout=60)
+    form = _form_of(page)
+    if not form.submitting:  # the sign-in page; an error posted back at once is already a form_post
+        typed = {"username": username} if username else {}
+        if tenant is not None:
+            typed["tenant"] = tenant
+        name, value = form.buttons["accept" if decision == "accept" else "cancel"]
+        response = requests.post(urljoin(page.url, form.action or ""), data={**form.inputs, **typed, name: value},
+                                 allow_redirects=False, verify=verify, timeout=60)
+        form = _form_of(response)
+        if not form.submitting:
+            raise OnboardingError(f"the sign-in page answered {response.status_code} without a form_post")
+    return FormPost(action=form.action or "", fields=dict(form.inputs))

@@ -34,7 +34,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from local.cloud.directory import DEFENDER, MULTI_TENANT_ALIASES, RESOURCE_NAMES, App, canonical_resource
+from local.cloud.directory import (
+    DEFENDER,
+    MULTI_TENANT_ALIASES,
+    RESOURCE_NAMES,
+    App,
+    Directory,
+    canonical_resource,
+)
 from local.cloud.entra import EntraError, app_not_found, tenant_not_found
 from local.cloud.state import CloudState
 
@@ -42,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 _OIDC_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
 # Unknown tenant, unknown app, unregistered redirect URI: the redirect URI cannot be trusted.
-_PAGE_ONLY_CODES = frozenset({90002, 700016, 50011})
+PAGE_ONLY_CODES = frozenset({90002, 700016, 50011})
 
 
 @dataclass
@@ -55,7 +62,7 @@ class ConsentRequest:
     scope: str | None
 
 
-def _description(code: int, message: str) -> str:
+def error_description(code: int, message: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return (f"AADSTS{code}: {message}\r\nTrace ID: {uuid.uuid4()}\r\nCorrelation ID: {uuid.uuid4()}\r\n"
             f"Timestamp: {stamp}")
@@ -72,7 +79,7 @@ def _redirect(req: ConsentRequest, params: list[tuple[str, str]]) -> web.Respons
     return _to_client(req, params + ([("state", req.state)] if req.state is not None else []))
 
 
-def _error_page(error: EntraError, status: int = 400) -> web.Response:
+def error_page(error: EntraError, status: int = 400) -> web.Response:
     text = html.escape(str(error))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to your account</title></head>
@@ -103,6 +110,26 @@ def _requested_resources(req: ConsentRequest, app: App) -> set[str] | None:
     return resources
 
 
+def check_client(directory: Directory, path_tenant: str, client_id: str, redirect_uri: str) -> App:
+    """The app, once tenant, app and redirect URI are known good; else the EntraError shown as a page.
+
+    Shared by the consent and sign-in pages: until these pass, the redirect URI cannot be trusted.
+    """
+    if path_tenant.lower() not in MULTI_TENANT_ALIASES and directory.resolve(path_tenant) is None:
+        raise tenant_not_found(path_tenant)
+    app = directory.apps.get(client_id.lower())
+    if app is None:
+        raise app_not_found(client_id, path_tenant)
+    if redirect_uri not in app.redirect_uris:
+        raise EntraError(
+            400, "invalid_request", 50011,
+            f"The redirect URI '{redirect_uri}' specified in the request does not match the redirect "
+            f"URIs configured for the application '{app.client_id}'. Make sure the redirect URI sent in "
+            "the request matches one added to your application in the Azure portal. Navigate to "
+            "https://aka.ms/redirectUriMismatchError to learn more about how to fix this.")
+    return app
+
+
 class ConsentFlow:
     """Validates admin-consent requests and carries out the admin's decision."""
 
@@ -110,20 +137,7 @@ class ConsentFlow:
         self.state = state
 
     def _validate(self, req: ConsentRequest) -> App:
-        directory = self.state.directory
-        if req.path_tenant.lower() not in MULTI_TENANT_ALIASES and directory.resolve(req.path_tenant) is None:
-            raise tenant_not_found(req.path_tenant)
-        app = directory.apps.get(req.client_id.lower())
-        if app is None:
-            raise app_not_found(req.client_id, req.path_tenant)
-        if req.redirect_uri not in app.redirect_uris:
-            raise EntraError(
-                400, "invalid_request", 50011,
-                f"The redirect URI '{req.redirect_uri}' specified in the request does not match the redirect "
-                f"URIs configured for the application '{app.client_id}'. Make sure the redirect URI sent in "
-                "the request matches one added to your application in the Azure portal. Navigate to "
-                "https://aka.ms/redirectUriMismatchError to learn more about how to fix this.")
-        return app
+        return check_client(self.state.directory, req.path_tenant, req.client_id, req.redirect_uri)
 
     def _check_request(self, req: ConsentRequest) -> tuple[App, set[str] | None]:
         """The app and the resources asked for; EntraError for a request Entra would refuse."""
@@ -135,9 +149,9 @@ class ConsentFlow:
 
     def _refuse(self, req: ConsentRequest, error: EntraError) -> web.Response:
         # Only once client and redirect URI are known good may an error travel back by redirect.
-        if error.code in _PAGE_ONLY_CODES:
-            return _error_page(error)
-        return _redirect(req, [("error", error.error), ("error_description", _description(error.code,
+        if error.code in PAGE_ONLY_CODES:
+            return error_page(error)
+        return _redirect(req, [("error", error.error), ("error_description", error_description(error.code,
                                                                                         error.message))])
 
     def render(self, req: ConsentRequest) -> web.Response:
@@ -196,13 +210,13 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
             tenant_ref = form.get("tenant", "").strip()
         tenant = self.state.directory.resolve(tenant_ref) if tenant_ref else None
         if tenant is None:
-            return _error_page(tenant_not_found(tenant_ref))
+            return error_page(tenant_not_found(tenant_ref))
         if not app.multi_tenant and tenant.id != app.home_tenant:
-            return _error_page(app_not_found(app.client_id, tenant.display_name))
+            return error_page(app_not_found(app.client_id, tenant.display_name))
         wanted = set(app.required_roles) if resources is None else resources
         if DEFENDER in wanted and not tenant.defender_licensed:
             logger.info("Consent for app %s refused in tenant %s: no Defender", app.client_id, tenant.id)
-            return _redirect(req, [("error", "invalid_client"), ("error_description", _description(
+            return _redirect(req, [("error", "invalid_client"), ("error_description", error_description(
                 650052, f'The app needs access to a service ("{DEFENDER}") that your organization '
                         f'"{tenant.id}" has not subscribed to or enabled. Contact your IT Admin to review the '
                         "configuration of your service subscriptions."))])
@@ -219,7 +233,7 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
                                     ("error_description", "The admin canceled the request")])
         return _redirect(req, [
             ("admin_consent", "True"), ("error", "consent_required"),
-            ("error_description", _description(65004, "The resource owner or authorization server denied "
+            ("error_description", error_description(65004, "The resource owner or authorization server denied "
                                                       "the request."))])
 
 

@@ -33,12 +33,14 @@ Consents
   (the enterprise app is deleted: token requests fail with AADSTS700016).
 
 Faults (local.cloud.faults)
-- `POST /control/tenants/{t}/faults` `{"kind", "api"?: "token"|"graph"|"defender"|"mail",
+- `POST /control/tenants/{t}/faults` `{"kind", "api"?: "token"|"graph"|"defender"|"mail"|"signin",
   "count"?: N (default: until cleared), "retryAfter"?: seconds (default 10), "latencyMs"?: ms}` → 201
   fault with its `id`. Kinds: `throttle` (or "429"), `server_error` ("500"), `unavailable` ("503"),
   `latency`, `drop_connection`, `truncated_json`, `malformed_json`, `consent_revoked` (token only),
   `permission_removed` (tokens issued without roles; APIs answer 403 "Missing application roles"),
-  `feature_disabled` (graph/defender: 403 DisabledFeature).
+  `feature_disabled` (graph/defender: 403 DisabledFeature); for the id_token the sign-in endpoint posts
+  back when `{t}` signs in (api `signin`): `id_token_foreign_key` (signed by a key not in the JWKS, under
+  the published kid), `id_token_wrong_audience`, `id_token_expired` (exp two hours ago), `id_token_wrong_nonce`.
 - `GET /control/tenants/{t}/faults` → active faults; `DELETE /control/tenants/{t}/faults[/{id}]` → 204.
 
 Alerts (local.cloud.alerts)

@@ -4,6 +4,9 @@ A fault applies to the requests of one tenant (the path tenant for token request
 for API calls), optionally to one API and to the next N requests only. The server asks for a
 `FaultPlan` once per request and carries it out: latency first, then at most one replacing response
 (429/500/503/403/dropped connection), then at most one damage to the body it would have sent.
+The `id_token_*` kinds apply to the sign-in endpoint only (api `signin`, the tenant signing in): the
+id_token it posts back is forged, for another app, expired, or for another nonce, so that an app's
+rejection of each can be tested end to end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ KINDS: dict[str, frozenset[str]] = {
     "permission_removed": frozenset(APIS),
     "feature_disabled": frozenset({"graph", "defender"}),
 }
+# Damage to the id_token the sign-in endpoint issues (local.cloud.signin); never applies to other APIs.
+ID_TOKEN_KINDS = frozenset({"id_token_foreign_key", "id_token_wrong_audience", "id_token_expired",
+                            "id_token_wrong_nonce"})
+KINDS.update({kind: frozenset({"signin"}) for kind in ID_TOKEN_KINDS})
 KIND_ALIASES = {"429": "throttle", "500": "server_error", "503": "unavailable"}
 RESPONSE_KINDS = frozenset({"throttle", "server_error", "unavailable", "drop_connection", "feature_disabled"})
 BODY_KINDS = frozenset({"truncated_json", "malformed_json"})
@@ -85,9 +92,10 @@ class FaultPlan:
     body: Fault | None = None
     consent_revoked: bool = False
     permission_removed: bool = False
+    id_token: set[str] = field(default_factory=set)  # ID_TOKEN_KINDS to apply to the issued id_token
 
     def kinds(self) -> list[str]:
-        served = [f.kind for f in (self.response, self.body) if f]
+        served = [f.kind for f in (self.response, self.body) if f] + sorted(self.id_token)
         if self.latency_ms:
             served.append("latency")
         if self.consent_revoked:
@@ -132,6 +140,8 @@ class FaultBoard:
                 plan.consent_revoked = True
             elif fault.kind == "permission_removed":
                 plan.permission_removed = True
+            elif fault.kind in ID_TOKEN_KINDS:
+                plan.id_token.add(fault.kind)
             elif fault.kind in RESPONSE_KINDS:
                 if plan.response is not None:
                     continue

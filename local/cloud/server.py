@@ -1,8 +1,9 @@
 """The local Microsoft cloud's HTTPS server: Entra, Graph, Defender and the control API on one aiohttp app.
 
-Entra routes live here (OpenID metadata, JWKS, the v2.0 token endpoint); consent pages, the APIs and
-the control API add their own routes. The server's base URL is taken from each request's Host header,
-so metadata and assertion audiences match whatever address the client used.
+Entra routes live here (OpenID metadata, JWKS, the v2.0 token endpoint); consent pages, the OpenID
+Connect sign-in (local.cloud.signin), the APIs and the control API add their own routes. The server's
+base URL is taken from each request's Host header, so metadata, assertion audiences and id_token
+issuers match whatever address the client used.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from local.cloud import apis, consent, control
+from local.cloud import apis, consent, control, signin
 from local.cloud.directory import MULTI_TENANT_ALIASES
 from local.cloud.entra import (
     EntraError,
@@ -103,6 +104,7 @@ def make_app(state: CloudState | None = None) -> web.Application:
     control.add_routes(app, state)
     apis.add_routes(app, state)
     consent.add_routes(app, state)
+    signin.add_routes(app, state)
     _add_entra_routes(app, state)
     return app
 
