@@ -22,8 +22,10 @@ Apps and tenants
   to the alert streams (local.cloud.alerts) unchanged.
 - `GET  /control/tenants` → list; `GET /control/tenants/{t}` → tenant with its consents;
   `PATCH /control/tenants/{t}` `{"defenderLicensed"?, "consentPropagationSeconds"?, "rateLimits"?,
-  "displayName"?}` → tenant. `rateLimits` switches the real limits on (Defender 100/min and 1,500/h,
-  Graph alerts 150/min, sliding windows, 429 with Retry-After until a slot frees).
+  "displayName"?, "defenderOrder"?}` → tenant. `rateLimits` switches the real limits on (Defender 100/min
+  and 1,500/h, Graph alerts 150/min, sliding windows, 429 with Retry-After until a slot frees).
+  `defenderOrder` ("oldestFirst" (default) | "newestFirst" | "shuffled", also an `alerts` option at
+  creation) is the order Defender's /api/alerts serves the tenant's list in: Microsoft documents none.
 
 Consents
 - `POST /control/tenants/{t}/consents` `{"clientId", "resources"?: [resource URIs] (default: all the
@@ -181,8 +183,15 @@ def add_routes(app: web.Application, state: CloudState) -> None:
 
     async def patch_tenant(request: web.Request) -> web.Response:
         tenant = tenant_of(request)
-        directory.update_tenant(tenant, await _json(request))
-        return json_response(tenant.summary())
+        body = await _json(request)
+        order = None
+        if "defenderOrder" in body:  # checked before anything changes: a refused request changes nothing
+            order = state.alerts.set_defender_order(tenant.id, body["defenderOrder"], state.clock.now())
+        directory.update_tenant(tenant, body)
+        summary = tenant.summary()
+        if order is not None:
+            summary["defenderOrder"] = order
+        return json_response(summary)
 
     async def grant_consent(request: web.Request) -> web.Response:
         tenant = tenant_of(request)

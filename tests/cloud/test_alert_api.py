@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from local.cloud.alerts import canonical_hash
-from local.services import LocalCloud
+from local.services import LocalCloud, ServiceError
 from tests.cloud import GRAPH_SCOPE, access_token, call, consented_pair
 
 GRAPH_ALERTS = "/v1.0/security/alerts_v2"
@@ -86,7 +86,7 @@ def test_graph_ge_includes_the_exact_timestamp_and_gt_excludes_it(boundary: tupl
 
 def test_defender_le_includes_the_exact_timestamp_and_lt_excludes_it(boundary: tuple[Customer, str]) -> None:
     customer, bound = boundary
-    assert customer.defender_ids(**{"$filter": f"lastUpdateTime le {bound}"}) == ["at", "before"]
+    assert sorted(customer.defender_ids(**{"$filter": f"lastUpdateTime le {bound}"})) == ["at", "before"]
     assert customer.defender_ids(**{"$filter": f"lastUpdateTime lt {bound}"}) == ["before"]
 
 
@@ -181,9 +181,25 @@ def test_an_alert_leaving_the_result_mid_paging_skips_an_item(customer: Customer
 def test_defender_top_and_skip_slice_the_list_without_a_next_link(customer: Customer) -> None:
     _ten_alerts(customer)
     response = customer.defender(**{"$top": "3", "$skip": "4"})
-    assert [a["id"] for a in response.json()["value"]] == ["a4", "a5", "a6"]
+    assert [a["id"] for a in response.json()["value"]] == ["a5", "a4", "a3"]  # oldest first by default
     assert "@odata.nextLink" not in response.json()
     assert customer.defender(**{"$top": "10001"}).status_code == 400
+
+
+def test_the_defender_list_order_is_a_tenant_setting_of_the_control_api(customer: Customer) -> None:
+    _, ids = _ten_alerts(customer)
+    path = f"tenants/{customer.tenant_id}"
+    assert customer.defender_ids() == ids[::-1]
+    assert customer.cloud.control("PATCH", path, json={"defenderOrder": "newestFirst"}).json()["defenderOrder"] \
+        == "newestFirst"
+    assert customer.defender_ids() == ids
+    customer.cloud.control("PATCH", path, json={"defenderOrder": "shuffled"})
+    served = [customer.defender_ids() for _ in range(6)]
+    assert all(sorted(s) == sorted(ids) for s in served) and len({tuple(s) for s in served}) > 1
+    assert customer.graph_ids() == ids  # Graph keeps its documented newest-first order
+    with pytest.raises(ServiceError, match="400.*defenderOrder"):
+        customer.cloud.control("PATCH", path, json={"defenderOrder": "sideways", "displayName": "X"})
+    assert customer.cloud.control("GET", path).json()["displayName"] != "X"  # nothing changed
 
 
 def test_defender_evidence_appears_only_with_expand(customer: Customer) -> None:

@@ -179,16 +179,49 @@ def test_graph_next_link_carries_filter_top_and_a_skiptoken_and_is_absent_on_the
     assert len(body["value"]) == 2 and "@odata.nextLink" not in body
 
 
-def test_order_is_newest_first_with_id_as_tiebreak() -> None:
+def test_graph_order_is_newest_first_with_id_as_tiebreak_and_defender_defaults_to_its_reverse() -> None:
     store = store_with({"id": "b", "createdDateTime": TIMES[0]}, {"id": "a", "createdDateTime": TIMES[0]},
                        {"id": "c", "createdDateTime": TIMES[1]})
     assert graph_ids(store, {}) == ["c", "a", "b"]
+    assert defender_ids(store, {}) == ["b", "a", "c"]  # oldestFirst: Defender documents no order
+    store.set_defender_order("t", "newestFirst", NOW)
     assert defender_ids(store, {}) == ["c", "a", "b"]
 
 
-def test_defender_skip_and_top_slice_the_ordered_list() -> None:
-    store = store_with(*({"id": f"a{i}", "createdDateTime": f"2026-01-10T0{i}:00:00Z"} for i in range(6)))
-    assert defender_ids(store, {"$top": "2", "$skip": "1"}) == ["a4", "a3"]
+SIX = tuple({"id": f"a{i}", "createdDateTime": f"2026-01-10T0{i}:00:00Z"} for i in range(6))
+
+
+@pytest.mark.parametrize(("order", "expected"), [("oldestFirst", ["a1", "a2"]), ("newestFirst", ["a4", "a3"])])
+def test_defender_skip_and_top_slice_the_ordered_list(order: str, expected: list[str]) -> None:
+    store = store_with(*SIX, options={"defenderOrder": order})
+    assert defender_ids(store, {"$top": "2", "$skip": "1"}) == expected
+
+
+def test_shuffled_defender_order_differs_per_call_and_serves_the_same_set() -> None:
+    store = store_with(*SIX, options={"defenderOrder": "shuffled"})
+    lists = [defender_ids(store, {}) for _ in range(8)]
+    assert all(sorted(ids) == [f"a{i}" for i in range(6)] for ids in lists)
+    assert len({tuple(ids) for ids in lists}) > 1
+    filtered = defender_ids(store, {"$filter": "alertCreationTime ge 2026-01-10T03:00:00Z", "$top": "2"})
+    assert len(filtered) == 2 and set(filtered) <= {"a3", "a4", "a5"}
+    assert graph_ids(store, {}) == [f"a{i}" for i in range(5, -1, -1)]  # Graph keeps its documented order
+
+
+def test_an_unknown_defender_order_is_refused() -> None:
+    with pytest.raises(ValueError, match="defenderOrder"):
+        store_with(options={"defenderOrder": "byId"})
+    store = store_with()
+    with pytest.raises(ValueError, match="defenderOrder"):
+        store.set_defender_order("t", "random", NOW)
+
+
+def test_reconfiguring_a_stream_keeps_the_defender_order_unless_it_names_one() -> None:
+    store = store_with(*SIX)
+    store.set_defender_order("t", "newestFirst", NOW)
+    store.configure_tenant("t", {"lagSeconds": 0}, NOW)
+    assert store.defender_order("t") == "newestFirst"
+    store.configure_tenant("t", {"lagSeconds": 0, "defenderOrder": "shuffled"}, NOW)
+    assert store.defender_order("t") == "shuffled"
 
 
 # --- streams ---------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ Streams (`configure_tenant` options, all optional): `seed` (default: the tenant 
 `largeFraction` (default 0.005; most such alerts carry 1-2 MB of evidence), `unusualFraction` (default 0.1;
 emoji, RTL, combining marks, zero-width characters, `<script>`, quotes, `&` in titles/descriptions),
 `futureEnumFraction` (default 0.05; serviceSource/detectionSource members newer than Graph's
-`unknownFutureValue`), `deviceGroups` (names), `deviceCount`. Same options and seed give the same alerts
-(ids included) in any tenant. A tenant that was never configured has no stream and the default lag.
+`unknownFutureValue`), `deviceGroups` (names), `deviceCount`, `defenderOrder` (see Order below). Same
+options and seed give the same alerts (ids included) in any tenant. A tenant that was never configured
+has no stream and the default lag.
 
 Versions: each alert is created, then updated on a schedule (new -> inProgress with assignedTo, severity
 may rise, resolved with classification/determination, later comments). A version becomes visible
@@ -21,8 +22,14 @@ alert at `now` (or at the given createdDateTime/lastUpdateDateTime); `update_ale
 alerts and updates obey the tenant's lag like the stream's. Unknown field names or bad values raise
 ValueError; an unknown alert id raises KeyError.
 
-Order of both lists: createdDateTime descending (newest first, Graph's documented order; Defender
-documents none, we use the same), then id ascending, so the order is total and stable.
+Order of the Graph list: createdDateTime descending (newest first, Graph's documented order:
+https://learn.microsoft.com/en-us/graph/api/security-list-alerts_v2), then id ascending, total and stable.
+Defender documents no order for `GET /api/alerts` (https://learn.microsoft.com/en-us/defender-endpoint/api/get-alerts),
+so its order is the tenant's `defenderOrder` option: `oldestFirst` (the default: the exact reverse of the
+Graph order, as in Microsoft's example response), `newestFirst` (the Graph order) or `shuffled` (a fresh
+permutation for every call, so `$skip` across calls means nothing). `set_defender_order` changes it at
+run time (control API: `PATCH /control/tenants/{t}` with `defenderOrder`); reconfiguring a tenant's
+stream keeps it unless the new options name one.
 Query semantics are in `paging` (options, limits, nextLink) and `odata`/`schemas` ($filter).
 
 Ground truth (`ground_truth`): every alert visible at `now`, in list order, as

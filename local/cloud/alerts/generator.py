@@ -36,12 +36,13 @@ class StreamOptions:
     future_enum_fraction: float
     device_groups: tuple[str, ...]
     device_count: int
+    defender_order: str = "oldestFirst"
 
     @classmethod
     def parse(cls, tenant_id: str, options: dict[str, Any], now: int) -> StreamOptions:
         """Validate the documented options; unknown keys are refused so typos do not pass silently."""
         known = {"seed", "alertsPerHour", "updatesPerAlert", "lagSeconds", "start", "count", "largeFraction",
-                 "unusualFraction", "futureEnumFraction", "deviceGroups", "deviceCount"}
+                 "unusualFraction", "futureEnumFraction", "deviceGroups", "deviceCount", "defenderOrder"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown alert stream options: {', '.join(unknown)}")
@@ -62,10 +63,23 @@ class StreamOptions:
             future_enum_fraction=_fraction(options, "futureEnumFraction", 0.05),
             device_groups=tuple(groups),
             device_count=max(1, int(_number(options, "deviceCount", 40))),
+            defender_order=defender_order(options.get("defenderOrder", DEFAULT_DEFENDER_ORDER)),
         )
         if result.count and start > now:
             raise ValueError("start must not be after now when count is given")
         return result
+
+
+# Defender documents no order for GET /api/alerts (https://learn.microsoft.com/en-us/defender-endpoint/api/get-alerts),
+# so the local cloud serves any of these; the default is not the newest-first order a pager might assume.
+DEFENDER_ORDERS = ("oldestFirst", "newestFirst", "shuffled")
+DEFAULT_DEFENDER_ORDER = "oldestFirst"
+
+
+def defender_order(value: Any) -> str:
+    if value not in DEFENDER_ORDERS:
+        raise ValueError(f"defenderOrder must be one of {', '.join(DEFENDER_ORDERS)}, got {value!r}")
+    return str(value)
 
 
 def _number(options: dict[str, Any], name: str, default: float) -> float:

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from shared.gcpause import gc_paused
 from . import content as content_mod
 from . import enums, paging, render_defender, render_graph, schemas, timefmt
 from .catalog import DETECTIONS
-from .generator import StreamOptions, TenantStream, generate_record
+from .generator import StreamOptions, TenantStream, defender_order, generate_record
 from .model import RECORD_FIELDS, AlertRecord, AlertVersion, TenantContext
 from .odata import FilterError, Predicate, compile_filter
 
@@ -55,6 +56,8 @@ class _Tenant:
         self.sorted = True
         self.explicit_count = 0
         self.hashes: dict[str, tuple[int, str, str]] = {}
+        self.defender_order = opts.defender_order
+        self.defender_calls = 0  # shuffled order: each call draws its own permutation from this count
 
     def add(self, record: AlertRecord) -> None:
         if record.id in self.by_id:
@@ -91,6 +94,20 @@ class _Tenant:
                 out.append((record, index, version))
         return out
 
+    def defender_rows(self, now: int, predicate: Predicate | None, skip: int,
+                      top: int) -> list[tuple[AlertRecord, int, AlertVersion]]:
+        """The Defender list slice `[skip, skip + top)` in this tenant's Defender order (see the package
+        docstring): newest first reads only what the slice needs, the other orders need every match."""
+        if self.defender_order == "newestFirst":
+            return self.visible(now, predicate, skip + top)[skip:]
+        rows = self.visible(now, predicate)
+        if self.defender_order == "oldestFirst":
+            rows.reverse()
+        else:
+            self.defender_calls += 1
+            random.Random(f"{self.opts.seed}/order/{self.defender_calls}").shuffle(rows)
+        return rows[skip: skip + top]
+
 
 class AlertStore:
     """Alert streams of every tenant of the local cloud, queried as Graph and as Defender."""
@@ -107,6 +124,8 @@ class AlertStore:
         with self._lock:
             old = self._tenants.get(tenant_id)
             tenant = _Tenant(tenant_id, opts, ticks)
+            if old is not None and "defenderOrder" not in (options or {}):
+                tenant.defender_order = old.defender_order
             if old is not None:
                 tenant.explicit_count = old.explicit_count
                 for record in old.records:
@@ -118,6 +137,19 @@ class AlertStore:
             self._tenants[tenant_id] = tenant
         logger.info("tenant %s: alert stream configured (seed=%s, alertsPerHour=%s, count=%s, lagSeconds=%s)",
                     tenant_id, opts.seed, opts.alerts_per_hour, opts.count, opts.lag_ticks / timefmt.TICKS_PER_SECOND)
+
+    def set_defender_order(self, tenant_id: str, order: str, now: dt.datetime) -> str:
+        """Change the order the tenant's Defender list is served in (ValueError for an unknown one)."""
+        checked = defender_order(order)
+        with self._lock:
+            self._tenant(tenant_id, timefmt.from_datetime(now)).defender_order = checked
+        logger.info("tenant %s: Defender list order %s", tenant_id, checked)
+        return checked
+
+    def defender_order(self, tenant_id: str) -> str | None:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            return tenant.defender_order if tenant else None
 
     def _tenant(self, tenant_id: str, now: int) -> _Tenant:
         tenant = self._tenants.get(tenant_id)
@@ -259,7 +291,7 @@ class AlertStore:
             tenant = self._tenants.get(tenant_id)
             values = []
             if tenant is not None:
-                rows = tenant.visible(ticks, predicate, parsed.skip + parsed.top)[parsed.skip:]
+                rows = tenant.defender_rows(ticks, predicate, parsed.skip, parsed.top)
                 with gc_paused():
                     for record, index, version in rows:
                         content = content_mod.build_content(record, version, tenant.ctx, parsed.expand_evidence)
