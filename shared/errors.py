@@ -40,6 +40,15 @@ class ConsentRevoked(MicrosoftError):
     kind = "consent_revoked"
 
 
+class AppNotFound(ConsentRevoked):
+    """AADSTS700016: Entra does not find our app in the tenant. Either the consent is gone (the enterprise
+    app was deleted) or it has not reached every Entra replica yet: right after consent, and for a new
+    instance without a cached token, the same code means "not yet". Callers make it `consent_revoked` only
+    once it persists (shared.access_check.app_not_found_is_final)."""
+
+    kind = "app_not_found"
+
+
 class PermissionMissing(MicrosoftError):
     """The app is present in the tenant but lacks the alert read role (token without it, or API 403)."""
 
@@ -82,16 +91,25 @@ class BadResponse(MicrosoftError):
 
 
 class MsspCredentialError(MicrosoftError):
-    """The MSSP's own app credential is broken (wrong or expired secret, unknown certificate, no managed
-    identity): every tenant is affected and none of them is at fault."""
+    """The MSSP's own app credential or app registration is broken (wrong or expired secret, unknown or
+    invalid certificate, no matching federated credential, no managed identity): every tenant is affected
+    and none of them is at fault. It never changes a tenant's status or uses up a customer's verification
+    time; it opens the one MSSP credential incident (shared.mssp_credential)."""
 
     kind = "mssp_credential"
 
 
-# --- Entra (AADSTS) codes: microsoft-apis.md §7.5 ----------------------------------------------------
+# --- Entra (AADSTS) codes ---------------------------------------------------------------------------
+# Meanings from https://learn.microsoft.com/entra/identity-platform/reference-error-codes. Who is at
+# fault decides the type: codes about the app's own credential or registration are the MSSP's
+# (MsspCredentialError, every tenant fails alike), codes about the app's presence or consent in one
+# tenant are that customer's. AADSTS7000112 (UnauthorizedClientApplicationDisabled) is returned for the
+# service principal that is disabled in the tenant the token is requested for, i.e. the customer switched
+# our enterprise app off; classifying it as the MSSP's would let one customer stop every tenant's run.
 
 _AADSTS: dict[int, tuple[type[MicrosoftError], str]] = {
-    700016: (ConsentRevoked, "our app is not in this tenant (never consented, or the enterprise app was deleted)"),
+    700016: (AppNotFound, "our app is not in this tenant (consent not propagated yet, never consented, or the "
+                          "enterprise app was deleted)"),
     7000112: (ConsentRevoked, "the tenant disabled our enterprise app"),
     65001: (ConsentRevoked, "no consent for our app in this tenant"),
     90094: (ConsentRevoked, "admin consent is required"),
@@ -108,7 +126,13 @@ _AADSTS: dict[int, tuple[type[MicrosoftError], str]] = {
     700021: (MsspCredentialError, "the client assertion names another application"),
     70021: (MsspCredentialError, "no federated credential of the app matches the managed identity's token"),
     700211: (MsspCredentialError, "no federated credential of the app matches the assertion's issuer"),
+    700212: (MsspCredentialError, "no federated credential of the app matches the assertion's audience"),
     700213: (MsspCredentialError, "no federated credential of the app matches the assertion's subject"),
+    70025: (MsspCredentialError, "the app has no federated identity credential configured"),
+    700025: (MsspCredentialError, "the app registration is a public client and cannot use a credential"),
+    700030: (MsspCredentialError, "the certificate's subject name is not authorized for the app"),
+    50012: (MsspCredentialError, "the client authentication failed (certificate or assertion not valid)"),
+    70002: (MsspCredentialError, "the app's credentials could not be validated"),
 }
 _AADSTS_PATTERN = re.compile(r"AADSTS(\d{4,9})")
 

@@ -10,6 +10,7 @@ import requests
 
 from local.services import LocalCloud, free_port
 from shared.errors import (
+    AppNotFound,
     BadResponse,
     ConsentRevoked,
     MicrosoftError,
@@ -40,11 +41,13 @@ def graph_alerts(cloud: LocalCloud, tenant_id: str, client_id: str) -> requests.
 @pytest.mark.parametrize(
     ("code", "error_type"),
     [
-        (700016, ConsentRevoked), (7000112, ConsentRevoked), (65001, ConsentRevoked),
+        (700016, AppNotFound), (7000112, ConsentRevoked), (65001, ConsentRevoked),
         (650052, NotLicensed), (500011, NotLicensed),
         (90002, TenantNotFound),
         (7000215, MsspCredentialError), (7000222, MsspCredentialError), (700027, MsspCredentialError),
-        (7000218, MsspCredentialError), (70021, MsspCredentialError),
+        (7000218, MsspCredentialError), (70021, MsspCredentialError), (700024, MsspCredentialError),
+        (700212, MsspCredentialError), (70025, MsspCredentialError), (700030, MsspCredentialError),
+        (50012, MsspCredentialError),
         (90033, ServiceError), (50196, Throttled),
     ],
 )
@@ -52,6 +55,18 @@ def test_an_aadsts_code_maps_to_its_meaning(code, error_type):
     error = from_aadsts("t1", code)
     assert type(error) is error_type
     assert error.code == f"AADSTS{code}" and error.tenant_id == "t1"
+
+
+def test_app_not_found_is_a_consent_problem_with_its_own_kind():
+    # Callers that only know ConsentRevoked still treat it as one; the kind keeps "not yet" apart.
+    error = from_aadsts("t1", 700016)
+    assert isinstance(error, ConsentRevoked) and error.kind == "app_not_found"
+
+
+def test_the_mssp_own_credential_codes_are_never_a_customer_kind():
+    for code in (7000215, 7000222, 700027, 700024, 70021, 700212, 700213, 70025, 700030, 50012):
+        error = from_aadsts("t1", code)
+        assert error.kind == "mssp_credential" and not isinstance(error, ConsentRevoked), code
 
 
 def test_an_aadsts_code_without_a_special_meaning_is_a_plain_microsoft_error():
