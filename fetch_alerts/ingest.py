@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient
 
 from fetch_alerts import feed
 from fetch_alerts.cursor import TenantRow, activated_ticks, completed_cursor, cursor_ticks, start_state
@@ -25,13 +25,19 @@ from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Page, Pager, Prefetcher
 from fetch_alerts.store import AlertWriter, Prepared
 from grant_access.tenants import TenantRegistry, TenantStatus
+from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
 from shared.alert_sources import AlertSource
 from shared.errors import (
+    AppNotFound,
     ConsentRevoked,
     MicrosoftError,
     MsspCredentialError,
     NotLicensed,
     PermissionMissing,
+)
+from shared.mssp_credential import (  # noqa: F401 - close_mssp_incident is the runner's, from here
+    close_mssp_incident,
+    record_mssp_credential_failure,
 )
 from shared.settings import Settings
 
@@ -42,8 +48,6 @@ _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
     PermissionMissing: TenantStatus.PERMISSION_MISSING,
     NotLicensed: TenantStatus.NOT_LICENSED,
 }
-INCIDENT_PARTITION = "mssp"
-INCIDENT_ROW = "credential"
 
 
 @dataclass
@@ -208,35 +212,20 @@ def _record_failure(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, err
     health.update(lastErrorClass=error.kind, lastError=error.message[:500], consecutiveFailures=failures)
     status = next((s for kind, s in _STATUS_FOR.items() if isinstance(error, kind)), None)
     logger.warning("tenant %s: ingestion failed: %s [%s]", tenant.tenant_id, error.message, error.kind)
+    if isinstance(error, AppNotFound):
+        # AADSTS700016 also means "not replicated yet" (a recent consent, an instance without a cached
+        # token): the tenant is consent_revoked only once it persisted through the propagation window.
+        # The streak holds while every recorded attempt since its start met the same code; the MSSP's own
+        # credential failures record nothing on the tenant, so they neither break nor extend it.
+        previous = row.get(APP_NOT_FOUND_SINCE) if row.get("lastErrorClass") == error.kind else None
+        since, final = app_not_found_streak(previous, row.get("consentedAt"), datetime.now(UTC))
+        health[APP_NOT_FOUND_SINCE] = since
+        if not final:
+            logger.info("tenant %s: app not found since %s, within the propagation window; retried next tick",
+                        tenant.tenant_id, since.isoformat())
+            status = None
     if status is None:
         tenant.merge(health)
         return
     registry = TenantRegistry(ctx.tenants)
     registry.set_status(tenant.tenant_id, status, f"ingestion: {error.message}"[:1000], datetime.now(UTC), **health)
-
-
-def record_mssp_credential_failure(incidents: TableClient, error: MicrosoftError) -> None:
-    """One global incident row for the MSSP's credential (upserted, counted), never per tenant."""
-    now = datetime.now(UTC)
-    try:
-        existing = dict(incidents.get_entity(INCIDENT_PARTITION, INCIDENT_ROW))
-    except Exception:  # noqa: BLE001 - absent or unreadable: start a new record
-        existing = {}
-    first = existing.get("firstSeen") if existing.get("open") else now
-    incidents.upsert_entity({
-        "PartitionKey": INCIDENT_PARTITION, "RowKey": INCIDENT_ROW, "kind": error.kind, "code": error.code or "",
-        "message": error.message[:500], "firstSeen": first or now, "lastSeen": now,
-        "count": int(existing.get("count") or 0) + 1 if existing.get("open") else 1, "open": True,
-    }, mode=UpdateMode.REPLACE)
-    logger.error("MSSP app credential is broken: %s [%s]", error.message, error.code)
-
-
-def close_mssp_incident(incidents: TableClient) -> None:
-    try:
-        existing = dict(incidents.get_entity(INCIDENT_PARTITION, INCIDENT_ROW))
-    except Exception:  # noqa: BLE001 - nothing recorded
-        return
-    if existing.get("open"):
-        incidents.upsert_entity({"PartitionKey": INCIDENT_PARTITION, "RowKey": INCIDENT_ROW, "open": False,
-                                 "closedAt": datetime.now(UTC)}, mode=UpdateMode.MERGE)
-

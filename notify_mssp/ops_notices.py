@@ -9,8 +9,9 @@ never repeats a notice: PartitionKey `notice`, RowKey `<kind>|<subject>` (subjec
 `clearNotice` (`pending` until the e-mail went out, then `sent`; `none` when no ops address is set or the
 clear is silent), `noticeSentAt`, `clearedAt`, `clearNoticeSentAt`. Opening and closing are conditional
 (ETag) writes, so of two evaluators only one opens an incident; a notice that could not be sent stays
-`pending` and goes out at the next evaluation. Ingestion's own record of the MSSP credential
-(PartitionKey `mssp`, RowKey `credential`, fetch_alerts/STORAGE.md) is read, never written, here.
+`pending` and goes out at the next evaluation. The record of the MSSP credential failing (PartitionKey
+`mssp`, RowKey `credential`, shared.mssp_credential), written by ingestion and by onboarding verification
+alike, is read, never written, here: one notice however many tenants and callers met the failure.
 
 `check_operations` evaluates every condition from stored state; the ops timer (notify_mssp.ops_timer)
 runs it. Other code may call `raise_incident` / `clear_incident` directly.
@@ -33,6 +34,7 @@ from azure.data.tables import TableClient, UpdateMode
 from notify_mssp.email import Sender, render_notice_email
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.transports import Transport, get_transport
+from shared.mssp_credential import INCIDENT_PARTITION, INCIDENT_ROW
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
 
@@ -46,7 +48,7 @@ ACCESS_KINDS = {
     "not_licensed": "the tenant is not licensed for the alert API (Defender for Endpoint missing or disabled)",
 }
 _QUIET_STATUSES = {"disabled", "offboarded"}  # the MSSP did this itself: incidents close without a notice
-_INGESTION_INCIDENT = ("mssp", "credential")  # fetch_alerts/STORAGE.md
+_INGESTION_INCIDENT = (INCIDENT_PARTITION, INCIDENT_ROW)  # shared.mssp_credential
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,9 @@ def _check_mssp(ctx: NoticeContext, settings: Settings, limits: Thresholds, now:
         raise_incident(ctx, Incident("mssp_credential", MSSP, "The MSSP app's credential is failing", (
             f"Since {since:%Y-%m-%d %H:%M} UTC, {record.get('count') or 1} failures.",
             f"Error: {record.get('code') or '-'}: {record.get('message') or '-'}",
-            "Every tenant is affected: no alerts are fetched until the credential is fixed.")))
+            "Every tenant is affected: no alerts are fetched until the credential is fixed.",
+            "Onboarding waits too: customers who consented stay verifying, their verification time does not "
+            "run, and no onboarding failure is reported for them.")))
     else:
         clear_incident(ctx, "mssp_credential", MSSP, summary="The MSSP app's credential works again")
     expires = credential_expiry(settings)

@@ -3,8 +3,10 @@
 Serves the consent callback and the verification timer of grant_access (#3). The check gets an app-only
 token for the tenant, confirms Entra issued it for that tenant (`tid`) with the source's alert role in
 `roles`, and lists one alert. Its outcome says what the caller should do with the tenant. Entra takes
-minutes to propagate a new consent, so right after consent (`consent_fresh`) a missing app or role means
-"try again later", not "revoked".
+minutes to propagate a new consent, so right after consent (`consent_fresh`) a missing role means "try
+again later", not "revoked". AADSTS700016 (app not found) is its own outcome, `app_not_found`, whatever the
+freshness: verification and ingestion both make it `consent_revoked` only once it has persisted through
+the propagation window (`app_not_found_streak`). `mssp_credential` is the MSSP's failure, never the tenant's.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from shared.alert_sources import AlertSource, alert_request_headers, alerts_url, has_alert_role, required_role
 from shared.errors import (
+    AppNotFound,
     BadResponse,
     ConsentRevoked,
     MicrosoftError,
@@ -37,10 +41,20 @@ from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["active", "retry", "not_licensed", "consent_revoked", "permission_missing",
+Outcome = Literal["active", "retry", "app_not_found", "not_licensed", "consent_revoked", "permission_missing",
                   "tenant_not_found", "mssp_credential", "error"]
 
+# How long AADSTS700016 must persist before it means the consent is gone. Entra answers it while a new
+# consent (the customer's service principal of our app) has not reached every replica, and Microsoft
+# documents no bound for that (https://learn.microsoft.com/entra/identity-platform/reference-error-codes,
+# UnauthorizedClient_DoesNotMatchRequest: "the application has not been installed by the administrator of
+# the tenant"). 15 minutes is three ingestion ticks at the default schedule and about seven verification
+# checks; a real revocation costs nothing meanwhile (no alerts can be read either way).
+APP_NOT_FOUND_WINDOW = timedelta(minutes=15)
+APP_NOT_FOUND_SINCE = "appNotFoundSince"  # tenant row column: start of the current AADSTS700016 streak
+
 _FINAL_OUTCOMES: dict[type[MicrosoftError], Outcome] = {
+    AppNotFound: "app_not_found",
     ConsentRevoked: "consent_revoked",
     PermissionMissing: "permission_missing",
     NotLicensed: "not_licensed",
@@ -57,6 +71,18 @@ class AccessCheck:
 
     outcome: Outcome
     message: str
+    code: str = ""  # the AADSTS or API code behind a failure, "" for success
+
+
+def app_not_found_streak(previous: Any, consented_at: Any, now: datetime) -> tuple[datetime, bool]:
+    """(start of the tenant's unbroken AADSTS700016 streak, whether it has now lasted APP_NOT_FOUND_WINDOW).
+
+    `previous` is the stored start when the last attempt met the same code (else None): the streak starts
+    now. A streak never starts before the latest consent, whose own propagation restarts the window."""
+    start = previous if isinstance(previous, datetime) else now
+    if isinstance(consented_at, datetime) and consented_at > start:
+        start = consented_at
+    return start, now - start >= APP_NOT_FOUND_WINDOW
 
 
 def check_access(
@@ -110,11 +136,15 @@ def _read_one_alert(tenant_id: str, source: AlertSource, tokens: TenantTokens, s
 
 
 def _outcome_of(error: MicrosoftError, consent_fresh: bool) -> AccessCheck:
+    code = error.code or ""
+    if isinstance(error, AppNotFound):
+        return AccessCheck("app_not_found", f"{error.message} (a new consent can take minutes to reach every "
+                                            "Microsoft service; checking again later)", code)
     if consent_fresh and isinstance(error, (ConsentRevoked, PermissionMissing)):
         return AccessCheck("retry", f"{error.message} (a new consent can take minutes to reach every "
-                                    "Microsoft service; checking again later)")
+                                    "Microsoft service; checking again later)", code)
     outcome = next((o for kind, o in _FINAL_OUTCOMES.items() if isinstance(error, kind)), "error")
-    return AccessCheck(outcome, error.message)
+    return AccessCheck(outcome, error.message, code)
 
 
 _session: requests.Session | None = None

@@ -4,11 +4,13 @@ tenant's status, one tenant's failure never stops another; every test ends again
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from local.stack import LocalStack
+from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
 from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack, table, tenant_row
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth
 
@@ -94,18 +96,53 @@ def _history(stack: LocalStack, tenant: str) -> list[str]:
     return [r["toStatus"] for r in rows]
 
 
-def test_revoked_consent_marks_the_tenant_and_polling_stops(stack: LocalStack) -> None:
+def _age_app_not_found_streak(stack: LocalStack, tenant: str) -> None:
+    """Move the tenant's AADSTS700016 streak start back past the propagation window, as if the ticks in
+    between had met it too (the window is real time; the host's clock cannot be moved)."""
+    tenants = table(stack, "Tenants")
+    row = tenants.get_entity("tenant", tenant)
+    row[APP_NOT_FOUND_SINCE] = row[APP_NOT_FOUND_SINCE] - APP_NOT_FOUND_WINDOW - timedelta(seconds=1)
+    tenants.update_entity(row)
+
+
+def test_revoked_consent_is_retried_then_marks_the_tenant_once_it_persists_and_polling_stops(
+        stack: LocalStack) -> None:
     # A token already issued stays valid until it expires, as in Entra; the refusal comes with the next
     # token request, which a tenant not polled before makes at once.
     tenant = backlog(stack)
     stack.cloud.control("DELETE", f"tenants/{tenant}/consents/{stack.settings['MSSP_APP_CLIENT_ID']}")
     run_tick(stack)
     row = tenant_row(stack, tenant)
-    assert row["status"] == "consent_revoked" and row["lastErrorClass"] == "consent_revoked"
+    # AADSTS700016 is also Entra's answer while a consent replicates: the first one is not a revocation.
+    assert (row["status"], row["lastErrorClass"], row["consecutiveFailures"]) == ("active", "app_not_found", 1)
+    assert _history(stack, tenant) == []
+    first_seen = row[APP_NOT_FOUND_SINCE]
+    run_tick(stack)
+    row = tenant_row(stack, tenant)
+    assert (row["status"], row[APP_NOT_FOUND_SINCE]) == ("active", first_seen)  # the streak keeps its start
+
+    _age_app_not_found_streak(stack, tenant)
+    run_tick(stack)
+    row = tenant_row(stack, tenant)
+    assert row["status"] == "consent_revoked" and row["lastErrorClass"] == "app_not_found"
     assert _history(stack, tenant) == ["consent_revoked"]
     before = stack.cloud.control("GET", "stats").json()["tokenRequests"]["byTenant"].get(tenant, 0)
     run_tick(stack)
     assert stack.cloud.control("GET", "stats").json()["tokenRequests"]["byTenant"].get(tenant, 0) == before
+
+
+def test_app_not_found_that_clears_within_the_window_leaves_the_tenant_active(stack: LocalStack) -> None:
+    # A new instance can meet an Entra replica the consent has not reached yet; the next tick works.
+    tenant = backlog(stack)
+    fault(stack, tenant, "consent_revoked", "token", count=None)
+    run_tick(stack)
+    assert tenant_row(stack, tenant)["lastErrorClass"] == "app_not_found"
+    stack.cloud.control("DELETE", f"tenants/{tenant}/faults")
+    run_tick(stack)
+    row = tenant_row(stack, tenant)
+    assert (row["status"], row["lastErrorClass"], row["consecutiveFailures"]) == ("active", "", 0)
+    assert _history(stack, tenant) == []
+    assert_table_matches_ground_truth(stack, tenant, "graph")
 
 
 def test_a_removed_permission_marks_the_tenant_permission_missing(stack: LocalStack) -> None:
@@ -136,9 +173,13 @@ def test_tokens_are_requested_once_per_tenant_per_lifetime(stack: LocalStack) ->
         assert_table_matches_ground_truth(stack, tenant, source)
 
 
-def test_the_consent_revoked_token_fault_marks_the_tenant_consent_revoked(stack: LocalStack) -> None:
+def test_the_consent_revoked_token_fault_marks_the_tenant_consent_revoked_once_it_persists(
+        stack: LocalStack) -> None:
     tenant = backlog(stack)
     fault(stack, tenant, "consent_revoked", "token", count=None)
+    run_tick(stack)
+    assert tenant_row(stack, tenant)["status"] == "active"
+    _age_app_not_found_streak(stack, tenant)
     run_tick(stack)
     row = tenant_row(stack, tenant)
     assert row["status"] == "consent_revoked" and _history(stack, tenant) == ["consent_revoked"]

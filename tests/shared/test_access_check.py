@@ -44,20 +44,22 @@ def test_a_consent_still_propagating_is_retry_and_active_once_propagated(cloud, 
     cloud.control("POST", "clock", json={"advance_seconds": 601})
     second = check(cloud, app, tenant_id, source, fresh=True, tokens=tokens)
 
-    assert first.outcome == "retry" and "AADSTS700016" in first.message
+    assert first.outcome == "app_not_found" and "AADSTS700016" in first.message
     assert second.outcome == "active", second.message
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_a_revoked_consent_is_consent_revoked(cloud, app, tenant, source):
+def test_a_deleted_enterprise_app_is_app_not_found_for_the_caller_to_judge(cloud, app, tenant, source):
+    # AADSTS700016 also answers a consent that has not replicated yet: the caller decides when it is final.
     cloud.control("DELETE", f"tenants/{tenant}/consents/{app['clientId']}")
-    assert check(cloud, app, tenant, source).outcome == "consent_revoked"
+    result = check(cloud, app, tenant, source)
+    assert (result.outcome, result.code) == ("app_not_found", "AADSTS700016")
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_a_missing_app_right_after_consent_is_retry_not_revoked(cloud, app, source):
+def test_a_missing_app_right_after_consent_is_app_not_found_not_revoked(cloud, app, source):
     tenant_id = new_tenant(cloud)["id"]  # the consent has not reached Entra's token service at all yet
-    assert check(cloud, app, tenant_id, source, fresh=True).outcome == "retry"
+    assert check(cloud, app, tenant_id, source, fresh=True).outcome == "app_not_found"
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -113,6 +115,7 @@ def test_an_unknown_tenant_is_tenant_not_found(cloud, app, source):
 def test_a_wrong_mssp_secret_is_an_mssp_credential_problem(cloud, app, tenant, source):
     result = check(cloud, app, tenant, source, fresh=True, MSSP_APP_CLIENT_SECRET="wrong")
     assert result.outcome == "mssp_credential" and "AADSTS7000215" in result.message
+    assert result.code == "AADSTS7000215"
 
 
 # (fault kind, where: "token" or the source's API, expected outcome)
@@ -129,7 +132,7 @@ FAULTS = [
     ("malformed_json", "api", "error"),
     ("truncated_json", "token", "error"),
     ("truncated_json", "api", "error"),
-    ("consent_revoked", "token", "consent_revoked"),
+    ("consent_revoked", "token", "app_not_found"),
 ]
 
 
