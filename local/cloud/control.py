@@ -42,7 +42,8 @@ Faults (local.cloud.faults)
   `permission_removed` (tokens issued without roles; APIs answer 403 "Missing application roles"),
   `feature_disabled` (graph/defender: 403 DisabledFeature); for the id_token the sign-in endpoint posts
   back when `{t}` signs in (api `signin`): `id_token_foreign_key` (signed by a key not in the JWKS, under
-  the published kid), `id_token_wrong_audience`, `id_token_expired` (exp two hours ago), `id_token_wrong_nonce`.
+  the published kid), `id_token_wrong_audience`, `id_token_expired` (exp two hours ago), `id_token_wrong_nonce`,
+  `id_token_wrong_issuer` (`iss` names another tenant than `tid`).
 - `GET /control/tenants/{t}/faults` → active faults; `DELETE /control/tenants/{t}/faults[/{id}]` → 204.
 
 Alerts (local.cloud.alerts)

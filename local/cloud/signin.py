@@ -217,9 +217,10 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
         if "id_token_expired" in plan.id_token:
             issued_at -= 2 * ID_TOKEN_LIFETIME_SECONDS
         object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant.id}/{username.lower()}"))
+        issuer_tenant = str(uuid.uuid4()) if "id_token_wrong_issuer" in plan.id_token else tenant.id
         claims: dict[str, Any] = {
             "ver": "2.0",
-            "iss": f"{req.base_url}/{tenant.id}/v2.0",
+            "iss": f"{req.base_url}/{issuer_tenant}/v2.0",
             "aud": str(uuid.uuid4()) if "id_token_wrong_audience" in plan.id_token else app.client_id,
             "tid": tenant.id,
             # Pairwise: the same user has a different `sub` in each app.

@@ -249,11 +249,16 @@ def test_id_token_faults_damage_one_token_each(cloud: LocalCloud, tenant: dict, 
     _fault(cloud, tenant["id"], "id_token_wrong_nonce")
     assert _verified(cloud, token(), app["clientId"])["nonce"] != NONCE
 
+    _fault(cloud, tenant["id"], "id_token_wrong_issuer")
+    claims = _verified(cloud, token(), app["clientId"])
+    assert claims["tid"] == tenant["id"] and claims["iss"] != f"{cloud.url}/{tenant['id']}/v2.0"
+    assert claims["iss"].startswith(cloud.url + "/") and claims["iss"].endswith("/v2.0")
+
     # Each fault was for one sign-in only; the next token is sound.
     assert _verified(cloud, token(), app["clientId"])["nonce"] == NONCE
     served = cloud.control("GET", "stats").json()["faultsServed"][tenant["id"]]
     assert served == {"id_token_foreign_key": 1, "id_token_wrong_audience": 1, "id_token_expired": 1,
-                      "id_token_wrong_nonce": 1}
+                      "id_token_wrong_nonce": 1, "id_token_wrong_issuer": 1}
 
 
 def test_id_token_faults_apply_to_sign_in_only(cloud: LocalCloud, tenant: dict) -> None:
