@@ -4,6 +4,13 @@ Entra can take minutes to make a new consent effective, so a tenant whose first 
 `verifying`; `verify_pending_tenants` (the `verify_tenants` timer, VERIFICATION_SCHEDULE) checks each again
 until it is `active`, or `verification_failed` once VERIFICATION_TIMEOUT has passed since consent. The
 check itself (token, role, one alert API call) is shared.access_check's.
+
+Failures that are the MSSP's own (its credential or app registration, `mssp_credential`) are never the
+customer's: the tenant stays `verifying`, the attempt is not counted, the MSSP credential incident is
+recorded (shared.mssp_credential, the one ingestion raises, announced once by the ops notices), and the
+customer's clock stops: the time from the first such check to the next check that meets anything else is
+added to `verifyPausedSeconds`, and the timeout counts only the rest. AADSTS700016 (`app_not_found`) is
+retried until it has persisted through shared.access_check's propagation window, then `consent_revoked`.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from grant_access.tenants import TenantRegistry, TenantStatus
+from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +43,9 @@ _STATUS_BY_OUTCOME = {
     "tenant_not_found": TenantStatus.VERIFICATION_FAILED,
 }
 # Outcomes that say nothing final about the tenant: propagation delay, our own credential, transient errors.
-RETRY_OUTCOMES = frozenset({"retry", "mssp_credential", "error"})
+RETRY_OUTCOMES = frozenset({"retry", "app_not_found", "mssp_credential", "error"})
+MSSP_FAILING_SINCE = "msspFailingSince"  # first check of the current run of MSSP credential failures
+PAUSED_SECONDS = "verifyPausedSeconds"  # customer time not counted: MSSP credential failures so far
 # Statuses an onboarding system hears about through its callbackUrl.
 REPORTED_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.VERIFICATION_FAILED, TenantStatus.NOT_LICENSED,
                                TenantStatus.PERMISSION_MISSING, TenantStatus.CONSENT_REVOKED})
@@ -64,23 +74,65 @@ def apply_check(registry: TenantRegistry, tenant_id: str, result: CheckResult, n
     def mutate(row: dict[str, Any]) -> tuple[str, str] | None:
         if row.get("status") != TenantStatus.VERIFYING:
             return None
-        row["verifyAttempts"] = int(row.get("verifyAttempts") or 0) + 1
         row["lastVerification"] = now
         row["lastVerificationMessage"] = (result.message or result.outcome)[:500]
+        if result.outcome == "mssp_credential":
+            # Not the customer's attempt and not the customer's time: no count, no timeout, no status.
+            row["lastVerificationMessage"] = (f"the MSSP's app credential failed, not the customer's consent: "
+                                              f"{result.message}")[:500]
+            if not isinstance(row.get(MSSP_FAILING_SINCE), datetime):
+                row[MSSP_FAILING_SINCE] = now
+            return None
+        failing_since = row.pop(MSSP_FAILING_SINCE, None)
+        if isinstance(failing_since, datetime):
+            # The whole stretch up to this check is given back: the fix came somewhere in it.
+            paused = float(row.get(PAUSED_SECONDS) or 0) + max(0.0, (now - failing_since).total_seconds())
+            row[PAUSED_SECONDS] = paused
+        row["verifyAttempts"] = int(row.get("verifyAttempts") or 0) + 1
+        previous_streak = row.pop(APP_NOT_FOUND_SINCE, None)
         status = _STATUS_BY_OUTCOME.get(result.outcome)
+        if result.outcome == "app_not_found":
+            since, final = app_not_found_streak(previous_streak, row.get("consentedAt"), now)
+            if final:
+                status = TenantStatus.CONSENT_REVOKED
+            else:
+                row[APP_NOT_FOUND_SINCE] = since
         if status is TenantStatus.ACTIVE and not row.get("activatedAt"):
             row["activatedAt"] = now  # ingestion's backfill boundary (fetch_alerts/STORAGE.md)
         if status is not None:
             return status.value, f"access check: {result.outcome}: {result.message}"
         since = row.get("verifyingSince") or row.get("consentedAt") or now
-        if now - since >= timedelta(seconds=timeout_seconds):
+        customer_time = now - since - timedelta(seconds=float(row.get(PAUSED_SECONDS) or 0))
+        if customer_time >= timedelta(seconds=timeout_seconds):
             return (TenantStatus.VERIFICATION_FAILED.value,
                     f"access not confirmed within {timeout_seconds}s of consent; last check: {result.message}")
         return None
 
     row = registry.change(tenant_id, mutate, now)
     logger.info("tenant %s: access check %s -> status %s", tenant_id, result.outcome, (row or {}).get("status"))
+    if row is not None:
+        _note_mssp_credential(tenant_id, result)
     return row
+
+
+def _note_mssp_credential(tenant_id: str, result: CheckResult) -> None:
+    """Raise the MSSP credential incident on its failure, close it once a check reads alerts again. The
+    tenant's own record is already written: a storage failure here only loses the incident's update."""
+    if result.outcome not in ("mssp_credential", "active"):
+        return
+    from shared.errors import MsspCredentialError
+    from shared.mssp_credential import close_mssp_incident, record_mssp_credential_failure
+    from shared.tables import Table, get_table_store
+
+    try:
+        incidents = get_table_store().table(Table.INCIDENTS)
+        if result.outcome == "active":
+            close_mssp_incident(incidents)
+        else:
+            code = str(getattr(result, "code", "") or "") or None
+            record_mssp_credential_failure(incidents, MsspCredentialError(tenant_id, result.message, code=code))
+    except Exception:  # noqa: BLE001 - the verification itself succeeded; ops learn of it at the next check
+        logger.exception("tenant %s: the MSSP credential incident could not be updated", tenant_id)
 
 
 @dataclass(frozen=True)
