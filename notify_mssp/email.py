@@ -3,10 +3,11 @@ like Defender's alert notifications (microsoft-apis.md §6): severity, title, or
 category, MITRE techniques, a description excerpt and the link to the alert in the customer's tenant.
 
 Every value comes from a customer tenant and is untrusted: it is HTML-escaped, stripped of control and
-bidirectional-override characters (which can disguise text), bounded in length, and never put into a
-header unfolded. The HTML uses inline CSS and tables only (what common mail clients render) and loads
-nothing: no images, no tracking, no link rewriting. A plain-text part carries the same content. The
-Message-ID derives from the caller's stable id, so a resent e-mail is recognisable as the same one.
+invisible format characters (bidi overrides, zero-width characters: they can disguise text), bounded in
+length, and never put into a header unfolded. The HTML uses inline CSS and tables only (what common mail
+clients render) and loads nothing: no images, no tracking, no link rewriting. A plain-text part carries
+the same content. The Message-ID derives from the caller's stable id, so a resent e-mail is recognisable
+as the same one.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ _DESCRIPTION_CHARS = 600
 _SUBJECT_CHARS = 250
 _HEADER_CHARS = 200
 _MESSAGE_TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# Bidi embeddings, overrides and isolates: they reorder what a reader sees without changing the text.
-_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 _COLOURS = {"High": "#a4262c", "Medium": "#ca5010", "Low": "#8a6d00", "Informational": "#005a9e"}
 _FONT = "font-family:Segoe UI,Helvetica,Arial,sans-serif"
 
@@ -63,17 +62,26 @@ class EmailMessage:
 
 
 def clean(value: object, limit: int, *, multiline: bool = False) -> str:
-    """A displayable string: control, format-override and bidi characters removed, whitespace collapsed
-    (line breaks kept when `multiline`), cut to `limit` characters with an ellipsis."""
+    """A displayable string: format characters dropped, control characters made spaces, whitespace
+    collapsed (line breaks kept when `multiline`), cut to `limit` characters with an ellipsis.
+
+    Format characters (general category Cf) are invisible and change what a reader sees without showing:
+    bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069) reorder text ("exe.txt" shown for
+    "txt.exe"), zero-width spaces and joiners (U+200B-200D), the BOM (U+FEFF) and the soft hyphen (U+00AD)
+    split or hide words a reader or a filter compares; Unicode's own guidance is to not display them in
+    identifiers (https://www.unicode.org/reports/tr31/, https://www.unicode.org/reports/tr36/). They are
+    dropped, not made spaces, so "pay<ZWSP>pal" reads as what a filter would match. Emoji sequences joined
+    by U+200D show as their separate emoji, which loses nothing an alert says."""
     text = "" if value is None else str(value)
     kept = []
     for char in text:
         if char == "\n" and multiline:
             kept.append(char)
-        elif char in _BIDI or unicodedata.category(char) in ("Cc", "Cs"):
-            kept.append(" ")
-        else:
-            kept.append(char)
+            continue
+        category = unicodedata.category(char)
+        if category == "Cf":
+            continue
+        kept.append(" " if category in ("Cc", "Cs") else char)
     text = "".join(kept)
     if multiline:
         lines = [" ".join(line.split()) for line in text.splitlines()]

@@ -79,6 +79,34 @@ def test_hostile_titles_and_descriptions_are_escaped_in_html_and_never_reach_a_h
     assert "bcc" not in mail["headers"] and "\n" not in mail["subject"]
 
 
+FORMAT_CHARS = ["\u202e", "\u202a", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069", "\u200b", "\u200c",
+                "\u200d", "\u200e", "\u200f", "\u2060", "\ufeff", "\u00ad", "\u061c"]
+
+
+def test_invisible_format_characters_are_dropped_from_every_part_of_the_message(smtp, maildev):
+    # "Invoice\u202efdp.exe" shows as "Invoiceexe.pdf"; zero-width characters split words a reader compares.
+    spoof = "".join(FORMAT_CHARS)
+    tenant, address = tenant_row(f"Con\u200btoso{spoof} Ltd"), recipient()
+    alert = alert_row(tenant, title=f"Invoice\u202efdp.exe opened by pay\u200bpal{spoof}",
+                      description=f"Ran \u2066cmd\u2069 from\u00adhost{spoof}\nsecond\ufeff line",
+                      deviceName=f"srv\u200d-01{spoof}", deviceGroup="\u202dServers", category="Exec\u200bution",
+                      mitreTechniques=json.dumps([f"T1059\u200b.001{spoof}"]))
+    mail = deliver(smtp, maildev, render_alert_email(alert, tenant, rule(), address, message_id="m-cf", sender=SENDER))
+    for part in ("subject", "html", "text"):
+        assert not [c for c in mail[part] if c in FORMAT_CHARS], part
+    assert mail["subject"] == "Contoso Ltd: High-severity alert: Invoicefdp.exe opened by paypal"
+    for fact in ("Organization: Contoso Ltd", "Device: srv-01", "Device group: Servers", "Category: Execution",
+                 "MITRE techniques: T1059.001", "Ran cmd fromhost", "second line"):
+        assert fact in mail["text"]
+
+    digest = render_digest_email([(tenant, alert)], rule(mode="digest"), recipient(), total=1, message_id="d-cf",
+                                 sender=SENDER)
+    received = deliver(smtp, maildev, digest)
+    for part in ("subject", "html", "text"):
+        assert not [c for c in received[part] if c in FORMAT_CHARS], part
+    assert "Invoicefdp.exe opened by paypal | Contoso Ltd | srv-01" in received["text"]
+
+
 def test_the_rule_options_leave_out_organisation_device_and_tenant_id(smtp, maildev):
     tenant, address = tenant_row(), recipient()
     alert = alert_row(tenant)
