@@ -19,17 +19,15 @@ alert rows, tenant rows); `max_rows_read(pageSize)` bounds it whatever the numbe
 stored: per examined version at most one alert row, one tenant feed row and one global feed row, plus
 one tenant row per alert served and the unused rest of the last page of each feed query (<= 100 rows).
 
-The continuation token is opaque to the SIEM: base64url JSON of the position and the filters it was issued
-for, with a checksum. It is not signed with a secret on purpose: it grants nothing (the caller's function
-key already reads every tenant), so validation only has to make a damaged or forged token a clear 400
-rather than a 5xx or a wrong position.
+The continuation token is opaque to the SIEM: the position and the filters it was issued for, MACed with
+SIEM_TOKEN_KEY (fetch_alerts/siem_token.py). It grants nothing the caller's function key does not already
+read, but only tokens this deployment issued reach the feed reader: a forged, damaged or foreign token is
+a 400, never a 5xx or a position outside the feed. Without the key the API answers 503 rather than hand
+out tokens it could not verify.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import logging
 import re
@@ -43,12 +41,25 @@ from datetime import datetime
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
 from fetch_alerts.feed import minute_bucket
 from fetch_alerts.keys import ALERT_PREFIX, FEED_PREFIX
-from shared.problems import Problem
+from fetch_alerts.siem_token import (
+    GLOBAL_KEY,
+    GUID,
+    SEVERITIES,
+    STATUSES,
+    Filters,
+    Position,
+    TokenInvalid,
+    bad_token,
+    decode_token,
+    encode_token,
+)
+from shared.problems import Problem, run_api
+from shared.settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,45 +73,12 @@ MAX_TAKE = 100
 EMPTY_PAGES_FOLLOWED = 5
 NDJSON = "application/x-ndjson"
 ALLOWED_PARAMETERS = {"tenantId", "severity", "status", "pageSize", "continuation", "includePayload", "code"}
-
-# Graph's spellings, as stored (STORAGE.md); filters compare case-insensitively.
-SEVERITIES = ("informational", "low", "medium", "high", "unknown", "unknownFutureValue")
-STATUSES = ("new", "inProgress", "resolved", "unknown", "unknownFutureValue")
-
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TENANT_FEED_KEY = re.compile(r"^feed\|\d{20}\|[0-9a-f]{8}$")
-_GLOBAL_KEY = re.compile(r"^(\d{20})\|([0-9a-f-]{36})\|(feed\|\d{20}\|[0-9a-f]{8})$")
-_MINUTE = re.compile(r"^\d{12}$")
-_TOKEN_VERSION = 1
-_CHECKSUM_CONTEXT = b"mssp-alerts siem continuation v1\n"
+# A parameter name is named back in a problem only when it looks like one: never arbitrary caller text.
+_PARAMETER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_QUALITY = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 qvalue
 
 
 # --- the request ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    tenant_id: str | None = None
-    severities: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"t": self.tenant_id, "sev": list(self.severities), "st": list(self.statuses)}
-
-    def matches(self, row: dict[str, Any]) -> bool:
-        if self.severities and str(row.get("severity", "")).lower() not in self.severities:
-            return False
-        return not self.statuses or str(row.get("status", "")).lower() in self.statuses
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a SIEM is in a feed: the feed row last touched (`key`, in partition `partition` for the
-    global feed) and the index of the next entry of that row to serve (None: the row is fully served)."""
-
-    partition: str = ""
-    key: str = ""
-    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,20 +116,19 @@ def _wants_ndjson(accept: str | None) -> bool:
     for media_range in (accept or "").split(","):
         media, *params = (p.strip() for p in media_range.split(";"))
         if media.lower() == NDJSON:
-            quality = next((p[2:] for p in params if p.lower().startswith("q=")), "1")
-            try:
-                return float(quality) > 0
-            except ValueError:
-                return True
+            quality = next((p[2:].strip() for p in params if p.lower().startswith("q=")), "1")
+            # A malformed weight still names NDJSON: the caller asked for it, so it is served.
+            return not _QUALITY.fullmatch(quality) or float(quality) > 0
     return False
 
 
-def parse_request(params: dict[str, str], accept: str | None) -> PullRequest:
-    """Validate the query string; a bad value is a 400 naming the parameter."""
+def parse_request(params: dict[str, str], accept: str | None, key: bytes) -> PullRequest:
+    """Validate the query string; a bad value is a 400 naming the parameter. `key` verifies a token."""
     unknown = sorted(set(params) - ALLOWED_PARAMETERS)
     if unknown:
+        name = unknown[0]
         raise Problem(400, f"unknown parameter; use {', '.join(sorted(ALLOWED_PARAMETERS - {'code'}))}",
-                      field=unknown[0])
+                      field=name if _PARAMETER_NAME.fullmatch(name) else None)
     include_raw = params.get("includePayload", "false").strip().lower()
     if include_raw not in ("true", "false"):
         raise Problem(400, "must be true or false", field="includePayload")
@@ -159,7 +136,7 @@ def parse_request(params: dict[str, str], accept: str | None) -> PullRequest:
     tenant_id = params.get("tenantId")
     if tenant_id is not None:
         tenant_id = tenant_id.strip().lower()
-        if not _GUID.match(tenant_id):
+        if not GUID.fullmatch(tenant_id):
             raise Problem(400, "must be a tenant GUID", field="tenantId")
     filters = Filters(
         tenant_id=tenant_id,
@@ -168,7 +145,7 @@ def parse_request(params: dict[str, str], accept: str | None) -> PullRequest:
     )
     position = Position()
     if "continuation" in params:
-        token_filters, position = decode_token(params["continuation"])
+        token_filters, position = _read_token(params["continuation"], key)
         # The token carries its query (like a nextLink); filters given beside it must be the same.
         if tenant_id is None and "severity" not in params and "status" not in params:
             filters = token_filters
@@ -179,66 +156,38 @@ def parse_request(params: dict[str, str], accept: str | None) -> PullRequest:
                        include_payload), include_payload=include_payload, ndjson=_wants_ndjson(accept))
 
 
-# --- the continuation token -----------------------------------------------------------------------------
+def _read_token(token: str, key: bytes) -> tuple[Filters, Position]:
+    try:
+        return decode_token(token, key)
+    except TokenInvalid as exc:
+        if exc.authentic:  # only our encoder, or someone holding the key, makes a token that verifies
+            logger.error("SIEM pull: a continuation token with a valid MAC is malformed (%s): the encoder is "
+                         "broken or SIEM_TOKEN_KEY has leaked", exc)
+        else:
+            logger.info("SIEM pull: continuation token refused: %s", exc)
+        raise bad_token() from None
+
+
+def token_key() -> bytes:
+    """SIEM_TOKEN_KEY as bytes; without a valid key the API refuses (503) instead of handing out tokens it
+    could not verify."""
+    try:
+        key = get_settings().get("SIEM_TOKEN_KEY")
+    except SettingsError as exc:  # the message names the setting, never its value
+        logger.error("SIEM pull refused: %s", exc)
+        raise Problem(503, "not configured: SIEM_TOKEN_KEY") from None
+    if not key:
+        logger.error("SIEM pull refused: SIEM_TOKEN_KEY is not set, so continuation tokens cannot be MACed")
+        raise Problem(503, "not configured: SIEM_TOKEN_KEY")
+    return str(key).encode("utf-8", "surrogateescape")
+
+
+# --- cost ---------------------------------------------------------------------------------------------------
 
 
 def max_rows_read(page_size: int) -> int:
     """The most entities one page can read (see the module docstring)."""
     return 3 * EXAMINE_FACTOR * page_size + page_size + 2 * 100 + 1
-
-
-def _checksum(body: bytes) -> str:
-    return hashlib.sha256(_CHECKSUM_CONTEXT + body).hexdigest()[:16]
-
-
-def encode_token(filters: Filters, position: Position) -> str:
-    body = json.dumps({"v": _TOKEN_VERSION, "f": filters.to_json(),
-                       "p": [position.partition, position.key, position.index]},
-                      separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + _checksum(body)
-
-
-def _bad_token(reason: str) -> Problem:
-    return Problem(400, f"invalid continuation token ({reason}); start again without it or use the "
-                        "token of the last page", field="continuation")
-
-
-def decode_token(token: str) -> tuple[Filters, Position]:
-    """The filters and position in a token; anything malformed, damaged or inconsistent is a 400."""
-    if len(token) > 2048 or token.count(".") != 1:
-        raise _bad_token("malformed")
-    encoded, checksum = token.split(".")
-    try:
-        body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    except (binascii.Error, ValueError):
-        raise _bad_token("malformed") from None
-    if not checksum or _checksum(body) != checksum:
-        raise _bad_token("damaged")
-    try:
-        data = json.loads(body)
-        version, raw_filters, raw_position = data["v"], data["f"], data["p"]
-        tenant_id, severities, statuses = raw_filters["t"], raw_filters["sev"], raw_filters["st"]
-        partition, key, index = raw_position
-    except (ValueError, KeyError, TypeError):
-        raise _bad_token("malformed") from None
-    if version != _TOKEN_VERSION:
-        raise _bad_token("unsupported version")
-    if tenant_id is not None and not (isinstance(tenant_id, str) and _GUID.match(tenant_id)):
-        raise _bad_token("tenant")
-    for values, allowed in ((severities, SEVERITIES), (statuses, STATUSES)):
-        if not isinstance(values, list) or not all(v in {a.lower() for a in allowed} for v in values):
-            raise _bad_token("filters")
-    if not isinstance(partition, str) or not isinstance(key, str) or \
-            not (index is None or (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 100)):
-        raise _bad_token("position")
-    if tenant_id is not None:
-        valid = partition == "" and (key == "" or _TENANT_FEED_KEY.match(key))
-    else:
-        valid = (partition == "" and key == "") or (_MINUTE.match(partition) and _GLOBAL_KEY.match(key))
-    if not valid or (key == "" and index is not None):
-        raise _bad_token("position")
-    filters = Filters(tenant_id=tenant_id, severities=tuple(sorted(severities)), statuses=tuple(sorted(statuses)))
-    return filters, Position(partition, key, index)
 
 
 # --- reading storage --------------------------------------------------------------------------------------
@@ -340,7 +289,7 @@ class FeedReader:
 
     def global_entries(self, position: Position) -> Iterator[FeedEntry]:
         if position.key and position.index is not None:
-            match = _GLOBAL_KEY.match(position.key)
+            match = GLOBAL_KEY.fullmatch(position.key)
             assert match is not None  # validated with the token
             row = self._point_read(self._alerts, match.group(2), match.group(3))
             if row is not None:
@@ -367,7 +316,7 @@ class FeedReader:
         """The entries of a page of global feed rows, reading their tenant feed rows in parallel."""
         named: list[tuple[dict[str, Any], tuple[str, str]]] = []
         for global_row in global_rows:
-            match = _GLOBAL_KEY.match(str(global_row.get("RowKey", "")))
+            match = GLOBAL_KEY.fullmatch(str(global_row.get("RowKey", "")))
             if match is None:
                 logger.error("AlertFeed row %s/%s has an unexpected key; skipped",
                              global_row.get("PartitionKey"), global_row.get("RowKey"))
@@ -500,8 +449,8 @@ def customer_names(page: Page, tenants: TableClient) -> dict[str, str | None]:
 
 
 def render(request: PullRequest, page: Page, names: dict[str, str | None],
-           decode_payload: Callable[[dict[str, Any]], dict[str, Any]] | None) -> func.HttpResponse:
-    token = encode_token(request.filters, page.position)
+           decode_payload: Callable[[dict[str, Any]], dict[str, Any]] | None, key: bytes) -> func.HttpResponse:
+    token = encode_token(request.filters, page.position, key)
     items = [alert_json(row, names.get(row["PartitionKey"]), request.include_payload, decode_payload)
              for row in page.alerts]
     headers = {"X-Continuation-Token": token, "X-Has-More": "true" if page.has_more else "false",
@@ -523,29 +472,25 @@ def render(request: PullRequest, page: Page, names: dict[str, str | None],
 
 
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    """The trigger's body: parse, read one page, answer; errors are problem+json without internals."""
-    from shared.settings import SettingsError, get_settings
+    """The trigger's body: errors are problem+json without internals (shared.problems.run_api)."""
+    return run_api(lambda: _answer(req), logger)
+
+
+def _answer(req: func.HttpRequest) -> func.HttpResponse:
+    """Parse, read one page, answer."""
     from shared.tables import Table, get_table_store
 
-    try:
-        request = parse_request(dict(req.params), req.headers.get("accept"))
-        store = get_table_store()
-        alerts, feed, tenants = store.table(Table.ALERTS), store.table(Table.ALERT_FEED), store.table(Table.TENANTS)
-        decode_payload = _payload_decoder() if request.include_payload else None
-        settle = int(get_settings().get("SIEM_FEED_SETTLE_SECONDS"))
-        page = read_page(request, alerts=alerts, feed=feed, settle_seconds=settle)
-        names = customer_names(page, tenants)
-        logger.info("SIEM pull: %d alerts, %d rows read, more=%s, tenant=%s", len(page.alerts),
-                    page.counter.rows, page.has_more, request.filters.tenant_id or "all")
-        return render(request, page, names, decode_payload)
-    except Problem as problem:
-        return problem.response()
-    except SettingsError as exc:
-        logger.error("SIEM pull: configuration error: %s", exc)
-        return Problem(500, "the service is not configured correctly; see its log").response()
-    except AzureError as exc:
-        logger.error("SIEM pull: table storage failed: %s", type(exc).__name__)
-        return Problem(503, "storage is unavailable; try again later").response()
+    key = token_key()
+    request = parse_request(dict(req.params), req.headers.get("accept"), key)
+    store = get_table_store()
+    alerts, feed, tenants = store.table(Table.ALERTS), store.table(Table.ALERT_FEED), store.table(Table.TENANTS)
+    decode_payload = _payload_decoder() if request.include_payload else None
+    settle = int(get_settings().get("SIEM_FEED_SETTLE_SECONDS"))
+    page = read_page(request, alerts=alerts, feed=feed, settle_seconds=settle)
+    names = customer_names(page, tenants)
+    logger.info("SIEM pull: %d alerts, %d rows read, more=%s, tenant=%s", len(page.alerts),
+                page.counter.rows, page.has_more, request.filters.tenant_id or "all")
+    return render(request, page, names, decode_payload, key)
 
 
 def _payload_decoder() -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -273,11 +273,11 @@ def _valid_token(stack: LocalStack) -> str:
 
 
 def _reencode(token: str, change: dict[str, Any]) -> str:
-    """A token whose JSON was edited and re-encoded, keeping the old checksum."""
-    encoded, checksum = token.split(".")
+    """A token whose JSON was edited and re-encoded, keeping the old MAC."""
+    version, encoded, mac = token.split(".")
     body = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     body.update(change)
-    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=") + "." + checksum
+    return f"{version}.{base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip('=')}.{mac}"
 
 
 @pytest.mark.parametrize("tamper", [
