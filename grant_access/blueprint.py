@@ -18,7 +18,7 @@ from azure.core.exceptions import AzureError
 from grant_access import management, notify_callback, pages, purge, wiring
 from grant_access.callback import Notification, handle_callback
 from grant_access.verification import verify_pending_tenants
-from grant_access.webhook import check_transport, create_invitation, parse_body, validate_request
+from grant_access.webhook import check_transport, create_invitation, parse_body, refuse_replay, validate_request
 from shared.names import (
     ONBOARDING_RESULT_ORCHESTRATOR,
     POST_ONBOARDING_RESULT_ACTIVITY,
@@ -27,7 +27,7 @@ from shared.names import (
 )
 from shared.problems import Problem, error_response, json_response, run_api
 from shared.settings import SettingsError
-from shared.signing import SIGNATURE_HEADER
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.tables import Table, get_table_store
 from shared.tenant_lookup import resolve_tenant_id
 
@@ -67,15 +67,21 @@ def create_invitation_http(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         settings = wiring.settings()
         body = req.get_body()
-        check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"),
-                        req.headers.get(SIGNATURE_HEADER), str(settings.get("ONBOARDING_WEBHOOK_SECRET")))
+        now = wiring.utcnow()
+        signed = check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"),
+                                 req.headers.get(SIGNATURE_HEADER), str(settings.get("ONBOARDING_WEBHOOK_SECRET")),
+                                 timestamp=req.headers.get(TIMESTAMP_HEADER), now=now.timestamp())
         request = validate_request(parse_body(body), allow_loopback=bool(settings.get("OUTBOUND_ALLOW_LOOPBACK")))
+        if signed is not None:
+            # A repeat carrying an externalId is answered by create_invitation's idempotency lookup (the
+            # same invitation, 200, no new consent link), so only a request without one is refused.
+            refuse_replay(get_table_store().table(Table.INVITATIONS), signed, idempotent=bool(request.external_id))
         authority = str(settings.get("ENTRA_AUTHORITY_HOST"))
         timeout = float(settings.get("HTTP_TIMEOUT_SECONDS"))
         result = create_invitation(
             request, invitations=wiring.invitations(), tenants=wiring.tenants(),
             resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
-            link=wiring.consent_link(), now=wiring.utcnow(), ttl_seconds=int(settings.get("INVITATION_TTL")))
+            link=wiring.consent_link(), now=now, ttl_seconds=int(settings.get("INVITATION_TTL")))
         return json_response(result.body, result.status, {"Location": result.body["href"]})
 
     return run_api(handle, logger)

@@ -4,8 +4,9 @@ orchestration (never a thread outliving the request) (#3).
 
 The orchestrator `notify_onboarding_result` gets a small input (invitation id, status, time) and calls the
 activity `post_onboarding_result` until it delivers, the receiver refuses for good, or the attempts run
-out; the waits between attempts are durable timers, so nothing is lost across restarts. The activity
-re-checks the URL against what its name resolves to before every attempt (design.md invariant 4).
+out; the waits between attempts are durable timers, so nothing is lost across restarts. Before every
+attempt the activity resolves the URL's host once, vets every address, and connects to a vetted one
+(shared.outbound_http; design.md invariant 4). The result is signed with a timestamp like the webhook.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any, TypedDict
 import requests
 
 from grant_access.invitations import InvitationStore
+from shared import outbound_http
 from shared.names import POST_ONBOARDING_RESULT_ACTIVITY
-from shared.outbound_url import UnsafeUrl, resolve_public
-from shared.signing import SIGNATURE_HEADER, sign
+from shared.outbound_url import HostDoesNotResolve, Resolver, UnsafeUrl, system_resolver
+from shared.signing import signature_headers
 
 logger = logging.getLogger(__name__)
 
@@ -77,24 +79,26 @@ def result_body(invitation_row: dict[str, Any], payload: ResultInput) -> dict[st
 
 
 def post_result(payload: ResultInput, *, invitations: InvitationStore, secret: str, allow_loopback: bool,
-                timeout: float, session: requests.Session | None = None) -> Delivery:
-    """One delivery attempt."""
+                timeout: float, resolver: Resolver = system_resolver, verify: bool | str = True) -> Delivery:
+    """One delivery attempt, to an address of the callbackUrl's host vetted right before it (the
+    connection goes to that address: shared.outbound_http). `resolver` and `verify` are for tests."""
     invitation = invitations.get(payload["invitationId"])
     url = str((invitation.row if invitation else {}).get("callbackUrl") or "")
     if invitation is None or not url:
         return {"delivered": False, "retry": False, "detail": "no callbackUrl"}
-    try:
-        resolve_public(url, allow_loopback=allow_loopback)
-    except UnsafeUrl as exc:
-        logger.warning("invitation %s: callbackUrl refused: %s", invitation.id, exc)
-        return {"delivered": False, "retry": False, "detail": f"callbackUrl refused: {exc}"}
     body = json.dumps(result_body(invitation.row, payload)).encode()
     headers = {"Content-Type": "application/json"}
     if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, body)
+        headers.update(signature_headers(secret, body))
     try:
-        response = (session or requests).post(url, data=body, headers=headers, timeout=timeout,
-                                              allow_redirects=False)
+        response = outbound_http.post(url, data=body, headers=headers, timeout=timeout,
+                                      allow_loopback=allow_loopback, resolver=resolver, verify=verify)
+    except HostDoesNotResolve:
+        logger.warning("invitation %s: callbackUrl host does not resolve", invitation.id)
+        return {"delivered": False, "retry": True, "detail": "host does not resolve"}
+    except UnsafeUrl as exc:
+        logger.warning("invitation %s: callbackUrl refused: %s", invitation.id, exc)
+        return {"delivered": False, "retry": False, "detail": f"callbackUrl refused: {exc}"}
     except requests.RequestException as exc:
         logger.warning("invitation %s: callback POST failed: %s", invitation.id, type(exc).__name__)
         return {"delivered": False, "retry": True, "detail": type(exc).__name__}
@@ -102,4 +106,5 @@ def post_result(payload: ResultInput, *, invitations: InvitationStore, secret: s
     logger.info("invitation %s: callback POST answered %d", invitation.id, status)
     if 200 <= status < 300:
         return {"delivered": True, "retry": False, "detail": f"HTTP {status}"}
+    # A 3xx is not followed (the redirect target was never vetted) and counts as a refusal.
     return {"delivered": False, "retry": status >= 500 or status in (408, 429), "detail": f"HTTP {status}"}

@@ -7,26 +7,31 @@ tenant (409 when it is already active). Nothing is written before every check ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient
 
 from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
 from grant_access.rules import is_email, plain_text, validate_rules
 from grant_access.tenants import TenantRegistry, TenantStatus
 from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
-from shared.signing import signature_valid
+from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS, SignatureError, sign, verify
 from shared.tenant_lookup import LookupUnavailable, TenantNotFound, is_domain, is_guid
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 ALERT_SOURCES = ("graph", "defender")
+SIGNATURE_PARTITION = "signature"  # accepted webhook signatures, in the Invitations table (refuse_replay)
 _FIELDS = {"customerName", "tenantId", "externalId", "contactEmail", "alertSource", "callbackUrl", "rules"}
 
 
@@ -45,16 +50,47 @@ def consent_url(link: ConsentLinkSettings, tenant: str | None, alert_source: str
     return f"{link.authority_host}/{tenant or 'organizations'}/v2.0/adminconsent?{query}"
 
 
+@dataclass(frozen=True)
+class Signed:
+    """A verified request signature (canonical form) and the time it was signed at (Unix seconds)."""
+
+    signature: str
+    signed_at: int
+
+
 def check_transport(body: bytes, content_type: str | None, content_length: str | None, signature: str | None,
-                    secret: str) -> None:
-    """Size, signature and content type; Problem on failure."""
+                    secret: str, *, timestamp: str | None = None, now: float = 0.0) -> Signed | None:
+    """Size, signature (with its timestamp) and content type; Problem on failure. The verified signature
+    when a secret is configured, for refuse_replay."""
     declared = int(content_length) if (content_length or "").isdigit() else 0
     if len(body) > MAX_BODY_BYTES or declared > MAX_BODY_BYTES:
         raise Problem(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-    if secret and not signature_valid(secret, body, signature):
-        raise Problem(401, "missing or wrong X-Signature-SHA256 header", field="X-Signature-SHA256")
+    signed = None
+    if secret:
+        try:
+            signed_at = verify(secret, body, timestamp, signature, now)
+        except SignatureError as exc:
+            raise Problem(401, str(exc), field=exc.header) from None
+        signed = Signed(sign(secret, body, signed_at), signed_at)
     if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
         raise Problem(415, "the body must be application/json", field="Content-Type")
+    return signed
+
+
+def refuse_replay(table: TableClient, signed: Signed, *, idempotent: bool) -> None:
+    """Record an accepted signature; a 401 when it was accepted before, unless the request is `idempotent`.
+
+    The row (PartitionKey `signature`, RowKey = SHA-256 of the signature) is inserted, never upserted, so
+    of two requests carrying one signature exactly one records it, even when they race. It only has to
+    outlive the signature's validity (`expiresAt`): after that the timestamp check refuses a replay."""
+    row = {"PartitionKey": SIGNATURE_PARTITION, "RowKey": hashlib.sha256(signed.signature.encode()).hexdigest(),
+           "expiresAt": datetime.fromtimestamp(signed.signed_at + TOLERANCE_SECONDS, UTC)}
+    try:
+        table.create_entity(row)
+    except ResourceExistsError:
+        if not idempotent:
+            raise Problem(401, "this signed request was already received; sign each request anew",
+                          field=SIGNATURE_HEADER) from None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

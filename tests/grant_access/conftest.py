@@ -19,7 +19,7 @@ from azure.data.tables import TableServiceClient
 
 from local.services import free_port
 from local.stack import LocalStack
-from shared.signing import sign
+from shared.signing import signature_headers
 
 GRAPH = "https://graph.microsoft.com"
 DEFENDER = "https://api.securitycenter.microsoft.com"
@@ -66,11 +66,13 @@ class Onboarding:
     # --- the onboarding system ---------------------------------------------------------------------------
 
     def post_webhook(self, body: Any, *, signed: bool = True, headers: dict[str, str] | None = None,
-                     raw: bytes | None = None, key: str | None = "default") -> requests.Response:
+                     raw: bytes | None = None, key: str | None = "default",
+                     signed_at: float | None = None) -> requests.Response:
+        """POST to the webhook, signed now (or at `signed_at`, Unix seconds) unless `signed` is False."""
         data = raw if raw is not None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json"}
         if signed:
-            sent["X-Signature-SHA256"] = sign(self.webhook_secret, data)
+            sent.update(signature_headers(self.webhook_secret, data, signed_at))
         if key:
             sent["x-functions-key"] = self.key if key == "default" else key
         sent.update(headers or {})

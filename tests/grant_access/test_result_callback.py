@@ -4,6 +4,7 @@ local-development setting OUTBOUND_ALLOW_LOOPBACK) with a certificate from the l
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from local.cloud.tls import server_ssl_context
-from shared.signing import signature_valid
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.grant_access.conftest import Onboarding, start_onboarding
 
 
@@ -59,6 +60,10 @@ def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Onboard
     env.stack.stop()
 
 
+def signature_is_body_only(secret: str, raw: bytes, header: str) -> bool:
+    return header == "sha256=" + hmac.new(secret.encode(), raw, "sha256").hexdigest()
+
+
 def _posts(receiver: Receiver, invitation_id: str, count: int = 1) -> list[tuple[dict[str, str], bytes, dict]]:
     """The POSTs about one invitation, once `count` have arrived (or after 40 s)."""
     deadline = time.monotonic() + 40
@@ -79,7 +84,12 @@ def test_an_active_tenant_is_reported_to_the_callbackUrl_signed(loopback):
     [(headers, raw, body)] = _posts(receiver, invitation["id"])
 
     assert body["status"] == "active" and body["tenantId"] == tenant and body["externalId"] == "crm-1"
-    assert signature_valid(env.webhook_secret, raw, headers["X-Signature-SHA256"])
+    signed_at = verify(env.webhook_secret, raw, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], time.time())
+    assert abs(time.time() - signed_at) < 120
+    # The documented scheme, computed independently: HMAC-SHA256 over "<timestamp>.<body>".
+    expected = hmac.new(env.webhook_secret.encode(), headers[TIMESTAMP_HEADER].encode() + b"." + raw, "sha256")
+    assert headers[SIGNATURE_HEADER] == "sha256=" + expected.hexdigest()
+    assert not signature_is_body_only(env.webhook_secret, raw, headers[SIGNATURE_HEADER])
 
 
 def test_a_decline_is_reported_to_the_callbackUrl(loopback):

@@ -10,7 +10,7 @@ import requests
 
 from shared.outbound_url import UnsafeUrl, check_url, resolve_public
 from shared.settings import Settings, SettingsError
-from shared.signing import sign, signature_valid
+from shared.signing import SignatureError, sign, verify
 from shared.tenant_lookup import TenantNotFound, is_domain, is_guid, resolve_tenant_id
 
 
@@ -36,15 +36,18 @@ def test_a_name_that_resolves_to_loopback_is_refused_unless_allowed():
         resolve_public("https://10.0.0.1/hook", allow_loopback=True)
 
 
-def test_a_signature_verifies_only_its_own_body_and_secret():
-    header = sign("s3cret", b"body")
+def test_a_signature_verifies_only_its_own_body_secret_and_timestamp():
+    header = sign("s3cret", b"body", 1_700_000_000)
     assert header.startswith("sha256=") and len(header) == 7 + 64
-    assert signature_valid("s3cret", b"body", header)
-    assert signature_valid("s3cret", b"body", header.upper().replace("SHA256=", "sha256="))
-    assert not signature_valid("s3cret", b"body2", header)
-    assert not signature_valid("other", b"body", header)
-    assert not signature_valid("s3cret", b"body", None)
-    assert not signature_valid("s3cret", b"body", "sha256=zz\u00e9")
+    assert verify("s3cret", b"body", "1700000000", header, now=1_700_000_000) == 1_700_000_000
+    assert verify("s3cret", b"body", "1700000000", header.upper().replace("SHA256=", "sha256="), now=1_700_000_299)
+    for body, secret, timestamp, given in [(b"body2", "s3cret", "1700000000", header),
+                                           (b"body", "other", "1700000000", header),
+                                           (b"body", "s3cret", "1700000001", header),
+                                           (b"body", "s3cret", "1700000000", None),
+                                           (b"body", "s3cret", "1700000000", "sha256=zz\u00e9")]:
+        with pytest.raises(SignatureError):
+            verify(secret, body, timestamp, given, now=1_700_000_000)
 
 
 @pytest.mark.parametrize("raw, seconds", [("7d", 604800), ("24h", 86400), ("15m", 900), ("30s", 30)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -116,12 +117,26 @@ def test_a_bad_field_is_a_400_naming_it(onboarding, body, field):
 
 
 @pytest.mark.parametrize("url", [
-    "https://127.0.0.1/hook", "https://localhost/hook", "https://[::1]/hook", "https://10.0.0.8/hook",
-    "https://192.168.1.1/hook", "https://172.16.0.1/hook", "https://169.254.169.254/latest/meta-data",
-    "https://[fe80::1]/hook", "https://[::ffff:10.0.0.1]/hook", "https://0.0.0.0/hook", "https://intranet/hook",
+    "https://127.0.0.1/hook", "https://localhost/hook", "https://localhost./hook", "https://x.localhost/hook",
+    "https://[::1]/hook", "https://10.0.0.8/hook", "https://192.168.1.1/hook", "https://172.16.0.1/hook",
+    "https://169.254.169.254/latest/meta-data", "https://[fe80::1]/hook", "https://[::ffff:10.0.0.1]/hook",
+    "https://0.0.0.0/hook", "https://intranet/hook",
+    "https://[fec0::1]/cb",  # site-local
+    "https://[2002:a9fe:a9fe::1]/cb",  # 6to4 around 169.254.169.254
+    "https://[2002:7f00:1::1]/cb",  # 6to4 around 127.0.0.1
+    "https://[::ffff:169.254.169.254]/cb", "https://[::ffff:127.0.0.1]/cb",  # IPv4-mapped
+    "https://[::10.0.0.1]/cb",  # IPv4-compatible
+    "https://[64:ff9b::a9fe:a9fe]/cb", "https://[64:ff9b::c0a8:101]/cb",  # NAT64 around private addresses
+    "https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/cb",  # Teredo around 10.0.0.1
+    "https://[fc00::1]/cb", "https://[fd12:3456::1]/cb",  # unique local
+    "https://[ff02::1]/cb", "https://[ff0e::1]/cb", "https://224.0.0.1/cb",  # multicast
+    "https://[::]/cb", "https://100.64.0.1/cb",  # unspecified, shared address space (CGNAT)
 ])
-def test_a_callbackUrl_to_loopback_private_or_link_local_is_rejected(onboarding, url):
-    _problem(onboarding.post_webhook({"customerName": "X", "callbackUrl": url}), 400, "callbackUrl")
+def test_a_callbackUrl_to_a_non_public_address_is_a_400_naming_it(onboarding, url):
+    before = onboarding.snapshot()
+    body = _problem(onboarding.post_webhook({"customerName": "X", "callbackUrl": url}), 400, "callbackUrl")
+    assert body["detail"].startswith("callbackUrl must point at a public")
+    assert onboarding.snapshot() == before
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b'"text"', b"null", b"\xff\xfe", b'{"customerName": NaN}',
@@ -157,7 +172,10 @@ def test_a_missing_or_wrong_function_key_is_a_401(onboarding, key):
 
 
 def test_a_missing_signature_is_a_401(onboarding):
-    _problem(onboarding.post_webhook({"customerName": "X"}, signed=False), 401, "X-Signature-SHA256")
+    _problem(onboarding.post_webhook({"customerName": "X"}, signed=False), 401, "X-Signature-Timestamp")
+    response = onboarding.post_webhook({"customerName": "X"}, signed=False,
+                                       headers={"X-Signature-Timestamp": str(int(time.time()))})
+    _problem(response, 401, "X-Signature-SHA256")
 
 
 def test_a_wrong_signature_is_a_401(onboarding):
@@ -169,8 +187,11 @@ def test_a_wrong_signature_is_a_401(onboarding):
 def test_a_signature_of_another_body_is_a_401(onboarding):
     from shared.signing import sign
 
-    other = sign(onboarding.webhook_secret, b'{"customerName": "Y"}')
-    _problem(onboarding.post_webhook({"customerName": "X"}, headers={"X-Signature-SHA256": other}), 401)
+    now = int(time.time())
+    other = sign(onboarding.webhook_secret, b'{"customerName": "Y"}', now)
+    response = onboarding.post_webhook({"customerName": "X"},
+                                       headers={"X-Signature-SHA256": other, "X-Signature-Timestamp": str(now)})
+    _problem(response, 401, "X-Signature-SHA256")
 
 
 def test_rules_are_validated_and_accepted(onboarding):
