@@ -7,14 +7,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from grant_access.invitations import InvitationRequest, InvitationStore
 from grant_access.rules import plain_text
 from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
-from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
 from shared.tenant_lookup import is_guid
 
@@ -87,15 +85,17 @@ def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
         if host in (None, ""):
             changes["apiHost"] = ""
         else:
-            try:
-                check_url(host) if isinstance(host, str) else None
-            except UnsafeUrl as exc:
-                raise Problem(400, f"apiHost {exc}", field="apiHost") from None
-            parts = urlsplit(host) if isinstance(host, str) else None
-            if parts is None or parts.path not in ("", "/") or parts.query or parts.fragment:
-                raise Problem(400, "must be an https origin such as https://api-eu.security.microsoft.com",
+            # The host receives the tenant's bearer tokens: only Microsoft's documented Defender API hosts
+            # (shared.alert_sources.DEFENDER_API_HOSTS) or the configured DEFENDER_API_HOST.
+            from shared.alert_sources import allowed_defender_host
+            from shared.settings import get_settings
+
+            origin = allowed_defender_host(host, get_settings())
+            if origin is None:
+                raise Problem(400, "must be a Microsoft Defender API host such as "
+                              "https://eu.api.security.microsoft.com (see the Defender API documentation)",
                               field="apiHost")
-            changes["apiHost"] = host.rstrip("/")
+            changes["apiHost"] = origin
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
             raise Problem(400, "must be true or false", field="disabled")

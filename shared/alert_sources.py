@@ -7,9 +7,13 @@ and the local cloud differ only in configuration (design.md, "Microsoft endpoint
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class AlertSource(StrEnum):
@@ -53,13 +57,69 @@ def token_scope(source: AlertSource, settings: Settings) -> str:
     return f"{token_resource(source, settings)}/.default"
 
 
-def api_host(source: AlertSource, settings: Settings) -> str:
-    return str(settings.get("GRAPH_API_HOST" if source is AlertSource.GRAPH else "DEFENDER_API_HOST"))
+# The Defender for Endpoint API hosts Microsoft documents; a tenant's `apiHost` receives our bearer
+# tokens, so it may only name one of them (or the configured DEFENDER_API_HOST itself). Current host and
+# its geo hosts: https://learn.microsoft.com/en-us/defender-endpoint/api/exposed-apis-list ("improve
+# request performance"); legacy securitycenter hosts and their geo hosts: same page and its earlier
+# versions; US Government (GCC, GCC High/DoD): https://learn.microsoft.com/en-us/defender-endpoint/gov
+DEFENDER_API_HOSTS = frozenset({
+    "api.security.microsoft.com",
+    "us.api.security.microsoft.com", "eu.api.security.microsoft.com", "uk.api.security.microsoft.com",
+    "au.api.security.microsoft.com", "swa.api.security.microsoft.com",
+    "api.securitycenter.microsoft.com",
+    "api-us.securitycenter.microsoft.com", "api-eu.securitycenter.microsoft.com",
+    "api-uk.securitycenter.microsoft.com", "api-au.securitycenter.microsoft.com",
+    "api-gcc.securitycenter.microsoft.us", "api-gov.securitycenter.microsoft.us",
+})
 
 
-def alerts_url(source: AlertSource, settings: Settings) -> str:
-    """The list-alerts endpoint of the source."""
-    return api_host(source, settings) + _ALERTS_PATHS[source]
+def _origin(url: str) -> str | None:
+    """`https://host[:port]` lowercased, or None when `url` is not a bare https origin (no user info,
+    path, query or fragment)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not parts.hostname or parts.username is not None \
+            or parts.password is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    return f"https://{host}" if port in (None, 443) else f"https://{host}:{port}"
+
+
+def allowed_defender_host(url: object, settings: Settings) -> str | None:
+    """The origin of `url` when it is a documented Defender API host (default port) or the configured
+    DEFENDER_API_HOST; None otherwise. Checked where a tenant's apiHost is accepted and again where it is
+    used, so a value written any other way never receives a token."""
+    if not isinstance(url, str):
+        return None
+    origin = _origin(url)
+    if origin is None:
+        return None
+    if origin == _origin(str(settings.get("DEFENDER_API_HOST"))):
+        return origin
+    host = origin.removeprefix("https://")
+    return origin if host in DEFENDER_API_HOSTS else None
+
+
+def api_host(source: AlertSource, settings: Settings, tenant_host: str = "") -> str:
+    """The API host to call: the configured one, or for Defender the tenant's own `apiHost` when it is
+    (still) an allowed Defender host; a stored host that is not allowed is ignored with a warning."""
+    if source is AlertSource.GRAPH:
+        return str(settings.get("GRAPH_API_HOST"))
+    if tenant_host:
+        allowed = allowed_defender_host(tenant_host, settings)
+        if allowed is not None:
+            return allowed
+        logger.warning("a tenant apiHost that is not a Microsoft Defender API host was ignored; the "
+                       "configured DEFENDER_API_HOST is used")
+    return str(settings.get("DEFENDER_API_HOST"))
+
+
+def alerts_url(source: AlertSource, settings: Settings, tenant_host: str = "") -> str:
+    """The list-alerts endpoint of the source (for Defender at the tenant's allowed `apiHost`, if any)."""
+    return api_host(source, settings, tenant_host) + _ALERTS_PATHS[source]
 
 
 def alert_request_headers(source: AlertSource) -> dict[str, str]:

@@ -50,11 +50,11 @@ def test_an_unknown_or_malformed_tenant_is_a_problem(onboarding, tenant):
 def test_patch_changes_name_source_and_api_host(onboarding):
     tenant = _active_tenant(onboarding)
     response = onboarding.api("PATCH", f"tenants/{tenant}", json={
-        "displayName": "Renamed", "alertSource": "defender", "apiHost": "https://api-eu.security.microsoft.com"})
+        "displayName": "Renamed", "alertSource": "defender", "apiHost": "https://eu.api.security.microsoft.com"})
     assert response.status_code == 200, response.text
     row = onboarding.tenant(tenant)
     assert (row["displayName"], row["alertSource"], row["apiHost"]) == (
-        "Renamed", "defender", "https://api-eu.security.microsoft.com")
+        "Renamed", "defender", "https://eu.api.security.microsoft.com")
     assert row["status"] == "active"
 
 
@@ -76,6 +76,51 @@ def test_a_bad_patch_is_a_400_naming_the_field_and_changes_nothing(onboarding, b
     before = onboarding.snapshot()
     response = onboarding.api("PATCH", f"tenants/{tenant}", json=body)
     assert response.status_code == 400 and response.json()["field"] == field
+    assert onboarding.snapshot() == before
+
+
+# Microsoft's documented Defender API hosts: https://learn.microsoft.com/en-us/defender-endpoint/api/exposed-apis-list
+# and, for US Government, https://learn.microsoft.com/en-us/defender-endpoint/gov
+DOCUMENTED_HOSTS = [
+    "api.security.microsoft.com", "us.api.security.microsoft.com", "eu.api.security.microsoft.com",
+    "uk.api.security.microsoft.com", "au.api.security.microsoft.com", "swa.api.security.microsoft.com",
+    "api.securitycenter.microsoft.com", "api-us.securitycenter.microsoft.com", "api-eu.securitycenter.microsoft.com",
+    "api-uk.securitycenter.microsoft.com", "api-au.securitycenter.microsoft.com",
+    "api-gcc.securitycenter.microsoft.us", "api-gov.securitycenter.microsoft.us",
+]
+
+
+@pytest.mark.parametrize("host", DOCUMENTED_HOSTS)
+def test_every_documented_defender_api_host_is_accepted_as_api_host(onboarding, host):
+    tenant = _active_tenant(onboarding)
+    response = onboarding.api("PATCH", f"tenants/{tenant}", json={"apiHost": f"https://{host.upper()}/"})
+    assert response.status_code == 200, response.text
+    assert onboarding.tenant(tenant)["apiHost"] == f"https://{host}"
+
+
+def test_the_configured_defender_api_host_is_accepted_as_api_host(onboarding):
+    # How the local cloud's host (loopback, its own port) is allowed: it is the deployment's own setting.
+    configured = onboarding.stack.settings["DEFENDER_API_HOST"]
+    tenant = _active_tenant(onboarding)
+    response = onboarding.api("PATCH", f"tenants/{tenant}", json={"apiHost": configured})
+    assert response.status_code == 200, response.text
+    assert onboarding.tenant(tenant)["apiHost"] == configured.rstrip("/").lower()
+
+
+@pytest.mark.parametrize("host", [
+    "https://api-eu.security.microsoft.com", "https://evil.example", "https://api.security.microsoft.com.evil.example",
+    "https://evilapi.security.microsoft.com", "https://user@api.security.microsoft.com",
+    "https://api.security.microsoft.com:8443", "http://api.security.microsoft.com",
+    "https://api.security.microsoft.com/api", "https://api.security.microsoft.com?x=1", "api.security.microsoft.com",
+    "https://graph.microsoft.com", "https://127.0.0.1:1", 42, ["https://api.security.microsoft.com"],
+])
+def test_an_api_host_that_is_not_a_defender_api_host_is_a_400_problem_naming_api_host(onboarding, host):
+    tenant = _active_tenant(onboarding)
+    before = onboarding.snapshot()
+    response = onboarding.api("PATCH", f"tenants/{tenant}", json={"apiHost": host})
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert response.json()["field"] == "apiHost"
     assert onboarding.snapshot() == before
 
 
