@@ -17,8 +17,8 @@ param managedIdentityPrincipalId string
 @description('Optional. Audience of the managed identity token the application trusts (api://AzureADTokenExchangeUSGov or ...China in sovereign clouds).')
 param federationAudience string = 'api://AzureADTokenExchange'
 
-@description('Optional. Grant Microsoft Graph Mail.Send (application) to the function app\'s identity in this tenant. Restrict it to the sender mailbox afterwards (infra/README.md).')
-param grantMailSend bool = true
+@description('Optional. Grant Microsoft Graph Mail.Send (application) to the function app\'s identity in this tenant. Off by default: it can send as any mailbox; create an application access policy for the sender mailbox before turning it on, or use Exchange Online RBAC for Applications instead and leave it off (infra/README.md).')
+param grantMailSend bool = false
 
 // First-party application ids and app role ids: the same in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000' // Microsoft Graph

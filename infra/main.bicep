@@ -71,8 +71,8 @@ param msspAppUniqueName string = 'mssp-defender-alerts-${environmentName}'
 @description('Optional. Display name customers see on the consent screen.')
 param msspAppDisplayName string = 'MSSP Defender alerts'
 
-@description('Optional. Grant Mail.Send to the function app\'s identity (with createAppRegistration).')
-param grantMailSend bool = true
+@description('Optional. Grant Microsoft Graph Mail.Send (application) to the function app\'s identity, tenant-wide (with createAppRegistration). Off by default: Mail.Send can send as any mailbox. Scope sending to the sender mailbox with Exchange Online RBAC for Applications and leave this off, or create an application access policy first and then turn it on (infra/README.md).')
+param grantMailSend bool = false
 
 @description('Optional. Client id of an app registration made outside this deployment (with createAppRegistration = false).')
 param existingMsspAppClientId string = ''

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.bicep import APP_REGISTRATION, INFRA, params, parse, resource
+from tests.infra.bicep import APP_REGISTRATION, INFRA, MAIN, default, params, parse, resource
 
 MODULES = INFRA / "modules"
 
@@ -146,3 +146,9 @@ def test_mail_send_goes_to_the_function_app_identity_never_to_the_multi_tenant_a
     assert template["variables"][assignment["appRoleId"]]["value"] == "b633e1c5-b582-4048-a93e-9f11b44c7e96"
     assert assignment["principalId"] == "managedIdentityPrincipalId"
     assert "application" not in json.dumps(assignment)
+
+
+def test_mail_send_is_not_granted_tenant_wide_by_default() -> None:
+    # Mail.Send as an application permission sends as any mailbox; scoping it is an explicit step first.
+    for path in (MAIN, APP_REGISTRATION):
+        assert default(parse(path), "grantMailSend") is False, path.name
