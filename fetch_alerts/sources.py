@@ -1,24 +1,39 @@
 """Paging through a tenant's alerts so that nothing visible is skipped while the list changes under us.
 
 A *pass* reads every alert whose last update is at or after `lo` (the cursor minus the overlap, or the
-look-back of a new tenant). It can span several ticks; its state (`PassState`) is saved after each page
-is written and resumed at the next tick.
+look-back of a new tenant). It can span several ticks; its state (`PassState`) is saved after each call's
+page is written and resumed at the next tick. Alerts that enter the filtered set while a pass runs (new
+alerts, late visibility, older alerts updated past `lo`) carry a last update at or after the pass's start
+minus the ingestion lag, so the next pass reads them (see `cursor.py`: the cursor never passes the start).
 
-Graph (`alerts_v2`): the list is ordered by createdDateTime descending and filtered with
-`lastUpdateDateTime ge lo` only. createdDateTime never changes and a last update only grows, so an alert
-in the filtered set at the start of the pass never leaves it and never moves before one that was ahead of
-it; the only change the live list sees is alerts *entering* (new alerts, late visibility, older alerts
-updated past `lo`). An entry ahead of our nextLink offset pushes every later alert one place down: we
-read one alert twice, never skip one. The entering alerts themselves are caught by the next pass (see
-`cursor.py`: the cursor never passes the pass's start). To resume at a later tick the pass adds
-`createdDateTime le <created time of the last alert written>`, which keeps the same guarantees.
+Graph (`alerts_v2`): filtered with `lastUpdateDateTime ge lo` and paged by nextLink. Microsoft documents
+the list as newest first (https://learn.microsoft.com/en-us/graph/api/security-list-alerts_v2): an alert
+in the filtered set never leaves it (createdDateTime never changes, a last update only grows) and never
+moves before one that was ahead of it, so an entry ahead of our offset makes us read one alert twice,
+never skip one. To resume at a later tick the pass adds `createdDateTime le <oldest created time read>`,
+which is only right if the alerts really came newest first: the pager checks the order it is served and,
+if it ever sees an older alert before a newer one, keeps the resume bound it had (re-reading, never
+skipping) and logs the violation.
 
-Defender (`/api/alerts`, no nextLink, `$top` up to 10,000): the same filter, paged by keyset on the
-immutable creation time instead of offsets: each call asks for `alertCreationTime le <oldest creation
-time of the previous page>` (the list is newest-created first), so every call is a fresh snapshot with no
-offset an update could shift; the boundary instant is read again (duplicates, never a gap). More than a
-page of alerts created at one instant is read with `$skip` inside that instant, where nothing can leave
-the set. (A page of 10,000 is a memory risk with evidence expanded; FETCH_DEFENDER_PAGE_SIZE bounds it.)
+Defender (`/api/alerts`): Microsoft documents no list order and no nextLink
+(https://learn.microsoft.com/en-us/defender-endpoint/api/get-alerts; its example response happens to be
+oldest first), only `$filter` on `alertCreationTime` and `lastUpdateTime` and `$top` up to 10,000. So
+the pass reads *windows* of the immutable creation time (`alertCreationTime ge a and alertCreationTime
+lt b`, either bound open) and trusts nothing but counts: a window that comes back with fewer alerts
+than `$top` held all of them and is done; a window that comes back full proves nothing (in an unknown
+order the missing alerts can be anywhere in it) and is split in two at a creation time taken from the
+alerts it returned, each half read again. A pass starts with one open window (one call when fewer than
+a page changed, as before); the pending windows are the saved state. Every call is a fresh filter, with
+no offset an update could shift. Order is used only as a hint for where to split (a page that came
+sorted newest first is probably the newest part of its window), and after each complete window the
+next one is cut to the width that should hold about three quarters of a page, so a backlog costs about
+1.3-2 calls per page of alerts instead of one. More than a page created at one instant cannot be split
+by creation time; such a window is split the same way by last update time (an alert updated while the
+pass runs may move to a window already read, but then its new last update is after the pass's start
+and the next pass reads it). A full window of one creation instant and one last-update instant cannot
+be paged correctly in every order (`$skip` is only safe in a stable order, which is not documented):
+the tenant fails with `UnpageableAlerts` (raise FETCH_DEFENDER_PAGE_SIZE), its pass kept, nothing lost
+silently. (A page of 10,000 is a memory risk with evidence expanded; FETCH_DEFENDER_PAGE_SIZE bounds it.)
 """
 
 from __future__ import annotations
@@ -37,38 +52,77 @@ from urllib.parse import urlparse
 from fetch_alerts.http import ApiClient
 from fetch_alerts.keys import odata_literal, parse_ticks
 from shared.alert_sources import AlertSource, alerts_url, api_host
-from shared.errors import BadResponse
+from shared.errors import BadResponse, MicrosoftError
 from shared.gcpause import gc_paused
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 # Pages of at least this many alerts are a backlog being read: the next is handled with the collector paused.
 LARGE_PAGE = 200
+# A window's bounds: alertCreationTime ge/lt and lastUpdateTime ge/lt, in ticks; None leaves the side open
+# (an open lastUpdateTime lower bound is the pass's `lo`).
+Window = tuple[int | None, int | None, int | None, int | None]
+ROOT: Window = (None, None, None, None)
+_TICK_FLOOR = 946_684_800 * 10_000_000  # 2000-01-01: windows are not cut below it (the rest is read whole)
+_DAY = 86_400 * 10_000_000
 
+
+
+class UnpageableAlerts(MicrosoftError):
+    """More alerts than one Defender page share one creation instant and one last-update instant: no
+    documented query separates them, and `$skip` is only safe in a stable order, which is not documented."""
+
+    kind = "unpageable_alerts"
 
 
 @dataclass
 class PassState:
     """An unfinished pass: what it reads (`lo`), the cursor cap (`cap`: our clock when it began), the
-    largest last update written so far, and where it resumes."""
+    largest last update written so far, and where it resumes: Graph by `created_le` (alerts created at
+    or before it are still to read), Defender by its pending `windows` (None: the pass has not split
+    yet) and `width` (the creation-time width expected to hold about three quarters of a page)."""
 
     lo: int
     cap: int
     max_seen: int | None = None
-    created_le: int | None = None  # resume: alerts created at or before this are still to read
+    created_le: int | None = None
+    windows: tuple[Window, ...] | None = None
+    width: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = {k: v for k, v in asdict(self).items() if v is not None or k in ("max_seen", "created_le")}
+        if self.windows is not None:
+            data["windows"] = [list(w) for w in self.windows]
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> PassState | None:
+        """The saved state; states saved before Defender windows existed (Defender's `created_le` meant
+        "created at or before it still to read") are read as they were meant, in `defender_windows`."""
         try:
             data = json.loads(text)
-            fields = {"lo", "cap", "max_seen", "created_le"}
-            return cls(**{k: (int(v) if v is not None else None) for k, v in data.items() if k in fields})
-        except (ValueError, TypeError):
+            fields = {"lo", "cap", "max_seen", "created_le", "width"}
+            state = cls(**{k: (int(v) if v is not None else None) for k, v in data.items() if k in fields})
+            if data.get("windows") is not None:
+                state.windows = tuple(_window(w) for w in data["windows"])
+            return state
+        except (ValueError, TypeError, AttributeError):
             logger.warning("unreadable pass state ignored")
             return None
+
+    def defender_windows(self) -> tuple[Window, ...]:
+        if self.windows is not None:
+            return self.windows
+        if self.created_le is not None:  # a pass saved by the earlier keyset pager
+            return ((None, self.created_le + 1, None, None),)
+        return (ROOT,)
+
+
+def _window(value: Any) -> Window:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError("a window is a list of four bounds")
+    a, b, c, d = (None if v is None else int(v) for v in value)
+    return a, b, c, d
 
 
 @dataclass
@@ -151,6 +205,10 @@ class Pager:
                                          "$top": str(self._settings.get("FETCH_GRAPH_PAGE_SIZE"))}
         url = alerts_url(AlertSource.GRAPH, self._settings)
         host = urlparse(api_host(AlertSource.GRAPH, self._settings)).netloc
+        # Resuming with `createdDateTime le <oldest created time read>` relies on the documented order,
+        # newest first (https://learn.microsoft.com/en-us/graph/api/security-list-alerts_v2), so the order
+        # served along this run's nextLink chain is checked: `newest` is the last created time read.
+        ordered, newest = True, None
         while self._budget_left():
             body = self._get(url, params)
             alerts = _alerts_of(body, self._tenant, "graph")
@@ -162,7 +220,15 @@ class Pager:
                 raise BadResponse(self._tenant, "graph answered with a nextLink to another host", code="InvalidLink")
             created = [c for c in (_created(a) for a in alerts) if c is not None]
             changes: dict[str, Any] = {}
-            if created:
+            if ordered and any(later > earlier for earlier, later in zip([newest, *created], created, strict=False)
+                               if earlier is not None):
+                # Not the documented order: the unread rest may hold alerts created after any we read, so
+                # the resume bound stays where it was (a later tick re-reads from there, never skips).
+                ordered = False
+                logger.warning("tenant %s: graph served alerts out of the documented newest-first order; "
+                               "the resume point is kept where it was", self._tenant)
+            if ordered and created:
+                newest = created[-1]
                 changes["created_le"] = min(created)
             page = Page(alerts, self._with_seen(alerts, **changes), complete=not next_link)
             # Only the page may hold the parsed alerts: the consumer releases them once prepared, and a
@@ -177,52 +243,119 @@ class Pager:
 
     def _defender(self) -> Iterator[Page]:
         top = min(self._settings.get("FETCH_DEFENDER_PAGE_SIZE"), 10_000)
-        created_le = self._state.created_le
-        while self._budget_left():
-            alerts = self._defender_call(created_le, top)
-            created = [c for c in (_created(a, AlertSource.DEFENDER) for a in alerts) if c is not None]
-            if len(alerts) >= top and created and min(created) == max(created) == created_le:
-                # More than a page created at one instant: $skip through that instant alone (safe there:
-                # with `lastUpdateTime ge lo` and a fixed creation time nothing can leave the set).
-                alerts = self._defender_instant(created_le, top)
-                self._count_repeats(alerts)
-                state = self._with_seen(alerts, created_le=created_le - 1)
-                created_le = state.created_le
-                yield Page(alerts, state, complete=False)
+        windows = list(self._state.defender_windows())  # a stack: the last is read next
+        width = self._state.width
+        self._down = True  # where the next window is cut from a wide one: its newest end (a hint only)
+        while windows and self._budget_left():
+            window = windows.pop()
+            window, rest = self._cut(window, width, top)
+            windows.extend(rest)
+            alerts = self._defender_call(window, top)
+            if len(alerts) >= top:
+                # Full: in an unknown order the rest of the window can be anywhere in it. Nothing of it is
+                # kept (each half will be read whole); the split itself is saved as progress.
+                windows.extend(self._split(window, alerts))
+                del alerts
+                yield Page([], self._with_seen([], windows=tuple(windows), width=width, created_le=None),
+                           complete=False)
                 continue
             self._count_repeats(alerts)
-            if len(alerts) < top:
-                yield Page(alerts, self._with_seen(alerts), complete=True)
-                return
-            created_le = min(created) if created else created_le
-            page = Page(alerts, self._with_seen(alerts, created_le=created_le), complete=False)
+            width = self._learn(window, alerts, top, width)
+            page = Page(alerts, self._with_seen(alerts, windows=tuple(windows), width=width, created_le=None),
+                        complete=not windows)
             del alerts  # see _graph: the page alone holds the parsed alerts
             yield page
 
-    def _defender_call(self, created_le: int | None, top: int, *, instant: bool = False,
-                       skip: int = 0) -> list[dict[str, Any]]:
-        clause = f"lastUpdateTime ge {odata_literal(self._state.lo)}"
-        if created_le is not None:
-            clause += f" and alertCreationTime {'eq' if instant else 'le'} {odata_literal(created_le)}"
-        params = {"$filter": clause, "$top": str(top), "$expand": "evidence"}
-        if skip:
-            params["$skip"] = str(skip)
+    def _cut(self, window: Window, width: int | None, top: int) -> tuple[Window, list[Window]]:
+        """The part of `window` to read next (about `width` of creation time at the end the walk goes
+        to) and the rest, pushed back to be read later; the whole window when no cut is worth making."""
+        c_ge, c_lt, u_ge, u_lt = window
+        if width is None or u_ge is not None or u_lt is not None or (c_ge is None and c_lt is None):
+            return window, []
+        if c_ge is not None and c_lt is not None and c_lt - c_ge <= 2 * width:
+            return window, []
+        top_end = c_lt is not None and (self._down or c_ge is None)
+        if top_end and c_lt is not None and c_lt - width >= _TICK_FLOOR:
+            return (c_lt - width, c_lt, None, None), [(c_ge, c_lt - width, None, None)]
+        if c_ge is not None and c_ge + width <= self._state.cap + _DAY:
+            return (c_ge, c_ge + width, None, None), [(c_ge + width, c_lt, None, None)]
+        return window, []
+
+    def _learn(self, window: Window, alerts: list[dict[str, Any]], top: int, width: int | None) -> int | None:
+        """The width of the next window from a complete one: the width that held about three quarters of
+        a page at this window's density; None (read the rest whole) where alerts are sparse."""
+        c_ge, c_lt, u_ge, u_lt = window
+        if u_ge is not None or u_lt is not None:
+            return width
+        created = [c for c in (_created(a, AlertSource.DEFENDER) for a in alerts) if c is not None]
+        if len(created) < top // 4:
+            return None
+        low = c_ge if c_ge is not None else min(created)
+        high = c_lt if c_lt is not None else max(created) + 1
+        span = max(1, high - low)
+        return max(1, min(span * 4, span * (3 * top // 4) // len(created)))
+
+    def _split(self, window: Window, alerts: list[dict[str, Any]]) -> list[Window]:
+        """Two or three windows that together are `window`, split at a value the full page holds, in the
+        order to push them (the last is read next)."""
+        c_ge, c_lt, u_ge, u_lt = window
+        if c_ge is None or c_lt is None or c_lt - c_ge > 1:
+            values = [c for c in (_created(a, AlertSource.DEFENDER) for a in alerts)
+                      if c is not None and (c_ge is None or c >= c_ge) and (c_lt is None or c < c_lt)]
+            low, high = c_ge, c_lt
+
+            def make(a: int | None, b: int | None) -> Window:
+                return a, b, u_ge, u_lt
+        else:
+            # One creation instant holds more than a page: split it by last update time instead.
+            floor = self._state.lo if u_ge is None else max(u_ge, self._state.lo)
+            if u_lt is not None and u_lt - floor <= 1:
+                raise UnpageableAlerts(self._tenant, f"more than {len(alerts)} alerts were created at "
+                                       f"{odata_literal(c_ge)} and last updated at {odata_literal(floor)}; no "
+                                       "documented query separates them: raise FETCH_DEFENDER_PAGE_SIZE",
+                                       code="UnpageableAlerts")
+            values = [u for u in (_updated_ticks(a, AlertSource.DEFENDER) for a in alerts)
+                      if u is not None and u >= floor and (u_lt is None or u < u_lt)]
+            low, high = u_ge, u_lt
+
+            def make(a: int | None, b: int | None) -> Window:
+                return c_ge, c_lt, a, b
+        if not values:
+            raise BadResponse(self._tenant, "defender answered a full page without an alert inside the window "
+                              "it was asked for", code="FilterIgnored")
+        ordered = sorted(values)
+        first = ordered[0]
+        if first == ordered[-1]:  # all at one instant: that instant alone, and what lies either side
+            parts = [make(low, first)] if low is None or low < first else []
+            if high is None or first + 1 < high:
+                parts.append(make(first + 1, high))
+            return [*parts, make(first, first + 1)]
+        descending = all(a >= b for a, b in zip(values, values[1:], strict=False))
+        ascending = all(a <= b for a, b in zip(values, values[1:], strict=False))
+        count = len(ordered)
+        if descending:  # probably the newest of the window: the upper part holds most of them, read it next
+            cut, self._down = ordered[count // 10], True
+        elif ascending:  # probably the oldest: the lower part holds most of them, read it next
+            cut, self._down = ordered[count - count // 10 - 1], False
+        else:  # no order to go by: halve the alerts seen
+            cut = ordered[count // 2]
+        if cut == first:
+            cut = next(v for v in ordered if v > first)
+        lower, upper = make(low, cut), make(cut, high)
+        return [lower, upper] if descending else [upper, lower]
+
+    def _defender_call(self, window: Window, top: int) -> list[dict[str, Any]]:
+        c_ge, c_lt, u_ge, u_lt = window
+        clauses = [f"lastUpdateTime ge {odata_literal(self._state.lo if u_ge is None else max(u_ge, self._state.lo))}"]
+        if u_lt is not None:
+            clauses.append(f"lastUpdateTime lt {odata_literal(u_lt)}")
+        if c_ge is not None:
+            clauses.append(f"alertCreationTime ge {odata_literal(c_ge)}")
+        if c_lt is not None:
+            clauses.append(f"alertCreationTime lt {odata_literal(c_lt)}")
+        params = {"$filter": " and ".join(clauses), "$top": str(top), "$expand": "evidence"}
         body = self._get(alerts_url(AlertSource.DEFENDER, self._settings), params)
         return _alerts_of(body, self._tenant, "defender")
-
-    def _defender_instant(self, created: int, top: int) -> list[dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        skip = 0
-        while True:
-            page = self._defender_call(created, top, instant=True, skip=skip)
-            for alert in page:
-                if isinstance(alert.get("id"), str):
-                    found.setdefault(alert["id"], alert)
-            if len(page) < top:
-                break
-            skip += len(page)
-        logger.info("tenant %s: %d alerts share one creation instant", self._tenant, len(found))
-        return list(found.values())
 
 
 def _created(alert: dict[str, Any], source: AlertSource = AlertSource.GRAPH) -> int | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
+from fetch_alerts.sources import PassState
 from local.stack import LocalStack
 from shared.alert_sources import AlertSource
 from shared.settings import Settings
@@ -64,3 +65,22 @@ def test_the_global_limit_holds_across_tenants() -> None:
     limiter.acquire("00000000-0000-0000-0000-000000000002", AlertSource.GRAPH, deadline)
     with pytest.raises(BudgetExhausted):
         limiter.acquire("00000000-0000-0000-0000-000000000003", AlertSource.DEFENDER, deadline)
+
+
+def test_a_pass_state_with_defender_windows_survives_its_json() -> None:
+    state = PassState(lo=1, cap=2, max_seen=3, windows=((None, 10, None, None), (10, 11, 5, None)), width=7)
+    again = PassState.from_json(state.to_json())
+    assert again == state and again is not None and again.defender_windows() == state.windows
+
+
+def test_a_pass_state_saved_before_defender_windows_resumes_at_or_before_its_created_le() -> None:
+    old = PassState.from_json('{"lo":1,"cap":2,"max_seen":null,"created_le":100}')
+    assert old is not None and old.defender_windows() == ((None, 101, None, None),)
+    fresh = PassState.from_json('{"lo":1,"cap":2,"max_seen":null,"created_le":null}')
+    assert fresh is not None and fresh.defender_windows() == ((None, None, None, None),)
+
+
+@pytest.mark.parametrize("text", ['{"lo":1,"cap":2,"windows":[[1,2]]}', '{"lo":1,"cap":2,"windows":[["x",1,2,3]]}',
+                                  '{"lo":1,"cap":2,"windows":7}', "[]"])
+def test_an_unreadable_pass_state_is_ignored(text: str) -> None:
+    assert PassState.from_json(text) is None
