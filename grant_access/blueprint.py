@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
@@ -16,7 +17,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from grant_access import management, notify_callback, pages, purge, wiring
-from grant_access.callback import Notification, handle_callback
+from grant_access.callback import CallbackResult, Notification, handle_callback, handle_sign_in
 from grant_access.verification import verify_pending_tenants
 from grant_access.webhook import check_transport, create_invitation, parse_body, refuse_replay, validate_request
 from shared.names import (
@@ -113,13 +114,29 @@ def get_invitation(req: func.HttpRequest) -> func.HttpResponse:
 async def consent_callback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Where Entra sends the customer's admin after the consent page; answers with a page for that admin."""
     query = _raw_query(req)
+    return await _answer_browser(client, lambda: handle_callback(query, wiring.callback_deps()))
+
+
+@bp.function_name("consent_sign_in")
+@bp.route(route=wiring.CALLBACK_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def consent_sign_in(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Where Entra posts the id_token of the sign-in that proves which tenant consented (form_post)."""
+    body, content_type = req.get_body(), req.headers.get("Content-Type")
+    return await _answer_browser(client, lambda: handle_sign_in(body, content_type, wiring.callback_deps()))
+
+
+async def _answer_browser(client: df.DurableOrchestrationClient,
+                          handle: Callable[[], CallbackResult]) -> func.HttpResponse:
     try:
-        result = await asyncio.to_thread(lambda: handle_callback(query, wiring.callback_deps()))
+        result = await asyncio.to_thread(handle)
     except (AzureError, SettingsError) as exc:
         logger.error("consent callback could not be processed: %s", type(exc).__name__)
         return pages.unavailable().response()
     await _report_results(client, result.notifications)
-    return result.page.response()
+    if result.redirect is not None:
+        return pages.redirect(result.redirect)
+    return (result.page or pages.link_invalid()).response()
 
 
 async def _report_results(client: df.DurableOrchestrationClient, notifications: list[Notification]) -> None:
@@ -205,10 +222,27 @@ async def offboard_tenant(req: func.HttpRequest, client: df.DurableOrchestration
     if existing is None or existing.runtime_status not in (df.OrchestrationRuntimeStatus.Pending,
                                                             df.OrchestrationRuntimeStatus.Running):
         await client.start_new(PURGE_TENANT_ORCHESTRATOR, instance_id=instance, client_input=tenant_id)
-    links = client.create_http_management_payload(instance)
-    body["purge"] = {"instanceId": instance, "statusQueryGetUri": links["statusQueryGetUri"]}
+    # The app's own status route, keyed like the rest of the API. Durable's management URLs carry the
+    # extension's system key, which opens every instance's management API: they never leave the app.
+    href = f"/api/tenants/{tenant_id}/purge"
+    body["purge"] = {"instanceId": instance, "href": href}
     logger.info("tenant %s: purge of stored alerts started (%s)", tenant_id, instance)
-    return json_response(body, 202, {"Location": links["statusQueryGetUri"]})
+    return json_response(body, 202, {"Location": href})
+
+
+@bp.function_name("get_tenant_purge")
+@bp.route(route="tenants/{tenantId}/purge", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def get_tenant_purge(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Progress of the purge of an offboarded tenant's stored alerts."""
+    try:
+        tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
+    except Problem as exc:
+        return exc.response()
+    status = await client.get_status(purge.instance_id(tenant_id))
+    if status is None or status.runtime_status is None:
+        return Problem(404, "no purge was started for this tenant", field="tenantId").response()
+    return json_response(purge.status_json(tenant_id, status))
 
 
 @bp.function_name("fresh_consent")

@@ -1,10 +1,20 @@
-"""The admin-consent callback: `GET /api/consent/callback`, a browser redirect from Entra (#3).
+"""The admin-consent callback: `GET /api/consent/callback` (Entra's admin-consent redirect) and
+`POST /api/consent/callback` (the OpenID Connect sign-in's form_post), both browser requests.
 
-Handles the v2.0 shapes (`admin_consent=True&tenant&scope&state`; `error&error_description&state`, with
-`admin_consent` too) and the v1 ones (`permission_denied` without `state`), per microsoft-apis.md §2. The
-returned `tenant` is never trusted by itself: the `state` must be one of ours, unused and unexpired, the
-tenant a GUID and the invited tenant when one was named. Every refusal changes nothing; the identical URL
-requested again shows the recorded outcome; the same `state` with any other query string is refused.
+Handles the admin-consent redirect's v2.0 shapes (`admin_consent=True&tenant&scope&state`;
+`error&error_description&state`, with `admin_consent` too) and the v1 ones (`permission_denied` without
+`state`); docs/MICROSOFT.md lists them with their sources.
+
+Which tenant a consent completes for is proven, never taken from the redirect (docs/SECURITY.md): Microsoft
+says the `tenant` an admin-consent redirect returns can be forged. It is the tenant the invitation named
+(the onboarding system said so, authenticated), or, for an invitation that named none, the `tid` of an
+id_token Entra signed for our app with our nonce: after the consent redirect the admin's browser is sent
+through a sign-in to the claimed tenant, and only the signed token completes the invitation.
+
+A callback never changes a tenant row another invitation owns, nor an offboarded or disabled one (only an
+MSSP's explicit re-consent invitation may), and an error redirect changes the invitation only. Every
+refusal changes nothing; the identical request repeated shows the recorded outcome; the same `state` with
+any other parameters is refused.
 """
 
 from __future__ import annotations
@@ -12,23 +22,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import parse_qsl
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import requests
 
 from grant_access import pages
 from grant_access.consent_state import well_formed
-from grant_access.invitations import ACCEPTED, DECLINED, EXPIRED, PENDING, Invitation, InvitationStore
+from grant_access.invitations import ACCEPTED, DECLINED, EXPIRED, PENDING, VOIDED, Invitation, InvitationStore
 from grant_access.rules import RuleStore
 from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import REPORTED_STATUSES, AccessChecker, apply_check, run_check
+from shared.id_token import IdTokenInvalid, SigningKeys, SigningKeysUnavailable, verify_id_token
 from shared.tenant_lookup import is_guid
 
 logger = logging.getLogger(__name__)
 
 MAX_QUERY_LENGTH = 8192
+MAX_FORM_BYTES = 32 * 1024  # a form_post with an id_token of the openid scope only is a few KiB
 MAX_PARAMETERS = 20
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 NOT_LICENSED_CODE = "AADSTS650052"
 _AADSTS = re.compile(r"AADSTS\d{4,8}")
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")  # OAuth error codes; anything else is not kept
@@ -44,8 +61,23 @@ class Notification:
 
 @dataclass
 class CallbackResult:
-    page: pages.Page
+    page: pages.Page | None
     notifications: list[Notification] = field(default_factory=list)
+    redirect: str | None = None  # where the browser goes next (the sign-in), instead of a page
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The OpenID Connect sign-in that proves an admin's tenant: our app, its redirect URI, Entra's keys."""
+
+    authority_host: str
+    client_id: str
+    redirect_uri: str
+    keys: SigningKeys
+
+
+class NotBindable(RuntimeError):
+    """The tenant row belongs to another invitation, or is offboarded or disabled."""
 
 
 @dataclass
@@ -56,6 +88,7 @@ class CallbackDeps:
     checker: AccessChecker
     now: Callable[[], datetime]
     verification_timeout_seconds: int
+    sign_in: SignIn
 
 
 def parse_query(query: str) -> dict[str, str] | None:
@@ -79,6 +112,7 @@ def _error_reason(params: dict[str, str]) -> str:
 
 
 def handle_callback(query: str, deps: CallbackDeps) -> CallbackResult:
+    """`GET /api/consent/callback`: Entra's admin-consent redirect."""
     params = parse_query(query)
     if params is None:
         return CallbackResult(pages.link_invalid())
@@ -89,21 +123,44 @@ def handle_callback(query: str, deps: CallbackDeps) -> CallbackResult:
             licensed = NOT_LICENSED_CODE not in params.get("error_description", "")
             return CallbackResult(pages.declined(None) if licensed else pages.not_licensed(None))
         return CallbackResult(pages.link_invalid())
+    completion = hashlib.sha256(query.encode("utf-8", "replace")).hexdigest()
+    return _with_invitation(state, completion, deps,
+                            lambda invitation: _complete(invitation, params, state, completion, deps))
+
+
+def handle_sign_in(body: bytes, content_type: str | None, deps: CallbackDeps) -> CallbackResult:
+    """`POST /api/consent/callback`: the sign-in's form_post (`id_token` and `state`, or `error`)."""
+    if len(body) > MAX_FORM_BYTES or (content_type or "").split(";", 1)[0].strip().lower() != FORM_CONTENT_TYPE:
+        return CallbackResult(pages.link_invalid())
+    try:
+        params = parse_query(body.decode("ascii"))
+    except UnicodeDecodeError:
+        params = None
+    state = (params or {}).get("state")
+    if params is None or not state:
+        return CallbackResult(pages.link_invalid())
+    completion = hashlib.sha256(body).hexdigest()
+    return _with_invitation(state, completion, deps,
+                            lambda invitation: _signed_in(invitation, params, completion, deps))
+
+
+def _with_invitation(state: str, completion: str, deps: CallbackDeps,
+                     complete: Callable[[Invitation], CallbackResult | None]) -> CallbackResult:
+    """Find the invitation of `state` and complete it once; a completed one answers as a repeat."""
     if not well_formed(state):
         return CallbackResult(pages.link_invalid())
     invitation = deps.invitations.by_state(state)
     if invitation is None:
         return CallbackResult(pages.link_invalid())
-    completion = hashlib.sha256(query.encode("utf-8", "replace")).hexdigest()
     for _ in range(3):
         if invitation.outcome != PENDING:
             return _replay(invitation, completion, deps)
         if invitation.effective_outcome(deps.now()) == EXPIRED:
             return CallbackResult(pages.link_expired())
-        result = _complete(invitation, params, completion, deps)
+        result = complete(invitation)
         if result is not None:
             return result
-        # Another request completed the invitation first (single use): answer as a repeat.
+        # Another request changed the invitation first (single use): look again.
         invitation = deps.invitations.get(invitation.id) or invitation
     return CallbackResult(pages.link_used())
 
@@ -112,10 +169,12 @@ def _replay(invitation: Invitation, completion: str, deps: CallbackDeps) -> Call
     if invitation.row.get("completionHash") != completion:
         logger.warning("invitation %s: used state presented with other parameters; refused", invitation.id)
         return CallbackResult(pages.link_used())
-    customer = str(invitation.row.get("customerName"))
+    customer = invitation.customer_name
     if invitation.outcome == DECLINED:
         reason = str(invitation.row.get("outcomeReason") or "")
         return CallbackResult(pages.not_licensed(customer) if NOT_LICENSED_CODE in reason else pages.declined(customer))
+    if invitation.outcome == VOIDED:
+        return CallbackResult(pages.link_used())
     tenant_id = str(invitation.row.get("tenantId"))
     tenant = deps.tenants.get(tenant_id)
     if tenant is None:
@@ -127,7 +186,10 @@ def _replay(invitation: Invitation, completion: str, deps: CallbackDeps) -> Call
                        tenant_id)
         now = deps.now()
         tenant = deps.tenants.change(tenant_id, _only_if_new(_consented(invitation, now)), now, create=True)
-        deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
+        if (tenant or {}).get("invitationId") == invitation.id:
+            deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
+    if (tenant or {}).get("invitationId") != invitation.id:
+        return CallbackResult(pages.already_onboarded(customer))
     return CallbackResult(_status_page(customer, str((tenant or {}).get("status") or TenantStatus.VERIFYING)))
 
 
@@ -141,41 +203,131 @@ def _status_page(customer: str, status: str) -> pages.Page:
     return pages.not_verified(customer, status)
 
 
-def _complete(invitation: Invitation, params: dict[str, str], completion: str,
+def _complete(invitation: Invitation, params: dict[str, str], state: str, completion: str,
               deps: CallbackDeps) -> CallbackResult | None:
-    """Record the outcome; None when the invitation was completed concurrently."""
-    customer = str(invitation.row.get("customerName"))
-    expected = str(invitation.row.get("expectedTenantId") or "")
-    now = deps.now()
+    """Act on an admin-consent redirect; None when the invitation changed concurrently."""
+    customer = invitation.customer_name
     if params.get("error"):
+        # An error redirect can be forged by anyone holding the link: it ends this invitation and nothing
+        # else. A tenant's status is only ever changed by what Microsoft's APIs answer us.
         reason = _error_reason(params)
-        if not deps.invitations.complete(invitation, DECLINED, reason, completion, now):
+        if not deps.invitations.complete(invitation, DECLINED, reason, completion, deps.now()):
             return None
         if NOT_LICENSED_CODE in reason:
-            if expected:
-                deps.tenants.change(expected, _not_licensed(invitation), now, create=True)
             return CallbackResult(pages.not_licensed(customer), [Notification(invitation.id, "not_licensed")])
         return CallbackResult(pages.declined(customer), [Notification(invitation.id, "declined")])
     if params.get("admin_consent", "").lower() != "true":
         return CallbackResult(pages.link_invalid())
-    tenant_id = params.get("tenant", "")
-    if not is_guid(tenant_id):
+    claimed = params.get("tenant", "")
+    if not is_guid(claimed):
         return CallbackResult(pages.link_invalid())
-    tenant_id = tenant_id.lower()
-    if expected and expected != tenant_id:
-        logger.warning("invitation %s: consent came back from tenant %s, invited %s; refused",
-                       invitation.id, tenant_id, expected)
+    claimed = claimed.lower()
+    expected = invitation.expected_tenant_id
+    if expected:
+        if expected != claimed:
+            logger.warning("invitation %s: consent came back from tenant %s, invited %s; refused",
+                           invitation.id, claimed, expected)
+            return CallbackResult(pages.wrong_organization())
+        return _accept(invitation, expected, completion, deps)
+    # The invitation named no tenant, and the redirect's `tenant` proves nothing: have the admin sign in
+    # to the tenant it claims. Only an id_token Entra signed for that tenant, our app and this nonce
+    # completes the invitation (handle_sign_in).
+    nonce = secrets.token_urlsafe(32)
+    if not deps.invitations.record_claim(invitation, claimed, _digest(nonce)):
+        return None
+    logger.info("invitation %s: consent redirect names tenant %s; asking for a sign-in to prove it",
+                invitation.id, claimed)
+    return CallbackResult(None, redirect=sign_in_url(deps.sign_in, claimed, state, nonce))
+
+
+def sign_in_url(sign_in: SignIn, tenant_id: str, state: str, nonce: str) -> str:
+    """The OpenID Connect implicit sign-in for an id_token only, posted back to the callback (form_post)."""
+    query = urlencode({"client_id": sign_in.client_id, "response_type": "id_token",
+                       "redirect_uri": sign_in.redirect_uri, "response_mode": "form_post",
+                       # profile: the token then carries `oid`, which the audit trail records.
+                       "scope": "openid profile",
+                       "state": state, "nonce": nonce})
+    return f"{sign_in.authority_host}/{tenant_id}/oauth2/v2.0/authorize?{query}"
+
+
+def _signed_in(invitation: Invitation, params: dict[str, str], completion: str,
+               deps: CallbackDeps) -> CallbackResult | None:
+    claimed = str(invitation.row.get("claimedTenantId") or "")
+    nonce_hash = str(invitation.row.get("nonceHash") or "")
+    if invitation.expected_tenant_id or not claimed or not nonce_hash:
+        # No consent redirect asked for this sign-in.
+        return CallbackResult(pages.link_invalid())
+    if params.get("error"):
+        logger.info("invitation %s: the sign-in did not complete (%s)", invitation.id, _error_reason(params))
+        return CallbackResult(pages.sign_in_incomplete(invitation.customer_name))
+    token = params.get("id_token", "")
+    try:
+        claims = verify_id_token(token, keys=deps.sign_in.keys, authority_host=deps.sign_in.authority_host,
+                                 client_id=deps.sign_in.client_id, now=deps.now())
+    except IdTokenInvalid as exc:
+        logger.warning("invitation %s: sign-in refused: %s", invitation.id, exc)
+        return CallbackResult(pages.sign_in_invalid())
+    except (SigningKeysUnavailable, requests.RequestException) as exc:
+        logger.error("invitation %s: Entra's signing keys could not be read: %s", invitation.id, type(exc).__name__)
+        return CallbackResult(pages.unavailable())
+    if not secrets.compare_digest(_digest(claims.nonce), nonce_hash):
+        logger.warning("invitation %s: sign-in refused: the id_token's nonce is not this invitation's", invitation.id)
+        return CallbackResult(pages.sign_in_invalid())
+    if claims.tenant_id != claimed:
+        logger.warning("invitation %s: signed in to tenant %s, the consent redirect named %s; refused",
+                       invitation.id, claims.tenant_id, claimed)
         return CallbackResult(pages.wrong_organization())
+    return _accept(invitation, claims.tenant_id, completion, deps)
+
+
+def _accept(invitation: Invitation, tenant_id: str, completion: str, deps: CallbackDeps) -> CallbackResult | None:
+    """Consent granted for a proven tenant: bind it, verify access, void the tenant's other invitations."""
+    customer = invitation.customer_name
+    if not _may_bind(invitation, deps.tenants.get(tenant_id)):
+        logger.warning("invitation %s: tenant %s belongs to another invitation or is offboarded or disabled; "
+                       "refused (re-onboarding is POST /api/tenants/{id}/consent)", invitation.id, tenant_id)
+        return CallbackResult(pages.already_onboarded(customer))
+    now = deps.now()
     if not deps.invitations.complete(invitation, ACCEPTED, "admin consent granted", completion, now, tenant_id):
         return None
-    deps.tenants.change(tenant_id, _consented(invitation, now), now, create=True)
+    try:
+        deps.tenants.change(tenant_id, _bound(invitation, _consented(invitation, now)), now, create=True)
+    except NotBindable:
+        # Taken by another invitation between the check above and now: this one is used up, the tenant kept.
+        logger.warning("invitation %s: tenant %s was bound to another invitation meanwhile; left as it is",
+                       invitation.id, tenant_id)
+        return CallbackResult(pages.already_onboarded(customer))
     deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
+    _void_others(invitation, tenant_id, deps, now)
     source = str(invitation.row.get("alertSource") or "graph")
     check = run_check(deps.checker, tenant_id, source)
     row = apply_check(deps.tenants, tenant_id, check, deps.now(), deps.verification_timeout_seconds) or {}
     status = str(row.get("status") or TenantStatus.VERIFYING)
     notifications = [Notification(invitation.id, status)] if status in REPORTED_STATUSES else []
     return CallbackResult(_status_page(customer, status), notifications)
+
+
+def _may_bind(invitation: Invitation, row: dict[str, Any] | None) -> bool:
+    """Whether a consent through `invitation` may (re)write this tenant row."""
+    if row is None or not row.get("status"):
+        return True
+    if invitation.reconsent_of and invitation.reconsent_of == row.get("RowKey"):
+        return True  # the MSSP asked for this re-consent explicitly
+    if row.get("status") in (TenantStatus.OFFBOARDED, TenantStatus.DISABLED):
+        return False
+    return bool(row.get("invitationId") == invitation.id)
+
+
+def _void_others(invitation: Invitation, tenant_id: str, deps: CallbackDeps, now: datetime) -> None:
+    for other in deps.invitations.pending_for_tenant(tenant_id):
+        if other.id != invitation.id and deps.invitations.complete(
+                other, VOIDED, f"tenant onboarded through invitation {invitation.id}", "", now, tenant_id):
+            logger.info("tenant %s: invitation %s voided (onboarded through invitation %s)", tenant_id, other.id,
+                        invitation.id)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def _consented(invitation: Invitation, now: datetime) -> Callable[[dict], tuple[str, str]]:
@@ -188,18 +340,17 @@ def _consented(invitation: Invitation, now: datetime) -> Callable[[dict], tuple[
     return mutate
 
 
+def _bound(invitation: Invitation, mutate: Callable[[dict], tuple[str, str]]) -> Callable[[dict], tuple[str, str]]:
+    """`mutate`, checked against the row as it is read inside the conditional update."""
+    def guarded(row: dict) -> tuple[str, str]:
+        if not _may_bind(invitation, row if row.get("status") else None):
+            raise NotBindable(row.get("RowKey"))
+        return mutate(row)
+    return guarded
+
+
 def _only_if_new(mutate: Callable[[dict], tuple[str, str]]) -> Callable[[dict], tuple[str, str] | None]:
     """`mutate` for a row being created; a row someone else wrote meanwhile is left as it is."""
     def guarded(row: dict) -> tuple[str, str] | None:
         return None if row.get("status") else mutate(row)
     return guarded
-
-
-def _not_licensed(invitation: Invitation) -> Callable[[dict], tuple[str, str]]:
-    def mutate(row: dict) -> tuple[str, str]:
-        row.setdefault("displayName", invitation.row.get("customerName"))
-        row.update(alertSource=invitation.row.get("alertSource") or "graph", invitationId=invitation.id)
-        return (TenantStatus.NOT_LICENSED.value,
-                f"consent refused by Entra: Microsoft Defender is not enabled ({NOT_LICENSED_CODE}, "
-                f"invitation {invitation.id})")
-    return mutate

@@ -5,9 +5,12 @@ Row layout (table `Invitations`):
 - invitation rows: PartitionKey `invitation`, RowKey = invitation id (32 hex). Columns: `customerName`,
   `externalId`, `expectedTenant` (as given: GUID or domain), `expectedTenantId` (its GUID), `contactEmail`,
   `alertSource`, `callbackUrl`, `rules` (JSON, stored as notification rules on acceptance), `stateHash`,
-  `createdAt`, `expiresAt`, `outcome` (`pending`, `accepted`, `declined`; `expired` is derived from
-  `expiresAt`), `outcomeAt`, `outcomeReason`, `tenantId`, `completionHash` (SHA-256 of the query string
-  that completed it, so the identical callback URL shows the recorded outcome again).
+  `createdAt`, `expiresAt`, `outcome` (`pending`, `accepted`, `declined`, `voided`; `expired` is derived
+  from `expiresAt`), `outcomeAt`, `outcomeReason`, `tenantId`, `completionHash` (SHA-256 of the request
+  that completed it, so the identical callback shows the recorded outcome again), `reconsentOf` (the
+  tenant an MSSP's explicit re-consent is for: only such an invitation may take over an existing tenant),
+  and, while an invitation that named no tenant waits for the admin's sign-in, `claimedTenantId` (what the
+  consent redirect said, not yet proven) and `nonceHash` (SHA-256 of the sign-in request's nonce).
 - lookup rows: PartitionKey `state`, RowKey = state hash → `invitationId`; PartitionKey `external`,
   RowKey = SHA-256 of the externalId → `invitationId`. Creating the externalId row (insert, never
   upsert) decides which invitation an externalId maps to, even when two requests race.
@@ -36,6 +39,8 @@ STATE_PARTITION = "state"
 EXTERNAL_PARTITION = "external"
 
 PENDING, ACCEPTED, DECLINED, EXPIRED = "pending", "accepted", "declined", "expired"
+# Another invitation onboarded the same tenant first: this one can no longer complete.
+VOIDED = "voided"
 
 
 @dataclass
@@ -50,6 +55,7 @@ class InvitationRequest:
     contact_email: str | None = None
     callback_url: str | None = None
     rules: list[dict[str, Any]] = field(default_factory=list)
+    reconsent: bool = False  # an MSSP's explicit re-consent of a known tenant (POST /api/tenants/{id}/consent)
 
 
 @dataclass
@@ -66,6 +72,19 @@ class Invitation:
         if self.outcome == PENDING and now >= self.row["expiresAt"]:
             return EXPIRED
         return self.outcome
+
+    @property
+    def expected_tenant_id(self) -> str:
+        """The tenant GUID the onboarding system named (a domain resolved), or empty."""
+        return str(self.row.get("expectedTenantId") or "")
+
+    @property
+    def reconsent_of(self) -> str:
+        return str(self.row.get("reconsentOf") or "")
+
+    @property
+    def customer_name(self) -> str:
+        return str(self.row.get("customerName") or "")
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -115,7 +134,7 @@ class InvitationStore:
             "contactEmail": request.contact_email or "", "alertSource": request.alert_source,
             "callbackUrl": request.callback_url or "", "rules": json.dumps(request.rules),
             "stateHash": digest, "createdAt": now, "expiresAt": now + timedelta(seconds=ttl_seconds),
-            "outcome": PENDING,
+            "outcome": PENDING, "reconsentOf": (request.tenant_id or "") if request.reconsent else "",
         }
         self._table.create_entity(row)
         self._table.create_entity({"PartitionKey": STATE_PARTITION, "RowKey": digest, "invitationId": invitation_id})
@@ -160,6 +179,26 @@ class InvitationStore:
                                           parameters={"pk": INVITATION_PARTITION, "t": tenant_id})
         rows_by_time = sorted((dict(r) for r in rows), key=lambda r: r["createdAt"])
         return Invitation(rows_by_time[-1]["RowKey"], rows_by_time[-1]) if rows_by_time else None
+
+    def pending_for_tenant(self, tenant_id: str) -> list[Invitation]:
+        """Pending invitations that named this tenant (expired ones included: they are still `pending`)."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and expectedTenantId eq @t and outcome eq @pending",
+            parameters={"pk": INVITATION_PARTITION, "t": tenant_id, "pending": PENDING})
+        return [Invitation(r["RowKey"], dict(r), r.metadata["etag"]) for r in rows]
+
+    def record_claim(self, invitation: Invitation, tenant_id: str, nonce_hash: str) -> bool:
+        """Remember which tenant a consent redirect claimed, until a sign-in proves it; False when the
+        invitation changed meanwhile. A newer consent redirect replaces an older claim."""
+        row = dict(invitation.row)
+        row.update(claimedTenantId=tenant_id, nonceHash=nonce_hash)
+        try:
+            self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=invitation.etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        invitation.row = row
+        return True
 
     def complete(self, invitation: Invitation, outcome: str, reason: str, completion_hash: str, now: datetime,
                  tenant_id: str | None = None) -> bool:

@@ -157,6 +157,7 @@ def fresh_consent(registry: TenantRegistry, invitations: InvitationStore, tenant
         tenant=tenant_id, tenant_id=tenant_id,
         contact_email=str(last.get("contactEmail") or "") or None,
         callback_url=str(last.get("callbackUrl") or "") or None,
+        reconsent=True,
     )
     invitation, state = invitations.create(request, now, ttl_seconds)
     logger.info("tenant %s: fresh consent invitation %s", tenant_id, invitation.id)

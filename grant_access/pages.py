@@ -120,3 +120,30 @@ def wrong_organization() -> Page:
 def unavailable() -> Page:
     return Page(503, "Please try again in a moment", (
         "The service could not record your answer just now. Reload this page in a minute.",))
+
+
+def already_onboarded(customer: str | None) -> Page:
+    return Page(409, f"Already connected{_for(customer)}", (
+        "Your organization is already connected to your security provider through another invitation, or "
+        "the provider has offboarded or paused it, so this link cannot change it. Nothing was changed.",
+        "If access must be granted again, your security provider sends a fresh consent link."))
+
+
+def sign_in_incomplete(customer: str | None) -> Page:
+    return Page(200, f"Sign-in not completed{_for(customer)}", (
+        "After the consent, the sign-in that confirms your organization did not complete. Nothing was "
+        "changed yet.",
+        "Open the consent link again and sign in with an administrator account of your organization."))
+
+
+def sign_in_invalid() -> Page:
+    return Page(400, "This sign-in could not be confirmed", (
+        "The sign-in answer was not issued by Microsoft Entra for this link, or it has expired. Nothing "
+        "was changed.",
+        "Open the consent link again. " + _TRY_AGAIN))
+
+
+def redirect(location: str) -> func.HttpResponse:
+    """A 302 to the next step of the flow (the sign-in), with the pages' privacy headers."""
+    headers = {name: value for name, value in _HEADERS.items() if name != "Content-Security-Policy"}
+    return func.HttpResponse(status_code=302, headers={**headers, "Location": location})

@@ -2,8 +2,8 @@
 
 The orchestrator `purge_tenant_alerts` calls the activity `purge_tenant_alerts_batch` until a batch finds
 nothing left; each batch deletes up to BATCH_ROWS rows of the tenant's partition in the Alerts table in
-entity-group transactions of 100. Progress is the orchestration's custom status, which the DELETE
-response's `statusQueryGetUri` shows.
+entity-group transactions of 100. Progress is the orchestration's custom status, which
+`GET /api/tenants/{id}/purge` (the DELETE response's `Location`) shows.
 """
 
 from __future__ import annotations
@@ -24,6 +24,23 @@ TRANSACTION_ROWS = 100  # Table Storage's limit per entity-group transaction
 
 def instance_id(tenant_id: str) -> str:
     return f"purge-{tenant_id}"
+
+
+def status_json(tenant_id: str, status: Any) -> dict[str, Any]:
+    """What the purge status route shows of a `DurableOrchestrationStatus`: progress, never management URLs."""
+    def iso(value: Any) -> Any:
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+    runtime = status.runtime_status
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    output = status.output if isinstance(status.output, dict) else {}
+    return {
+        "tenantId": tenant_id, "instanceId": instance_id(tenant_id),
+        "runtimeStatus": getattr(runtime, "value", runtime),
+        "deleted": output.get("deleted", custom.get("deleted", 0)),
+        "createdTime": iso(status.created_time), "lastUpdatedTime": iso(status.last_updated_time),
+        "href": f"/api/tenants/{tenant_id}/purge",
+    }
 
 
 def purge_batch(alerts: TableClient, tenant_id: str) -> int:

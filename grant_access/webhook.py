@@ -21,7 +21,7 @@ from azure.data.tables import TableClient
 
 from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
 from grant_access.rules import is_email, plain_text, validate_rules
-from grant_access.tenants import TenantRegistry, TenantStatus
+from grant_access.tenants import TenantRegistry
 from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
 from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS, SignatureError, sign, verify
@@ -186,8 +186,11 @@ def create_invitation(request: InvitationRequest, *, invitations: InvitationStor
                           field="tenantId") from None
     if request.tenant_id:
         row = tenants.get(request.tenant_id)
-        if row is not None and row.get("status") == TenantStatus.ACTIVE:
-            raise Problem(409, "this tenant is already onboarded and active", field="tenantId",
+        if row is not None:
+            # A consent through a new invitation could never take this tenant over (it belongs to its own
+            # invitation); onboarding a known tenant again is the MSSP's explicit re-consent.
+            raise Problem(409, f"this tenant is already known (status {row.get('status')}); send it a fresh "
+                          f"consent link with POST /api/tenants/{request.tenant_id}/consent", field="tenantId",
                           tenant=f"/api/tenants/{request.tenant_id}")
     invitation, state = invitations.create(request, now, ttl_seconds)
     return WebhookResult(201 if state else 200, invitation_json(invitation, state, link, now))

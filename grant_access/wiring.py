@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
-from grant_access.callback import CallbackDeps
+from grant_access.callback import CallbackDeps, SignIn
 from grant_access.invitations import InvitationStore
 from grant_access.rules import RuleStore
 from grant_access.tenants import TenantRegistry
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
+from shared.id_token import signing_keys
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
 
@@ -74,6 +75,14 @@ def access_checker() -> AccessChecker:
     return check
 
 
+def sign_in() -> SignIn:
+    link = consent_link()
+    timeout = float(settings().get("HTTP_TIMEOUT_SECONDS"))
+    return SignIn(authority_host=link.authority_host, client_id=link.client_id, redirect_uri=link.redirect_uri,
+                  keys=signing_keys(link.authority_host, timeout=timeout))
+
+
 def callback_deps() -> CallbackDeps:
     return CallbackDeps(invitations=invitations(), tenants=tenants(), rules=rules(), checker=access_checker(),
-                        now=utcnow, verification_timeout_seconds=int(settings().get("VERIFICATION_TIMEOUT")))
+                        now=utcnow, verification_timeout_seconds=int(settings().get("VERIFICATION_TIMEOUT")),
+                        sign_in=sign_in())

@@ -4,11 +4,14 @@ onboarding system, the customer's admin (answering the consent page by form POST
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +20,7 @@ import pytest
 import requests
 from azure.data.tables import TableServiceClient
 
+from local.onboarding import sign_in
 from local.services import free_port
 from local.stack import LocalStack
 from shared.signing import signature_headers
@@ -34,6 +38,7 @@ class Onboarding:
     stack: LocalStack
     client_id: str
     webhook_secret: str
+    _signed_at: dict[str, int] = field(default_factory=dict)  # body hash -> the last second it was signed at
 
     @property
     def host_url(self) -> str:
@@ -72,6 +77,12 @@ class Onboarding:
         data = raw if raw is not None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json"}
         if signed:
+            if signed_at is None:
+                # A real sender's requests differ in time; two identical bodies signed in one second would be
+                # one request sent twice (a replay, refused), so this client never reuses a second.
+                digest = hashlib.sha256(data).hexdigest()
+                signed_at = max(int(time.time()), self._signed_at.get(digest, 0) + 1)
+                self._signed_at[digest] = signed_at
             sent.update(signature_headers(self.webhook_secret, data, signed_at))
         if key:
             sent["x-functions-key"] = self.key if key == "default" else key
@@ -119,7 +130,44 @@ class Onboarding:
         return requests.get(url, timeout=60, allow_redirects=False)
 
     def callback(self, query: str) -> requests.Response:
-        return requests.get(f"{self.host_url}/api/consent/callback?{query}", timeout=60)
+        return requests.get(f"{self.host_url}/api/consent/callback?{query}", timeout=60, allow_redirects=False)
+
+    def sign_in_fields(self, sign_in_url: str, *, as_tenant: str, decision: str = "accept") -> dict[str, str]:
+        """Sign in on the local cloud's page as an admin of `as_tenant`; what its form_post would POST."""
+        return dict(sign_in(sign_in_url, tenant=as_tenant, decision=decision, verify=self.verify).fields)
+
+    def post_sign_in(self, fields: dict[str, str] | None = None, *, raw: bytes | None = None) -> requests.Response:
+        """POST a sign-in's form fields (or a raw body) to the callback, as the form_post page does."""
+        return requests.post(f"{self.host_url}/api/consent/callback", data=raw if raw is not None else fields,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60,
+                             allow_redirects=False)
+
+    def sign_in(self, sign_in_url: str, *, as_tenant: str) -> requests.Response:
+        """The whole sign-in step: the page the callback answers once the id_token is posted."""
+        return self.post_sign_in(self.sign_in_fields(sign_in_url, as_tenant=as_tenant))
+
+    @contextlib.contextmanager
+    def id_token_fault(self, kind: str) -> Iterator[None]:
+        """The next id_token the local cloud issues is damaged (`foreign_key`, `wrong_audience`, ...)."""
+        state = {"armed": []}
+
+        def arm(tenant: str) -> None:
+            response = self.stack.cloud.control("POST", f"tenants/{tenant}/faults",
+                                                json={"kind": f"id_token_{kind}", "count": 1})
+            assert response.status_code == 201, response.text
+            state["armed"].append(tenant)
+
+        original = self.sign_in_fields
+
+        def faulty(sign_in_url: str, *, as_tenant: str, decision: str = "accept") -> dict[str, str]:
+            arm(as_tenant)
+            return original(sign_in_url, as_tenant=as_tenant, decision=decision)
+
+        self.sign_in_fields = faulty  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.sign_in_fields
 
     # --- the host ------------------------------------------------------------------------------------------
 

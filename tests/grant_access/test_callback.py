@@ -125,7 +125,9 @@ def test_admin_consent_is_compared_case_insensitively(onboarding):
 def test_an_organizations_link_onboards_the_tenant_the_admin_signs_in_to(onboarding):
     tenant = onboarding.new_tenant()
     invitation = onboarding.invite()
-    page = onboarding.open(onboarding.answer_consent(invitation["consentUrl"], tenant=f"c{tenant[:8]}.example"))
+    redirect = onboarding.open(onboarding.answer_consent(invitation["consentUrl"], tenant=f"c{tenant[:8]}.example"))
+    assert redirect.status_code == 302  # the sign-in that proves the tenant (test_consent_binding.py)
+    page = onboarding.sign_in(redirect.headers["Location"], as_tenant=tenant)
     assert "Access granted" in page.text
     assert onboarding.tenant(tenant)["status"] == "active"
 
@@ -177,8 +179,10 @@ def test_a_tenant_without_defender_is_not_licensed_with_a_clear_message(onboardi
     page = onboarding.open(redirect)
 
     assert "Microsoft Defender is not enabled" in page.text
-    row = onboarding.tenant(tenant)
-    assert row["status"] == "not_licensed" and "AADSTS650052" in row["statusReason"]
+    recorded = _invitation(onboarding, invitation["id"])
+    assert recorded["outcome"] == "declined" and "AADSTS650052" in recorded["outcomeReason"]
+    # An error redirect changes the invitation only (anyone with the link could forge one).
+    assert onboarding.api("GET", f"tenants/{tenant}").status_code == 404
 
 
 def test_a_disabled_feature_at_the_alert_api_makes_the_tenant_not_licensed(onboarding):
@@ -195,7 +199,8 @@ def test_onboarding_rules_are_stored_scoped_to_the_tenant(onboarding):
     tenant = onboarding.new_tenant()
     invitation = onboarding.invite(rules=[{"name": "SOC", "recipients": ["soc@mssp.example"],
                                            "severities": ["High", "Medium"], "scope": {"tenants": "all"}}])
-    onboarding.open(onboarding.answer_consent(invitation["consentUrl"], tenant=tenant))
+    redirect = onboarding.open(onboarding.answer_consent(invitation["consentUrl"], tenant=tenant))
+    onboarding.sign_in(redirect.headers["Location"], as_tenant=tenant)
 
     rows = list(onboarding.tables().get_table_client("NotificationRules").query_entities(
         "tenantId eq @t", parameters={"t": tenant}))

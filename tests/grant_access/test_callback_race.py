@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 import pytest
 from azure.data.tables import TableServiceClient
 
-from grant_access.callback import CallbackDeps, handle_callback
+from grant_access.callback import CallbackDeps, SignIn, handle_callback
 from grant_access.invitations import ACCEPTED, InvitationRequest, InvitationStore
 from grant_access.rules import RuleStore
 from grant_access.tenants import TenantRegistry
 from local.services import Azurite
+from shared.id_token import SigningKeys
 
 WAIT = 30
 
@@ -72,6 +73,11 @@ def tables(azurite: Azurite) -> dict[str, Any]:
     return out
 
 
+# The invitation here names its tenant, so no sign-in is involved.
+NO_SIGN_IN = SignIn("https://login.invalid", "00000000-0000-0000-0000-000000000000", "https://app.invalid/cb",
+                    SigningKeys("https://login.invalid"))
+
+
 def test_a_repeat_that_read_before_the_first_request_wrote_never_undoes_its_outcome(tables):
     tenant = str(uuid.uuid4())
     now = datetime.now(UTC)
@@ -84,7 +90,7 @@ def test_a_repeat_that_read_before_the_first_request_wrote_never_undoes_its_outc
 
     def deps(registry: TenantRegistry) -> CallbackDeps:
         return CallbackDeps(invitations, registry, RuleStore(tables["NotificationRules"]), lambda _t, _s: Passed(),
-                            lambda: datetime.now(UTC), 86400)
+                            lambda: datetime.now(UTC), 86400, sign_in=NO_SIGN_IN)
 
     pages: dict[str, Any] = {}
 

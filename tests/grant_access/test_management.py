@@ -3,10 +3,12 @@ link, over HTTP on the local host."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
+import requests
 
 
 def _active_tenant(onboarding, **invite) -> str:
@@ -149,17 +151,32 @@ def test_offboarding_with_purge_deletes_the_stored_alerts_in_the_background(onbo
     response = onboarding.api("DELETE", f"tenants/{tenant}", params={"purge": "true"})
 
     assert response.status_code == 202
-    watch = response.json()["purge"]["statusQueryGetUri"]
-    assert response.headers["Location"] == watch
+    watch = response.json()["purge"]["href"]
+    assert watch == response.headers["Location"] == f"/api/tenants/{tenant}/purge"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status = onboarding.open(watch).json()
+        status = onboarding.api("GET", watch.removeprefix("/api/")).json()
         if status["runtimeStatus"] == "Completed":
             break
         time.sleep(0.2)
-    assert status["output"] == {"tenantId": tenant, "deleted": 250}
+    assert status["runtimeStatus"] == "Completed" and status["deleted"] == 250
     remaining = {r["PartitionKey"] for r in alerts.list_entities(select=["PartitionKey"])}
     assert tenant not in remaining and other in remaining
+
+
+def test_the_purge_answer_carries_no_platform_key_and_its_status_route_needs_the_function_key(onboarding):
+    # Durable's management URLs carry the extension's system key, which opens every instance's management
+    # API (purge, terminate, raise events) to whoever holds it; a function key must not lead to it.
+    tenant = _active_tenant(onboarding)
+    response = onboarding.api("DELETE", f"tenants/{tenant}", params={"purge": "true"})
+    assert response.status_code == 202
+    exposed = response.text + json.dumps(dict(response.headers))
+    assert "code=" not in exposed and "runtime/webhooks" not in exposed and "statusQueryGetUri" not in exposed
+    assert onboarding.stack.host.master_key not in exposed
+    anonymous = requests.get(f"{onboarding.host_url}/api/tenants/{tenant}/purge", timeout=30)
+    assert anonymous.status_code == 401
+    assert onboarding.api("GET", f"tenants/{uuid.uuid4()}/purge").status_code == 404
+    assert onboarding.api("GET", "tenants/not-a-guid/purge").status_code == 400
 
 
 def test_a_purge_flag_that_is_not_a_boolean_is_a_400(onboarding):
