@@ -145,7 +145,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
                          optimistic=previous_cursor is None)
     portal = settings.get("PORTAL_HOST")
     pager = Pager(settings, ctx.api, tenant_id, source, state, settings.get("FETCH_MAX_PAGES_PER_TENANT"),
-                  ctx.deadline)
+                  ctx.deadline, api_host=str(row.get("apiHost") or ""))
 
     def prepare(page: Page) -> tuple[Page, list[Prepared]]:
         prepared = _prepared(page, source, tenant_id, portal)

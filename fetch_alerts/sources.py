@@ -152,8 +152,10 @@ class Pager:
     """The pages of one pass for one tenant, at most `max_pages` calls, stopping at `deadline`."""
 
     def __init__(self, settings: Settings, api: ApiClient, tenant_id: str, source: AlertSource, state: PassState,
-                 max_pages: int, deadline: float) -> None:
+                 max_pages: int, deadline: float, *, api_host: str = "") -> None:
         self._settings = settings
+        # Defender only: the tenant's own (allow-listed) API host, e.g. a geo host near its data.
+        self._defender_url = alerts_url(AlertSource.DEFENDER, settings, api_host)
         self._api = api
         self._tenant = tenant_id
         self._source = source
@@ -354,7 +356,7 @@ class Pager:
         if c_lt is not None:
             clauses.append(f"alertCreationTime lt {odata_literal(c_lt)}")
         params = {"$filter": " and ".join(clauses), "$top": str(top), "$expand": "evidence"}
-        body = self._get(alerts_url(AlertSource.DEFENDER, self._settings), params)
+        body = self._get(self._defender_url, params)
         return _alerts_of(body, self._tenant, "defender")
 
 

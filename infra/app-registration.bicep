@@ -26,6 +26,8 @@ var defenderAppId = 'fc780465-2017-40d4-a0c5-307022471b92' // WindowsDefenderATP
 var graphSecurityAlertReadAll = '472e4a4d-bb4a-4026-98d1-0b0d74cb74a5' // Graph SecurityAlert.Read.All (application)
 var defenderAlertReadAll = '71fe6b80-7034-4028-9ed8-0f316df9c3ff' // WindowsDefenderATP Alert.Read.All (application)
 var graphMailSend = 'b633e1c5-b582-4048-a93e-9f11b44c7e96' // Graph Mail.Send (application)
+var graphOpenId = '37f7f235-527c-4136-accd-4a02d197296e' // Graph openid (delegated): sign the admin in
+var graphProfile = '14dad69e-099b-42c9-810b-d002981feec1' // Graph profile (delegated): the id_token's oid
 
 resource application 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
@@ -35,12 +37,15 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
     redirectUris: [
       redirectUri
     ]
+    // The consent callback proves which tenant consented with an id_token (implicit flow, form_post) when an
+    // invitation named none (docs/SECURITY.md); no access token is ever issued this way.
     implicitGrantSettings: {
       enableAccessTokenIssuance: false
-      enableIdTokenIssuance: false
+      enableIdTokenIssuance: true
     }
   }
-  // Only what reading alerts needs; a customer's consent grants exactly these two application permissions.
+  // Only what reading alerts needs, plus signing the consenting admin in: a customer's consent grants these two
+  // application permissions and the openid and profile sign-in scopes, nothing else.
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId
@@ -48,6 +53,14 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
         {
           id: graphSecurityAlertReadAll
           type: 'Role'
+        }
+        {
+          id: graphOpenId
+          type: 'Scope'
+        }
+        {
+          id: graphProfile
+          type: 'Scope'
         }
       ]
     }

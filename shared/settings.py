@@ -239,8 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the consent redirect URI is <this>/api/consent/callback. Empty: https://<WEBSITE_HOSTNAME>. "
             "http is accepted for loopback only (local development).", default="", parse=_public_base_url),
     Setting("ONBOARDING_WEBHOOK_SECRET", "Shared secret of the onboarding webhook: when set, POST /api/tenants "
-            "needs X-Signature-SHA256: sha256=<hex HMAC-SHA256 of the body>, and results POSTed to a "
-            "callbackUrl carry the same header.", default="", secret=True),
+            "needs X-Signature-Timestamp: <Unix seconds, within 5 minutes> and X-Signature-SHA256: sha256=<hex "
+            "HMAC-SHA256 of '<timestamp>.<body>'>, each signature accepted once; results POSTed to a "
+            "callbackUrl carry the same headers.", default="", secret=True),
     Setting("INVITATION_TTL", "How long a consent link stays valid (a duration: 30s, 15m, 12h, 7d).",
             default="7d", parse=_duration),
     Setting("VERIFICATION_SCHEDULE", "NCRONTAB schedule of the timer that retries access verification of "

@@ -116,7 +116,12 @@ def test_multi_tenant_app_signs_in_any_organisation_and_redirects_to_the_callbac
     assert application["web"]["redirectUris"] == ["redirectUri"]
 
 
-def test_multi_tenant_app_asks_only_for_alert_read_permissions() -> None:
+def test_multi_tenant_app_issues_id_tokens_for_the_consent_sign_in_and_never_access_tokens() -> None:
+    implicit = _app_registration()["application"]["web"]["implicitGrantSettings"]
+    assert implicit == {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": True}
+
+
+def test_multi_tenant_app_asks_only_for_alert_read_permissions_and_sign_in() -> None:
     template = parse(APP_REGISTRATION)
     variables = {name: v["value"] for name, v in template["variables"].items()}
     requested = {(variables[api["resourceAppId"]], variables[access["id"]], access["type"])
@@ -124,6 +129,8 @@ def test_multi_tenant_app_asks_only_for_alert_read_permissions() -> None:
                  for access in api["resourceAccess"]}
     assert requested == {
         ("00000003-0000-0000-c000-000000000000", "472e4a4d-bb4a-4026-98d1-0b0d74cb74a5", "Role"),  # Graph
+        ("00000003-0000-0000-c000-000000000000", "37f7f235-527c-4136-accd-4a02d197296e", "Scope"),  # openid
+        ("00000003-0000-0000-c000-000000000000", "14dad69e-099b-42c9-810b-d002981feec1", "Scope"),  # profile
         ("fc780465-2017-40d4-a0c5-307022471b92", "71fe6b80-7034-4028-9ed8-0f316df9c3ff", "Role"),  # Defender
     }
 
