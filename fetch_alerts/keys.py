@@ -48,7 +48,7 @@ def feed_key(ns: int, writer: str) -> str:
 
 def parse_ticks(text: str) -> int:
     """Ticks of an ISO 8601 date-time with `Z` or an offset; ValueError when it is not one."""
-    match = _ISO.match(text.strip())
+    match = _ISO.fullmatch(text.strip())
     if not match:
         raise ValueError(f"not an ISO 8601 date-time with a time zone: {text[:40]!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()

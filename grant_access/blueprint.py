@@ -95,7 +95,7 @@ def get_invitation(req: func.HttpRequest) -> func.HttpResponse:
 
     def handle() -> func.HttpResponse:
         invitation_id = req.route_params.get("invitationId", "")
-        invitation = wiring.invitations().get(invitation_id) if _INVITATION_ID.match(invitation_id) else None
+        invitation = wiring.invitations().get(invitation_id) if _INVITATION_ID.fullmatch(invitation_id) else None
         if invitation is None:
             raise Problem(404, "no such invitation", field="invitationId")
         body = invitation.to_json(wiring.utcnow())

@@ -107,7 +107,7 @@ def _error_reason(params: dict[str, str]) -> str:
     """What we keep of an error redirect: the error code and AADSTS code, never the free text."""
     code = _AADSTS.search(params.get("error_description", ""))
     error = params.get("error", "")
-    error = error if _ERROR_CODE.match(error) else "unrecognised_error"
+    error = error if _ERROR_CODE.fullmatch(error) else "unrecognised_error"
     return f"{error} {code.group(0)}" if code else error
 
 

@@ -21,4 +21,4 @@ def state_hash(state: str) -> str:
 
 def well_formed(state: str) -> bool:
     """Whether `state` could be one of ours; anything else is rejected before any lookup."""
-    return bool(_STATE.match(state))
+    return bool(_STATE.fullmatch(state))

@@ -42,7 +42,7 @@ _BOOLS = {"enabled": True, "includeOrganizationName": True, "includeTenantLink":
 
 
 def is_email(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value))
+    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.fullmatch(value))
 
 
 def plain_text(value: object, field: str, *, max_length: int) -> str:

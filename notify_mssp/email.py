@@ -98,7 +98,7 @@ def _e(value: str) -> str:
 def message_id_for(token: str, sender: str) -> str:
     """`<token@sender's domain>`; a token with other characters than letters, digits, `.`, `_`, `-` (or
     longer than 64) is replaced by its SHA-256, so any stable key gives a stable, valid Message-ID."""
-    if not _MESSAGE_TOKEN.match(token):
+    if not _MESSAGE_TOKEN.fullmatch(token):
         token = hashlib.sha256(token.encode("utf-8")).hexdigest()[:40]
     domain = sender.rpartition("@")[2] or "localhost"
     return f"<{token}@{domain}>"

@@ -64,7 +64,7 @@ def _stored(entity: Any) -> StoredRule:
 
 
 def rule_id_from_route(value: str) -> str:
-    if not _RULE_ID.match(value):
+    if not _RULE_ID.fullmatch(value):
         raise Problem(404, "no such notification rule", field="ruleId")
     return value
 

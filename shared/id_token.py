@@ -194,7 +194,7 @@ def verify_id_token(token: str, *, keys: SigningKeys, authority_host: str, clien
     if claims.get("ver") != "2.0":
         raise IdTokenInvalid("the sign-in token is not a v2.0 token")
     tid = claims.get("tid")
-    if not isinstance(tid, str) or not _GUID.match(tid):
+    if not isinstance(tid, str) or not _GUID.fullmatch(tid):
         raise IdTokenInvalid("the sign-in token names no tenant")
     # Multi-tenant issuer validation: the issuer must be the authority's, for the token's own tenant.
     if claims.get("iss") != f"{authority_host.rstrip('/')}/{tid}/v2.0":
@@ -203,7 +203,7 @@ def verify_id_token(token: str, *, keys: SigningKeys, authority_host: str, clien
     if not isinstance(nonce, str) or not nonce:
         raise IdTokenInvalid("the sign-in token carries no nonce")
     oid = claims.get("oid")
-    if not isinstance(oid, str) or not _GUID.match(oid):
+    if not isinstance(oid, str) or not _GUID.fullmatch(oid):
         raise IdTokenInvalid("the sign-in token names no user (request the 'profile' scope)")
     username = claims.get("preferred_username")
     return IdTokenClaims(tenant_id=tid.lower(), nonce=nonce, object_id=oid.lower(),

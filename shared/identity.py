@@ -214,7 +214,7 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
 
 def _tenant_guid(tenant_id: str) -> str:
     value = tenant_id.strip().lower()
-    if not _GUID.match(value):
+    if not _GUID.fullmatch(value):
         # Tenant ids reach a URL path; domains must be resolved to their GUID before this point.
         raise ValueError("tenant id must be a GUID")
     return value

@@ -46,7 +46,7 @@ _NCRONTAB_FIELD = re.compile(r"^[\w*/,\-?]+$")
 
 def _ncrontab(name: str, raw: str) -> str:
     fields = raw.split()
-    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.fullmatch(f) for f in fields):
         raise SettingsError(
             f"{name}: {raw!r} is not a six-field NCRONTAB expression "
             "({second} {minute} {hour} {day} {month} {day-of-week}), e.g. '0 */5 * * * *'"
@@ -86,7 +86,7 @@ _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def _duration(name: str, raw: str) -> int:
     """A duration like 30s, 15m, 12h or 7d, in seconds."""
-    match = _DURATION.match(raw.strip())
+    match = _DURATION.fullmatch(raw.strip())
     if not match or int(match.group(1)) == 0:
         raise SettingsError(f"{name}: {raw!r} is not a positive duration such as 30s, 15m, 12h or 7d")
     return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
@@ -114,7 +114,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 
 def _optional_guid(name: str, raw: str) -> str:
-    if raw and not _GUID.match(raw.strip()):
+    if raw and not _GUID.fullmatch(raw.strip()):
         raise SettingsError(f"{name}: {raw!r} is not a GUID (the application (client) id of the app registration)")
     return raw.strip().lower()
 
@@ -151,7 +151,7 @@ _MAIL_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
 def _mail_address(name: str, raw: str) -> str:
     value = raw.strip()
-    if value and not _MAIL_ADDRESS.match(value):
+    if value and not _MAIL_ADDRESS.fullmatch(value):
         raise SettingsError(f"{name}: {raw!r} is not an e-mail address")
     return value
 

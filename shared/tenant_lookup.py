@@ -35,7 +35,7 @@ def is_guid(value: str) -> bool:
 
 
 def is_domain(value: str) -> bool:
-    return bool(_DOMAIN.match(value.lower()))
+    return bool(_DOMAIN.fullmatch(value.lower()))
 
 
 def resolve_tenant_id(authority_host: str, domain: str, *, session: requests.Session | None = None,
