@@ -19,7 +19,14 @@ from azure.core.exceptions import AzureError
 from grant_access import management, notify_callback, pages, purge, wiring
 from grant_access.callback import CallbackResult, Notification, handle_callback, handle_sign_in
 from grant_access.verification import verify_pending_tenants
-from grant_access.webhook import check_transport, create_invitation, parse_body, refuse_replay, validate_request
+from grant_access.webhook import (
+    check_transport,
+    create_invitation,
+    parse_body,
+    prune_signatures,
+    refuse_replay,
+    validate_request,
+)
 from shared.names import (
     ONBOARDING_RESULT_ORCHESTRATOR,
     POST_ONBOARDING_RESULT_ACTIVITY,
@@ -271,6 +278,11 @@ async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrati
     timeout = int(wiring.settings().get("VERIFICATION_TIMEOUT"))
     finished = await asyncio.to_thread(
         lambda: verify_pending_tenants(wiring.tenants(), wiring.access_checker(), wiring.utcnow, timeout))
+    # Recorded webhook signatures are only needed while their timestamps are accepted.
+    pruned = await asyncio.to_thread(
+        lambda: prune_signatures(get_table_store().table(Table.INVITATIONS), wiring.utcnow()))
+    if pruned:
+        logger.info("verification: %d expired webhook signatures pruned", pruned)
     await _report_results(client, [Notification(v.invitation_id, v.status) for v in finished if v.invitation_id])
 
 

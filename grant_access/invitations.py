@@ -14,6 +14,8 @@ Row layout (table `Invitations`):
 - lookup rows: PartitionKey `state`, RowKey = state hash → `invitationId`; PartitionKey `external`,
   RowKey = SHA-256 of the externalId → `invitationId`. Creating the externalId row (insert, never
   upsert) decides which invitation an externalId maps to, even when two requests race.
+- signature rows: PartitionKey `signature`, RowKey = SHA-256 of an accepted webhook signature, `expiresAt`
+  (grant_access/webhook.py refuses a replay with them; the verification timer prunes expired ones).
 """
 
 from __future__ import annotations

@@ -93,6 +93,17 @@ def refuse_replay(table: TableClient, signed: Signed, *, idempotent: bool) -> No
                           field=SIGNATURE_HEADER) from None
 
 
+def prune_signatures(table: TableClient, now: datetime) -> int:
+    """Delete recorded signatures whose timestamps the tolerance already refuses; how many went."""
+    rows = table.query_entities("PartitionKey eq @pk and expiresAt lt @now",
+                                parameters={"pk": SIGNATURE_PARTITION, "now": now}, select=["RowKey"])
+    deleted = 0
+    for row in rows:
+        table.delete_entity(SIGNATURE_PARTITION, row["RowKey"])
+        deleted += 1
+    return deleted
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):

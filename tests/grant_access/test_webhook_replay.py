@@ -131,3 +131,24 @@ def test_a_request_refused_for_a_bad_field_consumes_no_signature(onboarding):
     data, headers = _captured(onboarding, {"customerName": "X", "contactEmail": "nobody"})
     assert _send(onboarding, data, headers).status_code == 400
     assert _send(onboarding, data, headers).status_code == 400
+
+
+def test_a_recorded_signature_is_pruned_by_the_verification_timer_once_its_timestamp_is_refused(onboarding):
+    signed_at = int(time.time()) - 298  # accepted now, refused by the tolerance two seconds from now
+    data, headers = _captured(onboarding, {"customerName": "Pruned Ltd"}, signed_at)
+    assert _send(onboarding, data, headers).status_code == 201
+    table = onboarding.tables().get_table_client("Invitations")
+    key = hashlib.sha256(headers[SIGNATURE_HEADER].encode()).hexdigest()
+    fresh_data, fresh_headers = _captured(onboarding, {"customerName": "Kept Ltd"})
+    assert _send(onboarding, fresh_data, fresh_headers).status_code == 201
+    fresh_key = hashlib.sha256(fresh_headers[SIGNATURE_HEADER].encode()).hexdigest()
+
+    deadline = time.monotonic() + 30
+    while any(r["RowKey"] == key for r in table.query_entities("PartitionKey eq 'signature'")):
+        assert time.monotonic() < deadline, "the expired signature row was never pruned"
+        onboarding.run_verification()
+        time.sleep(0.5)
+
+    assert table.get_entity("signature", fresh_key)["RowKey"] == fresh_key  # one still valid is kept
+    # And the pruned one cannot be replayed: its timestamp is now refused.
+    _refused(_send(onboarding, data, headers), TIMESTAMP_HEADER)
