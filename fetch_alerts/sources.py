@@ -52,7 +52,7 @@ from urllib.parse import urlparse
 from fetch_alerts.http import ApiClient
 from fetch_alerts.keys import odata_literal, parse_ticks
 from shared.alert_sources import AlertSource, alerts_url, api_host
-from shared.errors import BadResponse, MicrosoftError
+from shared.errors import BadResponse, UnpageableAlerts
 from shared.gcpause import gc_paused
 from shared.settings import Settings
 
@@ -66,13 +66,6 @@ ROOT: Window = (None, None, None, None)
 _TICK_FLOOR = 946_684_800 * 10_000_000  # 2000-01-01: windows are not cut below it (the rest is read whole)
 _DAY = 86_400 * 10_000_000
 
-
-
-class UnpageableAlerts(MicrosoftError):
-    """More alerts than one Defender page share one creation instant and one last-update instant: no
-    documented query separates them, and `$skip` is only safe in a stable order, which is not documented."""
-
-    kind = "unpageable_alerts"
 
 
 @dataclass

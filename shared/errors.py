@@ -90,6 +90,14 @@ class BadResponse(MicrosoftError):
     kind = "bad_response"
 
 
+class UnpageableAlerts(MicrosoftError):
+    """More alerts than one Defender page share one creation instant and one last-update instant: no
+    documented query separates them, and `$skip` is only safe in a stable order, which is not documented
+    (docs/MICROSOFT.md). The tenant fails loudly rather than lose alerts; a larger page size resolves it."""
+
+    kind = "unpageable_alerts"
+
+
 class MsspCredentialError(MicrosoftError):
     """The MSSP's own app credential or app registration is broken (wrong or expired secret, unknown or
     invalid certificate, no matching federated credential, no managed identity): every tenant is affected
