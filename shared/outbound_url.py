@@ -96,6 +96,20 @@ def refusal(address: Address, *, allow_loopback: bool = False) -> str | None:
     return f"{address} ({kind})"
 
 
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a host written in a shorthand IPv4 form means (127.1, 0x7f.0.0.1, 017700000001),
+    or None for a name. URL parsers (WHATWG URL, IPv4 parser) and the C library's inet_aton read these as
+    addresses, so they are judged as the address they are; a name whose last label is numeric is never a
+    DNS name."""
+    last = host.rsplit(".", 1)[-1]
+    if ":" in host or not last or not (last.isdigit() or last.startswith("0x")):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        raise UnsafeUrl("is not a valid host name or IPv4 address") from None
+
+
 def check_url(url: str, *, allow_loopback: bool = False) -> str:
     """The host name of `url` when it is acceptable as given; UnsafeUrl otherwise (no DNS lookup)."""
     if len(url) > MAX_URL_LENGTH:
@@ -112,8 +126,9 @@ def check_url(url: str, *, allow_loopback: bool = False) -> str:
         raise UnsafeUrl("must name a host and carry no credentials")
     if port == 0 or any(ord(c) < 33 for c in url):
         raise UnsafeUrl("is not a valid URL")
+    legacy = _legacy_ipv4(host)
     try:
-        address = ipaddress.ip_address(host)
+        address = legacy or ipaddress.ip_address(host)
     except ValueError:
         if host == "localhost" or host.endswith(_BLOCKED_NAMES) or "." not in host:
             if not (allow_loopback and host == "localhost"):

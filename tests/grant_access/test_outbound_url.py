@@ -81,6 +81,25 @@ def test_the_local_development_setting_allows_loopback_only(address):
     assert refusal(ipaddress.ip_address(address), allow_loopback=True) is not None
 
 
+@pytest.mark.parametrize("host, meant", [("127.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"),
+                                         ("017700000001", "127.0.0.1"), ("0x7f000001", "127.0.0.1"),
+                                         ("169.254.43518", "169.254.169.254"), ("10.1", "10.0.0.1")])
+def test_a_shorthand_ipv4_host_is_judged_as_the_address_it_means(host, meant):
+    # URL parsers and inet_aton read these as IPv4 addresses, so a resolver would connect to `meant`.
+    with pytest.raises(UnsafeUrl, match=f"must point at a public address: {meant} "):
+        check_url(f"https://{host}/cb")
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "0x1g.0.0.1", "256.256.256.256.1"])
+def test_a_host_with_a_numeric_last_label_that_is_no_address_is_refused(host):
+    with pytest.raises(UnsafeUrl):
+        check_url(f"https://{host}/cb")
+
+
+def test_a_shorthand_of_a_public_address_is_allowed_as_that_address():
+    assert check_url("https://8.8.2056/cb") == "8.8.2056"
+
+
 def _resolver(*answers: str):
     def resolve(host: str, port: int) -> list[str]:
         return list(answers)
