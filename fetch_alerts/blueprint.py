@@ -17,7 +17,7 @@ import azure.functions as func
 from fetch_alerts.retention import run_retention
 from fetch_alerts.runner import run_tick
 from shared.names import NOTIFY_ORCHESTRATOR
-from shared.runs import run_id_for, tick_time
+from shared.runs import MANUAL, RERUN, distinct_run_id, is_timer_start, run_id_for, tick_time
 from shared.settings import get_settings
 from shared.tables import Table, get_table_store
 
@@ -30,8 +30,12 @@ bp = df.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%FETCH_ALERTS_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.durable_client_input(client_name="client")
 async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
-    scheduled = tick_time(timer.schedule_status, datetime.now(UTC))
+    now = datetime.now(UTC)
+    scheduled = tick_time(timer.schedule_status, now)
     run_id = run_id_for(scheduled)
+    if not is_timer_start(timer.schedule_status, now):
+        # A manual run gets an id of its own: it must never take the id of the tick it runs ahead of.
+        run_id = distinct_run_id(run_id, MANUAL, now)
     if timer.past_due:
         logger.warning("fetch_alerts tick %s is past due", run_id)
     # Blocking I/O on a worker thread: the event loop stays free for other invocations.
@@ -51,20 +55,30 @@ def retention_cleanup(timer: func.TimerRequest) -> None:
                   settings.get("RETENTION_DAYS"), budget_seconds=settings.get("FETCH_TIME_BUDGET_SECONDS"))
 
 
-async def start_notification_run(client: df.DurableOrchestrationClient, run_id: str) -> bool:
-    """Start this tick's notification run; False when an instance with that id is already in progress."""
+_ENDED = frozenset({df.OrchestrationRuntimeStatus.Completed, df.OrchestrationRuntimeStatus.Failed,
+                    df.OrchestrationRuntimeStatus.Terminated, df.OrchestrationRuntimeStatus.Canceled})
+
+
+async def start_notification_run(client: df.DurableOrchestrationClient, run_id: str) -> str | None:
+    """Start this tick's notification run; the id it started under, None when an instance with that id is
+    already in progress (a duplicate start of the tick, refused). An id whose run already ended is never
+    started again: its digests are in the delivery log under that id (docs/NOTIFICATIONS.md, "Run ids"),
+    so the run starts under a distinct id instead."""
     status = await client.get_status(run_id)
-    if status and status.runtime_status in (df.OrchestrationRuntimeStatus.Pending,
-                                            df.OrchestrationRuntimeStatus.Running):
+    runtime_status = getattr(status, "runtime_status", None) if status else None
+    if runtime_status is not None and runtime_status not in _ENDED:
         logger.info("notification run %s is already in progress; not starting it again", run_id)
-        return False
+        return None
+    if runtime_status is not None:
+        previous, run_id = run_id, distinct_run_id(run_id, RERUN, datetime.now(UTC))
+        logger.info("notification run %s already ended (%s); starting %s", previous, runtime_status, run_id)
     try:
         await client.start_new(NOTIFY_ORCHESTRATOR, instance_id=run_id, client_input=run_id)
     except Exception as exc:  # the extension refuses a duplicate id racing with us; nothing is lost
         logger.warning("notification run %s was not started: %s", run_id, str(exc)[:200])
-        return False
+        return None
     logger.info("started notification run %s", run_id)
-    return True
+    return run_id
 
 
 # --- the SIEM pull API (fetch_alerts/pull_api.py) ----------------------------------------------------------
