@@ -19,7 +19,8 @@ may rise, resolved with classification/determination, later comments). A version
 `lagSeconds` after its lastUpdate time; until then the previous one is served. `add_alert` creates an
 alert at `now` (or at the given createdDateTime/lastUpdateDateTime); `update_alert` appends a version at
 `now` unless lastUpdateDateTime is given, and cancels the stream's pending updates of that alert. Explicit
-alerts and updates obey the tenant's lag like the stream's. Unknown field names or bad values raise
+alerts and updates obey the tenant's lag like the stream's, unless they give `visibleAt` (ISO, cloud
+time): that version alone becomes visible then (a late alert among prompt ones). Unknown field names or bad values raise
 ValueError; an unknown alert id raises KeyError.
 
 Order of the Graph list: createdDateTime descending (newest first, Graph's documented order:

@@ -37,6 +37,9 @@ class AlertVersion:
     comment: str | None = None
     # Explicit render-level changes (title, description, ...), cumulative from earlier versions.
     overrides: dict[str, Any] | None = None
+    # When this version becomes visible (ticks), overriding the tenant's lag: one late alert among prompt
+    # ones (Microsoft documents no bound on how late an alert can become visible).
+    visible_at: int | None = None
 
     def evolve(self, updated: int, **changes: Any) -> AlertVersion:
         values = {
@@ -77,7 +80,8 @@ class AlertRecord:
         """The latest version visible at `now`, with its index; None while the alert is not visible."""
         found: tuple[int, AlertVersion] | None = None
         for index, version in enumerate(self.versions):
-            if version.updated + lag <= now:
+            visible = version.visible_at if version.visible_at is not None else version.updated + lag
+            if visible <= now:
                 found = (index, version)
         return found
 

@@ -34,7 +34,7 @@ _RENDER_FIELDS = {"title", "description", "recommendedActions", "mitreTechniques
                   "threatFamilyName", "threatDisplayName", "actorDisplayName"}
 _ADD_ONLY = {"id", "createdDateTime", "evidenceSizeBytes"}
 _VERSION_FIELDS = {"severity", "status", "classification", "determination", "assignedTo",
-                   "lastUpdateDateTime", "comment"}
+                   "lastUpdateDateTime", "comment", "visibleAt"}
 _ALLOWED_FIELDS = _RENDER_FIELDS | _ADD_ONLY | _VERSION_FIELDS | set(RECORD_FIELDS)
 
 
@@ -372,6 +372,8 @@ def _apply_version_fields(version: AlertVersion, fields: dict, updated: int) -> 
         version.assigned_to = value
     if "comment" in fields:
         version.comment = str(fields["comment"]) if fields["comment"] is not None else None
+    if "visibleAt" in fields:
+        version.visible_at = _time(fields, "visibleAt", updated)
     if version.status != "resolved":
         version.resolved = None
     elif version.resolved is None:
