@@ -37,7 +37,15 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from fetch_alerts import payload
-from fetch_alerts.keys import FEED_PREFIX, alert_key, feed_key, int_value, obligation_key, stored_ns
+from fetch_alerts.keys import (
+    FEED_PREFIX,
+    alert_key,
+    feed_key,
+    from_datetime,
+    int_value,
+    obligation_key,
+    stored_ns,
+)
 from fetch_alerts.normalise import Normalised, severity_rank
 
 logger = logging.getLogger(__name__)
@@ -85,8 +93,12 @@ class WriteResult:
     severity_obligations: int = 0
     transactions: int = 0
     feed_keys: list[str] = field(default_factory=list)
+    # Visibility lag (seconds from lastUpdate to storing) of each version stored whose last update came
+    # after the tenant's activation: the first sighting of that version (an older version is never stored).
+    lags: list[int] = field(default_factory=list)
 
     def add(self, other: WriteResult) -> None:
+        self.lags.extend(other.lags)
         self.stored += other.stored
         self.unchanged += other.unchanged
         self.new_obligations += other.new_obligations
@@ -184,6 +196,7 @@ class AlertWriter:
 
     def _operations(self, group: list[Prepared], stored: dict[str, Stored]) -> tuple[list[Any], WriteResult]:
         now = datetime.now(UTC)
+        now_ticks = from_datetime(now)
         ns = stored_ns()
         key = feed_key(ns, self._writer)
         operations: list[Any] = []
@@ -193,8 +206,10 @@ class AlertWriter:
             norm = alert.norm
             previous = stored.get(alert.alert_id)
             severity = norm.columns["severity"]
+            lag = max(0, (now_ticks - norm.updated_ticks) // 10_000_000)
             row: dict[str, Any] = {"PartitionKey": self._tenant, "RowKey": alert_key(norm.alert_id),
-                                   **norm.columns, **alert.payload.columns, "storedAt": now, "feedKey": key}
+                                   **norm.columns, **alert.payload.columns, "storedAt": now, "feedKey": key,
+                                   "lagSeconds": min(lag, 2**31 - 1)}
             if previous is None:
                 row.update(firstSeenAt=now, maxSeverity=severity)
                 operations.append(("create", row))
@@ -208,7 +223,9 @@ class AlertWriter:
                            maxSeverity=severity if rises else previous.max_severity)
                 operations.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": previous.etag,
                                                    "match_condition": MatchConditions.IfNotModified}))
-                if rises and norm.updated_ticks > previous.ticks:
+                # Like `new`, no severity-rise e-mail for an alert created before the tenant became active
+                # (the onboarding backfill boundary): its rise is part of the history, not news.
+                if rises and norm.updated_ticks > previous.ticks and norm.created_ticks >= self._activated:
                     level = severity[0].upper() + severity[1:]
                     operations.append(("create", self._obligation(norm, f"severity-{level}", now)))
                     result.severity_obligations += 1
@@ -216,6 +233,8 @@ class AlertWriter:
                 result.unchanged += 1
                 continue
             result.stored += 1
+            if norm.updated_ticks >= self._activated:
+                result.lags.append(min(lag, 2**31 - 1))
             fed.append([alert_key(norm.alert_id)[len("alert|"):], norm.updated_ticks])
         if fed:
             operations.append(("create", {"PartitionKey": self._tenant, "RowKey": key, "alerts": json.dumps(fed),

@@ -2,7 +2,8 @@
 
 `assert_table_matches_ground_truth(stack, tenant_id, source)` checks, per alert: stored once, with the
 latest visible version (id, last-update time, payload hash of the source's rendering), and exactly one
-`new` obligation per alert created at or after the tenant's activation (none for the backfill).
+`new` obligation per alert created at or after the tenant's activation (none for the backfill), and no
+`severity-<Level>` obligation for the backfill either.
 """
 
 from __future__ import annotations
@@ -58,4 +59,7 @@ def assert_table_matches_ground_truth(stack: LocalStack, tenant_id: str, source:
     assert set(news_ids) == after, (
         f"`new` obligations differ: {len(after - set(news_ids))} missing, {len(set(news_ids) - after)} for backfill "
         "or unknown alerts")
+    rises = [unescape_id(r["RowKey"].split("|")[1]) for r in rows if r["RowKey"].startswith("obligation|")
+             and r["RowKey"].rsplit("|", 1)[1].startswith("severity-")]
+    assert set(rises) <= after, f"severity-rise obligations for backfill alerts: {sorted(set(rises) - after)[:5]}"
     return TruthReport(alerts=len(expected), new_obligations=len(news_ids), backfill=len(expected) - len(after))
