@@ -16,7 +16,7 @@ from typing import Any
 
 from azure.data.tables import TableClient
 
-from fetch_alerts import feed
+from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks, completed_cursor, cursor_ticks, start_state
 from fetch_alerts.http import ApiClient
 from fetch_alerts.normalise import InvalidAlert, normalise
@@ -80,6 +80,11 @@ class TenantOutcome:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     extra: dict[str, Any] = field(default_factory=dict)  # tenant columns to write with the health
     error: str = ""
+    # Visibility lags of the versions stored (fetch_alerts/visibility.py), counted only when `measure`.
+    measure: bool = False
+    lags: list[int] = field(default_factory=list)
+    lag_stats: Any = None  # the row's `lagStats` when the run began
+    overlap_seconds: int = 0
 
 
 def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> TenantOutcome:
@@ -88,6 +93,9 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
     now = datetime.now(UTC)
     tenant = TenantRow(ctx.tenants, tenant_id, etag)
     health: dict[str, Any] = {"lastAttempt": now}
+    overlap = ctx.settings.get("FETCH_OVERLAP_MINUTES") * 60
+    outcome.overlap_seconds, outcome.lag_stats = overlap, row.get("lagStats")
+    outcome.measure = _steady(row, now, overlap)
     if not isinstance(row.get("activatedAt"), datetime):
         # Frozen at the first run: the backfill boundary must not move with later status changes.
         outcome.extra["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
@@ -122,10 +130,22 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
     return outcome
 
 
+def _steady(row: dict[str, Any], now: datetime, overlap_seconds: int) -> bool:
+    """Whether this run's lags measure the service rather than us: the tenant was polled steadily (a
+    cursor, no backlog being resumed, the previous run succeeded within the overlap). After an outage
+    the regular pass reads everything since the cursor and the lags would be the outage's length."""
+    last = row.get("lastSuccess")
+    return (cursor_ticks(row) is not None and not row.get("passState")
+            and not int(row.get("consecutiveFailures") or 0)
+            and isinstance(last, datetime) and (now - last).total_seconds() <= overlap_seconds)
+
+
 def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
-    return {"lastAttempt": outcome.started, "lastSuccess": datetime.now(UTC), "lastErrorClass": "",
+    now = datetime.now(UTC)
+    return {"lastAttempt": outcome.started, "lastSuccess": now, "lastErrorClass": "",
             "lastError": "", "consecutiveFailures": 0, "alertsFetched": outcome.fetched,
             "alertsStored": outcome.stored, "alertsRepeated": outcome.repeated, "passComplete": complete,
+            **visibility.columns(outcome.lag_stats, outcome.lags, now, outcome.overlap_seconds),
             **outcome.extra}
 
 
@@ -188,6 +208,8 @@ def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: P
     outcome.fetched += page.read
     outcome.stored += result.stored
     outcome.obligations += result.new_obligations + result.severity_obligations
+    if outcome.measure:
+        outcome.lags.extend(result.lags)
     feed.publish(ctx.feed, tenant_id, result.feed_keys)
     fields: dict[str, Any] = {}
     if result.feed_keys:

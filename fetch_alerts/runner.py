@@ -2,7 +2,9 @@
 
 The trigger calls `run_tick`; everything it needs is built here from settings (clients lazily, at the
 first tick, never at import). Tenants are taken in the order of their last attempt, oldest first, so a
-tick that runs out of budget does not always starve the same tenants.
+tick that runs out of budget does not always starve the same tenants. Once every tenant's regular pass
+is done, the tenants whose pass completed continue their due re-reads (fetch_alerts/reread.py) in what is
+left of the budget: late-visible alerts are caught without ever delaying a regular pass.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from fetch_alerts.http import ApiClient
 from fetch_alerts.ingest import RunContext, TenantOutcome, close_mssp_incident, ingest_tenant
 from fetch_alerts.ratelimit import RateLimiter
+from fetch_alerts.reread import RereadOutcome, reread_tenant
 from shared.identity import get_tenant_tokens
 from shared.settings import Settings, get_settings
 from shared.tables import Table, get_table_store
@@ -36,6 +39,8 @@ class TickSummary:
     alerts_stored: int = 0
     obligations: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    reread_calls: int = 0
+    reread_stored: int = 0
 
 
 def _api(settings: Settings) -> ApiClient:
@@ -78,12 +83,29 @@ def run_tick(run_id: str, settings: Settings | None = None) -> TickSummary:
             summary.succeeded += 1
         summary.alerts_stored += outcome.stored
         summary.obligations += outcome.obligations
+    due = [o.tenant_id for o in outcomes if o.complete and not o.error]
+    if due and not ctx.mssp_broken.is_set() and time.monotonic() < ctx.deadline:
+        with ThreadPoolExecutor(max_workers=settings.get("FETCH_CONCURRENCY"), thread_name_prefix="reread") as pool:
+            rereads: list[RereadOutcome] = list(pool.map(lambda tenant_id: _reread(ctx, tenant_id), due))
+        for reread in rereads:
+            summary.reread_calls += reread.calls
+            summary.reread_stored += reread.stored
+            summary.obligations += reread.obligations
     if summary.succeeded and not ctx.mssp_broken.is_set():
         close_mssp_incident(ctx.incidents)
     logger.info("fetch_alerts %s: %d tenants (%d ok, %d failed %s), %d alert versions stored, %d obligations, "
-                "%.1fs", run_id, summary.tenants, summary.succeeded, summary.failed, summary.errors,
-                summary.alerts_stored, summary.obligations, time.monotonic() - started)
+                "re-reads %d calls, %d versions stored, %.1fs", run_id, summary.tenants, summary.succeeded,
+                summary.failed, summary.errors, summary.alerts_stored, summary.obligations, summary.reread_calls,
+                summary.reread_stored, time.monotonic() - started)
     return summary
+
+
+def _reread(ctx: RunContext, tenant_id: str) -> RereadOutcome:
+    try:
+        return reread_tenant(ctx, tenant_id)
+    except Exception:  # reread_tenant logs its own failures; this guards the pool against anything else
+        logger.exception("tenant %s: unexpected re-read failure", tenant_id)
+        return RereadOutcome(tenant_id, error="error")
 
 
 def _one(ctx: RunContext, row: dict[str, Any], etag: str | None) -> TenantOutcome:

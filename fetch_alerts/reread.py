@@ -1,0 +1,191 @@
+"""Re-reads: slower passes that catch alerts which became visible later than the overlap.
+
+The regular pass reads `lastUpdate >= cursor - FETCH_OVERLAP_MINUTES`. Microsoft documents no bound on
+how long after its last update an alert, or a new version of one, appears in the list APIs
+(https://learn.microsoft.com/en-us/graph/api/security-list-alerts_v2,
+https://learn.microsoft.com/en-us/defender-endpoint/api/get-alerts), and one that appears with a last
+update before that bound is never read by a regular pass. Two re-read kinds read further back:
+
+- `hour`: every hour, `lastUpdate >= start - 26 h`: a version visible up to 24 h late is stored by the first
+  hourly re-read that starts after it became visible (26 h = 24 h + the period + slack);
+- `day`: every day, `lastUpdate >= start - (FETCH_LOOKBACK_DAYS + 2) days`: up to the look-back, by the first
+  daily re-read after it became visible. Beyond the look-back nothing is promised.
+
+A re-read is a pass like the regular one (the same Pager, so Graph nextLinks and Defender creation-time
+windows page it without skips, and the same AlertWriter, so it stores only versions newer than the stored
+ones, with their `new` / `severity-` obligations and feed rows) but it never moves the cursor. Each kind
+keeps its own state on the Tenants row: `reread<Kind>At` (when the current or last one started),
+`reread<Kind>State` (JSON `{"pass": <PassState>, "calls": n}` while one is unfinished, `""` otherwise) and
+`reread<Kind>Calls` (API calls the last finished one cost).
+
+Cost and fairness: the runner starts re-reads only after every tenant's regular pass of the tick, only for
+tenants whose regular pass completed, within the tick's time budget; each tenant reads at most
+PAGES_PER_TICK pages of re-reads per tick (the hourly first), and every call goes through the same API
+client and per-tenant rate limits as the regular pass. A quiet tenant pays one call per re-read: 25 calls
+a day; a busy one about (alerts updated in 26 h / page size) per hour plus (alerts updated in the look-back
++ 2 days / page size) per day (Defender's windows cost 1.3-2 times as many calls per page).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from fetch_alerts import feed, visibility
+from fetch_alerts.cursor import TENANT_PARTITION, TenantRow, activated_ticks
+from fetch_alerts.ingest import RunContext, _prepared
+from fetch_alerts.keys import from_datetime
+from fetch_alerts.ratelimit import BudgetExhausted
+from fetch_alerts.sources import Pager, PassState
+from fetch_alerts.store import AlertWriter
+from shared.alert_sources import AlertSource
+from shared.errors import MicrosoftError
+
+logger = logging.getLogger(__name__)
+
+# Pages (API calls) of re-reads per tenant per tick at most. With the 5-minute schedule that is at most
+# 48 calls an hour, against Defender's 1,500 per hour and 100 per minute per tenant.
+PAGES_PER_TICK = 4
+HOUR_WINDOW = timedelta(hours=26)
+DAY_EXTRA = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    period: timedelta
+    prefix: str
+
+    @property
+    def at_column(self) -> str:
+        return f"{self.prefix}At"
+
+    @property
+    def state_column(self) -> str:
+        return f"{self.prefix}State"
+
+    @property
+    def calls_column(self) -> str:
+        return f"{self.prefix}Calls"
+
+    def window(self, lookback_days: int) -> timedelta:
+        return HOUR_WINDOW if self.name == "hour" else timedelta(days=lookback_days) + DAY_EXTRA
+
+
+HOUR = Kind("hour", timedelta(hours=1), "rereadHour")
+DAY = Kind("day", timedelta(days=1), "rereadDay")
+KINDS = (HOUR, DAY)  # the hourly first: it catches the likelier, fresher late arrivals
+
+
+@dataclass
+class RereadOutcome:
+    tenant_id: str
+    calls: int = 0
+    stored: int = 0
+    obligations: int = 0
+    finished: tuple[str, ...] = ()
+    error: str = ""
+
+
+def _saved(text: Any) -> tuple[PassState, int] | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        data = json.loads(text)
+        state = PassState.from_json(str(data["pass"]))
+        return (state, int(data.get("calls") or 0)) if state is not None else None
+    except (ValueError, TypeError, KeyError):
+        logger.warning("unreadable re-read state ignored")
+        return None
+
+
+def _state_json(state: PassState, calls: int) -> str:
+    return json.dumps({"pass": state.to_json(), "calls": calls}, separators=(",", ":"))
+
+
+def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
+    """Continue or start the tenant's due re-reads, at most PAGES_PER_TICK pages; progress is kept."""
+    outcome = RereadOutcome(tenant_id)
+    try:
+        entity = ctx.tenants.get_entity(TENANT_PARTITION, tenant_id)
+    except ResourceNotFoundError:
+        return outcome
+    row = dict(entity)
+    if row.get("status") != "active":
+        return outcome
+    tenant = TenantRow(ctx.tenants, tenant_id, entity.metadata.get("etag"))
+    now = datetime.now(UTC)
+    first = {k.at_column: now for k in KINDS if not isinstance(row.get(k.at_column), datetime)}
+    if first:  # the tenant's first pass (the look-back) has just read all of it: start the clocks now
+        tenant.merge(first)
+        row.update(first)
+    lags: list[int] = []
+    try:
+        for kind in KINDS:
+            pages = PAGES_PER_TICK - outcome.calls
+            if pages <= 0:
+                break
+            _run_kind(ctx, row, tenant, kind, pages, now, outcome, lags)
+    except BudgetExhausted as exc:
+        logger.info("tenant %s: re-read stopped for the time budget (%s); progress kept", tenant_id, exc)
+    except MicrosoftError as exc:  # the regular pass of the next tick records the tenant's failures
+        outcome.error = exc.kind
+        logger.warning("tenant %s: re-read failed: %s [%s]; progress kept", tenant_id, exc.message, exc.kind)
+    except Exception:  # storage or a bug: logged, never stops the other tenants
+        outcome.error = "error"
+        logger.exception("tenant %s: re-read failed", tenant_id)
+    if lags:
+        overlap = ctx.settings.get("FETCH_OVERLAP_MINUTES") * 60
+        tenant.merge(visibility.columns(row.get("lagStats"), lags, datetime.now(UTC), overlap, reread=True))
+        logger.warning("tenant %s: re-read stored %d alert versions that became visible later than the "
+                       "overlap (largest lag %d s)", tenant_id, len(lags), max(lags))
+    return outcome
+
+
+def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kind, pages: int, now: datetime,
+              outcome: RereadOutcome, lags: list[int]) -> None:
+    settings = ctx.settings
+    tenant_id = tenant.tenant_id
+    saved = _saved(row.get(kind.state_column))
+    if saved is None:
+        started = row.get(kind.at_column)
+        if isinstance(started, datetime) and now - started < kind.period:
+            return
+        window = kind.window(settings.get("FETCH_LOOKBACK_DAYS"))
+        saved = (PassState(lo=from_datetime(now - window), cap=from_datetime(now)), 0)
+        tenant.merge({kind.at_column: now, kind.state_column: _state_json(*saved)})
+        logger.info("tenant %s: %s re-read starts (last updates since %s)", tenant_id, kind.name,
+                    (now - window).isoformat())
+    state, calls_before = saved
+    source = AlertSource(str(row.get("alertSource") or "graph"))
+    writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker, optimistic=False)
+    pager = Pager(settings, ctx.api, tenant_id, source, state, pages, ctx.deadline,
+                  api_host=str(row.get("apiHost") or ""))
+    portal = settings.get("PORTAL_HOST")
+    try:
+        for page in pager.pages():
+            result = writer.write(_prepared(page, source, tenant_id, portal))
+            outcome.stored += result.stored
+            outcome.obligations += result.new_obligations + result.severity_obligations
+            lags.extend(result.lags)
+            feed.publish(ctx.feed, tenant_id, result.feed_keys)
+            calls = calls_before + pager.calls
+            fields: dict[str, Any] = {}
+            if result.feed_keys:
+                fields["feedPublished"] = result.feed_keys[-1]
+            if result.new_obligations or result.severity_obligations:
+                fields["pendingNotifications"] = True  # again after the obligations (see ingest._store_page)
+            if page.complete:
+                fields.update({kind.state_column: "", kind.calls_column: calls})
+                outcome.finished += (kind.name,)
+                logger.info("tenant %s: %s re-read finished: %d calls", tenant_id, kind.name, calls)
+            else:
+                fields[kind.state_column] = _state_json(page.state, calls)
+            tenant.merge(fields)
+    finally:
+        outcome.calls += pager.calls
