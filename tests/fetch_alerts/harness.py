@@ -91,6 +91,17 @@ def update_alert(stack: LocalStack, tenant_id: str, alert_id: str, **changes: An
     return stack.cloud.control("PATCH", f"tenants/{tenant_id}/alerts/{alert_id}", json=changes).json()
 
 
+def make_reread_due(stack: LocalStack, tenant_id: str, kind: str) -> None:
+    """Make the tenant's `hour` or `day` re-read due at the next tick, as if that long had passed.
+
+    The host runs on real time (only the cloud's clock can be advanced), so instead of waiting an hour or a
+    day the test moves ingestion's record of when that re-read last started back by one period."""
+    column = {"hour": "rereadHourAt", "day": "rereadDayAt"}[kind]
+    period = timedelta(hours=1) if kind == "hour" else timedelta(days=1)
+    table(stack, "Tenants").upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id,
+                                           column: datetime.now(UTC) - period - timedelta(minutes=1)})
+
+
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
