@@ -38,8 +38,9 @@ def test_function_app_registers_one_blueprint_per_feature_folder_and_nothing_els
 def test_functions_are_exactly_the_expected_set(functions):
     assert set(functions) == {
         # grant_access
-        "health", "list_tenants", "create_invitation", "get_invitation", "consent_callback", "get_tenant",
-        "patch_tenant", "offboard_tenant", "fresh_consent", "verify_tenants", "notify_onboarding_result",
+        "health", "list_tenants", "create_invitation", "get_invitation", "consent_callback", "consent_sign_in",
+        "get_tenant", "patch_tenant", "offboard_tenant", "get_tenant_purge", "fresh_consent", "verify_tenants",
+        "notify_onboarding_result",
         "post_onboarding_result", "purge_tenant_alerts", "purge_tenant_alerts_batch",
         # fetch_alerts
         "fetch_alerts", "retention_cleanup", "list_alerts",
@@ -83,10 +84,12 @@ def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durabl
         ("create_invitation", "tenants", ["POST"], "FUNCTION"),
         ("get_invitation", "invitations/{invitationId}", ["GET"], "FUNCTION"),
         ("consent_callback", "consent/callback", ["GET"], "ANONYMOUS"),
+        ("consent_sign_in", "consent/callback", ["POST"], "ANONYMOUS"),
         ("get_tenant", "tenants/{tenantId}", ["GET"], "FUNCTION"),
         ("patch_tenant", "tenants/{tenantId}", ["PATCH"], "FUNCTION"),
         ("offboard_tenant", "tenants/{tenantId}", ["DELETE"], "FUNCTION"),
         ("fresh_consent", "tenants/{tenantId}/consent", ["POST"], "FUNCTION"),
+        ("get_tenant_purge", "tenants/{tenantId}/purge", ["GET"], "FUNCTION"),
         ("list_alerts", "alerts", ["GET"], "FUNCTION"),
         ("list_notification_rules", "notification-rules", ["GET"], "FUNCTION"),
         ("create_notification_rule", "notification-rules", ["POST"], "FUNCTION"),
