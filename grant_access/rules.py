@@ -105,7 +105,18 @@ def validate_rule(rule: object, where: str = "", *, with_scope: bool = False) ->
             or not all(is_email(r) for r in recipients)):
         raise Problem(400, f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses",
                       field=_at(where, "recipients"))
-    out["recipients"] = recipients
+    # One mailbox listed twice ("SOC@x" and "soc@x") would get every alert of the rule twice. Domains are
+    # case-insensitive (RFC 5321 section 2.4) and so are Exchange Online's addresses; a local part MAY be
+    # case-sensitive by the RFC, but "exploiting the case sensitivity of mailbox local-parts impedes
+    # interoperability and is discouraged" (same section), and the delivery log already keys recipients
+    # in lower case. The first spelling given is kept.
+    seen: set[str] = set()
+    unique = []
+    for address in recipients:
+        if address.casefold() not in seen:
+            seen.add(address.casefold())
+            unique.append(address)
+    out["recipients"] = unique
     mode = rule.get("mode", "per-alert")
     if mode not in MODES:
         raise Problem(400, 'must be "per-alert" or "digest"', field=_at(where, "mode"))

@@ -135,3 +135,34 @@ def test_load_rules_reads_the_table_and_skips_a_broken_row(azurite):
     loaded = load_rules(table)
     assert loaded == [good]
     assert matched(loaded, alert()) == [good]
+
+
+def test_recipients_differing_only_in_case_are_one_mailbox_keeping_the_first_spelling():
+    r = rule(recipients=["SOC@Mssp.example", "other@mssp.example", "soc@mssp.example", "SOC@MSSP.EXAMPLE"])
+    assert r.recipients == ("SOC@Mssp.example", "other@mssp.example")
+    assert r.to_json()["recipients"] == ["SOC@Mssp.example", "other@mssp.example"]
+
+
+def test_a_stored_rule_with_a_mailbox_listed_twice_plans_one_email_to_it(azurite):
+    from datetime import UTC, datetime, timedelta
+
+    from fetch_alerts.keys import alert_key, obligation_key
+    from notify_mssp.planner import plan_tenant
+
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    suffix = uuid.uuid4().hex[:10]
+    rules_table, alerts, tenants = (service.create_table(f"{name}{suffix}") for name in ("Rules", "Alerts", "Tenants"))
+    tenant_id = str(uuid.uuid4())
+    # A row written before recipients were deduplicated: it still holds both spellings.
+    stored = {**rule(scope={"tenants": [tenant_id]}).to_json(),
+              "recipients": ["SOC@Mssp.example", "soc@mssp.example"]}
+    rules_table.create_entity({"PartitionKey": "rule", "RowKey": stored["id"], "rule": json.dumps(stored)})
+    tenants.create_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "displayName": "Contoso",
+                           "pendingNotifications": True})
+    alerts.create_entity({"PartitionKey": tenant_id, "RowKey": alert_key("da1"), "alertId": "da1",
+                          "severity": "high", "deviceGroup": "Servers"})
+    alerts.create_entity({"PartitionKey": tenant_id, "RowKey": obligation_key("da1", "new"), "alertId": "da1",
+                          "reason": "new", "severity": "high", "state": "pending", "attempts": 0})
+    planned = plan_tenant(alerts, tenants, lambda: load_rules(rules_table), run_id="run-dup", tenant_id=tenant_id,
+                          now=datetime.now(UTC), stale_after=timedelta(minutes=10))
+    assert [m["to"] for m in planned["messages"]] == ["SOC@Mssp.example"]
