@@ -2,6 +2,9 @@
 like Defender's alert notifications (microsoft-apis.md §6): severity, title, organisation, device, time,
 category, MITRE techniques, a description excerpt and the link to the alert in the customer's tenant.
 
+An e-mail owed for a severity rise (a `severity-<Level>` obligation, fetch_alerts/STORAGE.md) says so in
+its subject and text, from which level to which and when (`SeverityRise`); digests mark such alerts.
+
 Every value comes from a customer tenant and is untrusted: it is HTML-escaped, stripped of control and
 invisible format characters (bidi overrides, zero-width characters: they can disguise text), bounded in
 length, and never put into a header unfolded. The HTML uses inline CSS and tables only (what common mail
@@ -18,12 +21,13 @@ import json
 import logging
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from notify_mssp.rules import Rule, severity_level
+from notify_mssp.rules import SEVERITY_REASON_PREFIX, Rule, alert_device_groups, severity_level
 from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ _SUBJECT_CHARS = 250
 _HEADER_CHARS = 200
 _MESSAGE_TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _COLOURS = {"High": "#a4262c", "Medium": "#ca5010", "Low": "#8a6d00", "Informational": "#005a9e"}
+_RANKS = {"Informational": 1, "Low": 2, "Medium": 3, "High": 4}
 _FONT = "font-family:Segoe UI,Helvetica,Arial,sans-serif"
 
 
@@ -128,19 +133,17 @@ class AlertFacts:
     link: str
 
 
-def _payload_description(alert_row: dict[str, Any]) -> str:
-    if "description" in alert_row:
-        return str(alert_row.get("description") or "")
+def _payload(alert_row: dict[str, Any]) -> dict[str, Any]:
+    """The stored alert object, `{}` when the row has none or it is unreadable."""
     if not alert_row.get("payloadParts"):
-        return ""
+        return {}
     from fetch_alerts.payload import decode_payload
 
     try:
-        return str(decode_payload(alert_row).get("description") or "")
+        return decode_payload(alert_row)
     except Exception as exc:  # noqa: BLE001 - a broken payload (zlib, JSON) never stops an e-mail
-        logger.warning("alert %s: stored payload unreadable for the description: %s",
-                       alert_row.get("alertId"), type(exc).__name__)
-        return ""
+        logger.warning("alert %s: stored payload unreadable: %s", alert_row.get("alertId"), type(exc).__name__)
+        return {}
 
 
 def _techniques(value: object) -> str:
@@ -170,7 +173,7 @@ def alert_link(alert_row: dict[str, Any], tenant_id: str, portal_host: str, *, w
     if parts.scheme != "https" or not parts.netloc:
         alert_id = str(alert_row.get("alertId") or "")
         parts = urlsplit(f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={quote(tenant_id, safe='')}")
-    query = f"tid={quote(tenant_id, safe='')}" if with_tenant else ""
+    query = f"tid={quote(tenant_id, safe='')}" if with_tenant and tenant_id else ""
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
@@ -178,19 +181,74 @@ def alert_facts(alert_row: dict[str, Any], tenant_row: dict[str, Any], rule: Rul
     tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
     raw_severity = str(alert_row.get("severity") or "")
     severity = severity_level(raw_severity) or clean(raw_severity[:1].upper() + raw_severity[1:], 30) or "Unknown"
+    needs_payload = "description" not in alert_row or rule.include_device_information
+    payload = _payload(alert_row) if needs_payload else {}
+    description = alert_row["description"] if "description" in alert_row else payload.get("description")
+    # Every group of the alert's devices, not the first device's only: a rule for one of them matched it.
+    groups = ", ".join(alert_device_groups(alert_row, payload)) if rule.include_device_information else ""
     return AlertFacts(
         alert_id=clean(alert_row.get("alertId"), 200),
         severity=severity,
         title=clean(alert_row.get("title"), _TITLE_CHARS) or "(untitled alert)",
         organisation=clean(tenant_row.get("displayName") or tenant_id, 200) if rule.include_organization_name else "",
         device=clean(alert_row.get("deviceName"), 200) if rule.include_device_information else "",
-        device_group=clean(alert_row.get("deviceGroup"), 200) if rule.include_device_information else "",
+        device_group=clean(groups, 200),
         created=_created(alert_row.get("createdDateTime")),
         category=clean(alert_row.get("category"), 100),
         techniques=_techniques(alert_row.get("mitreTechniques")),
-        description=clean(_payload_description(alert_row), _DESCRIPTION_CHARS, multiline=True),
+        description=clean(description or "", _DESCRIPTION_CHARS, multiline=True),
         link=alert_link(alert_row, tenant_id, portal_host, with_tenant=rule.include_tenant_link),
     )
+
+
+# --- a severity rise ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeverityRise:
+    """What a `severity-<Level>` obligation owes an e-mail about: the level the alert rose to, the level
+    it rose from (the highest it had before, which is what ingestion compares a new version against; ""
+    when not known) and when the service stored the rising version (ISO 8601; "" when not known)."""
+
+    level: str
+    previous: str = ""
+    seen: str = ""
+
+    def change(self) -> str:
+        """`from Low to High`, or `to High` when the earlier level is unknown."""
+        return f"from {self.previous} to {self.level}" if self.previous else f"to {self.level}"
+
+
+def severity_rise(about: Mapping[str, Any] | None) -> SeverityRise | None:
+    """The rise a planned e-mail or digest item tells of (its `reason`, and `prev` and `seen` when the
+    planner knew them, notify_mssp.planner); None for a new alert or a reason naming no known level."""
+    reason = str((about or {}).get("reason") or "")
+    if not reason.startswith(SEVERITY_REASON_PREFIX):
+        return None
+    level = severity_level(reason[len(SEVERITY_REASON_PREFIX):])
+    if level is None:
+        return None
+    previous = severity_level(str((about or {}).get("prev") or "")) or ""
+    if previous and _RANKS[previous] >= _RANKS[level]:
+        previous = ""  # not a rise from that level: say only what is known
+    return SeverityRise(level, previous, str((about or {}).get("seen") or ""))
+
+
+def _rise_pairs(rise: SeverityRise, alert_row: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = [("Severity change", f"rose {rise.change()}")]
+    if rise.seen:
+        pairs.append(("Rise seen", _created(rise.seen)))
+    if alert_row.get("lastUpdateDateTime"):
+        pairs.append(("Last updated", _created(alert_row.get("lastUpdateDateTime"))))
+    return pairs
+
+
+def _rise_when(rise: SeverityRise, alert_row: dict[str, Any]) -> str:
+    if rise.seen:
+        return f" (seen {_created(rise.seen)})"
+    if alert_row.get("lastUpdateDateTime"):
+        return f" (alert last updated {_created(alert_row.get('lastUpdateDateTime'))})"
+    return ""
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
@@ -244,8 +302,8 @@ def _button(link: str, label: str) -> str:
             f'color:#ffffff;text-decoration:none;border-radius:2px;font-weight:600;{_FONT}">{_e(label)}</a>')
 
 
-def _detail_pairs(facts: AlertFacts) -> list[tuple[str, str]]:
-    pairs = [("Severity", facts.severity), ("Alert", facts.title)]
+def _detail_pairs(facts: AlertFacts, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    pairs = [("Severity", facts.severity), *extra, ("Alert", facts.title)]
     if facts.organisation:
         pairs.append(("Organization", facts.organisation))
     if facts.device:
@@ -276,31 +334,43 @@ def _headers(rule: Rule, tenant_id: str = "", alert_id: str = "") -> dict[str, s
 
 
 def render_alert_email(alert_row: dict[str, Any], tenant_row: dict[str, Any], rule: Rule, recipient: str, *,
-                       message_id: str, sender: Sender | None = None, test: bool = False) -> EmailMessage:
-    """The per-alert e-mail of `rule` to `recipient`; `test` marks Defender's "Send test email"."""
+                       message_id: str, sender: Sender | None = None, test: bool = False,
+                       rise: SeverityRise | None = None) -> EmailMessage:
+    """The per-alert e-mail of `rule` to `recipient`; `test` marks Defender's "Send test email" (its
+    link opens the tenant's alert list: the sample alert does not exist); `rise` makes it the e-mail
+    about a severity rise (`severity_rise(spec)`) instead of a new alert."""
     sender = sender or Sender.from_settings()
     facts = alert_facts(alert_row, tenant_row, rule, sender.portal_host)
     prefix = "[Test] " if test else ""
     where = f"{facts.organisation}: " if facts.organisation else ""
-    subject = clean(f"{prefix}{where}{facts.severity}-severity alert: {facts.title}", _SUBJECT_CHARS)
+    if rise is not None:
+        subject = clean(f"{prefix}{where}Severity rose {rise.change()}: {facts.title}", _SUBJECT_CHARS)
+        intro = (f"Microsoft Defender raised the severity of an alert in a customer tenant {rise.change()}"
+                 f"{_rise_when(rise, alert_row)}.")
+        heading = _e(f"{prefix}Severity rose to {rise.level}")
+        pairs = _detail_pairs(facts, _rise_pairs(rise, alert_row))
+    else:
+        subject = clean(f"{prefix}{where}{facts.severity}-severity alert: {facts.title}", _SUBJECT_CHARS)
+        intro = "Microsoft Defender raised a new alert in a customer tenant."
+        heading = _e(f"{prefix}{facts.severity}-severity alert")
+        pairs = _detail_pairs(facts)
+    if test:
+        intro = "This is a test of the notification rule; the alert below is a made-up sample, not a real alert."
+    button = "Open the alert list in Microsoft Defender" if test else "View the alert in Microsoft Defender"
     footer = FOOTER.format(rule=clean(rule.name, 200))
-    rows = "".join(_row(label, _badge(value) if label == "Severity" else _e(value))
-                   for label, value in _detail_pairs(facts))
+    rows = "".join(_row(label, _badge(value) if label == "Severity" else _e(value)) for label, value in pairs)
     description = ""
     if facts.description:
         description = ('<p style="margin:16px 0 4px 0;color:#605e5c">Description</p>'
                        f'<p style="margin:0">{"<br>".join(_e(line) for line in facts.description.splitlines())}</p>')
-    intro = ("This is a test of the notification rule; the alert below is a sample."
-             if test else "Microsoft Defender raised a new alert in a customer tenant.")
     inner = (f'<p style="margin:0 0 12px 0">{_e(intro)}</p>'
              f'<table role="presentation" cellpadding="0" cellspacing="0">{rows}</table>{description}'
-             f'<p style="margin:20px 0 0 0">{_button(facts.link, "View the alert in Microsoft Defender")}</p>'
+             f'<p style="margin:20px 0 0 0">{_button(facts.link, button)}</p>'
              f'<p style="margin:8px 0 0 0;font-size:12px;color:#605e5c">{_e(facts.link)}</p>')
-    heading = _e(f"{prefix}{facts.severity}-severity alert")
-    text_lines = [intro, ""] + [f"{label}: {value}" for label, value in _detail_pairs(facts)]
+    text_lines = [intro, ""] + [f"{label}: {value}" for label, value in pairs]
     if facts.description:
         text_lines += ["", "Description:", facts.description]
-    text_lines += ["", f"View the alert in Microsoft Defender: {facts.link}", "", "--", footer]
+    text_lines += ["", f"{button}: {facts.link}", "", "--", footer]
     tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
     return EmailMessage(
         sender=sender.address, sender_name=sender.name, to=[recipient], subject=subject,
@@ -309,24 +379,51 @@ def render_alert_email(alert_row: dict[str, Any], tenant_row: dict[str, Any], ru
         headers=_headers(rule, tenant_id, facts.alert_id))
 
 
-def render_digest_email(items: list[tuple[dict[str, Any], dict[str, Any]]], rule: Rule, recipient: str, *,
+DigestEntry = tuple[dict[str, Any], dict[str, Any]] | tuple[dict[str, Any], dict[str, Any], SeverityRise | None]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _digest_summary(total: int, rises: int, listed_all: bool) -> str:
+    """`3 new alerts`; with severity rises among them `2 new alerts and 1 alert raised in severity`, or
+    `7 new or raised alerts` when some are not listed (their kind is not known here)."""
+    if not rises:
+        return f"{_count(total, 'new alert')}"
+    if not listed_all:
+        return f"{total} new or raised alert{'s' if total != 1 else ''}"
+    raised = f"{_count(rises, 'alert')} raised in severity"
+    return raised if rises == total else f"{_count(total - rises, 'new alert')} and {raised}"
+
+
+def render_digest_email(items: Sequence[DigestEntry], rule: Rule, recipient: str, *,
                         total: int, message_id: str, sender: Sender | None = None) -> EmailMessage:
-    """One digest of `rule` to `recipient` listing `items` (tenant row, alert row); `total` counts every
-    matching alert, so the rest beyond the list is stated."""
+    """One digest of `rule` to `recipient` listing `items` (tenant row, alert row and, for an alert listed
+    for a severity rise, its `SeverityRise`); `total` counts every matching alert, so the rest beyond the
+    list is stated. Raised alerts are marked `rose from Low` next to their severity."""
     sender = sender or Sender.from_settings()
-    facts = [alert_facts(alert, tenant, rule, sender.portal_host) for tenant, alert in items]
+    facts, rises, tenants = [], [], set()
+    for tenant, alert, *rest in items:
+        facts.append(alert_facts(alert, tenant, rule, sender.portal_host))
+        rises.append(rest[0] if rest else None)
+        tenants.add(str(tenant.get("RowKey") or alert.get("PartitionKey")))
     total = max(total, len(facts))
-    tenants = {str(t.get("RowKey") or a.get("PartitionKey")) for t, a in items}
-    plural = "s" if total != 1 else ""
     across = f" in {len(tenants)} customer tenants" if len(tenants) > 1 else ""
-    subject = clean(f"Alert digest: {total} new alert{plural}{across}", _SUBJECT_CHARS)
+    summary = _digest_summary(total, sum(r is not None for r in rises), total == len(facts))
+    subject = clean(f"Alert digest: {summary}{across}", _SUBJECT_CHARS)
     head = ["Severity", "Alert"] + (["Organization"] if rule.include_organization_name else []) \
         + (["Device"] if rule.include_device_information else []) + ["Detected"]
     cell = f"padding:6px 8px;border-bottom:1px solid #edebe9;vertical-align:top;{_FONT}"
     header_row = "".join(f'<th align="left" style="{cell};color:#605e5c;font-weight:600">{_e(h)}</th>' for h in head)
-    body_rows, text_lines = [], [f"{total} new alert{plural} matched the rule \u201c{clean(rule.name, 200)}\u201d.", ""]
-    for item in facts:
-        cells = [_badge(item.severity),
+    body_rows, text_lines = [], [f"{summary[:1].upper()}{summary[1:]} matched the rule "
+                                 f"\u201c{clean(rule.name, 200)}\u201d.", ""]
+    for item, rise in zip(facts, rises, strict=True):
+        marked = ""
+        if rise is not None:
+            marked = (f'<div style="margin-top:4px;color:#a4262c;font-size:12px;font-weight:600;white-space:nowrap">'
+                      f'{_e("rose " + rise.change())}</div>')
+        cells = [_badge(item.severity) + marked,
                  f'<a href="{_e(item.link)}" style="color:#0078d4">{_e(item.title)}</a>']
         if rule.include_organization_name:
             cells.append(_e(item.organisation))
@@ -336,7 +433,8 @@ def render_digest_email(items: list[tuple[dict[str, Any], dict[str, Any]]], rule
         body_rows.append("<tr>" + "".join(f'<td style="{cell}">{c}</td>' for c in cells) + "</tr>")
         where = f" | {item.organisation}" if item.organisation else ""
         device = f" | {item.device}" if item.device else ""
-        text_lines += [f"[{item.severity}] {item.title}{where}{device} | {item.created}", f"  {item.link}"]
+        label = f"{item.severity}, rose {rise.change()}" if rise is not None else item.severity
+        text_lines += [f"[{label}] {item.title}{where}{device} | {item.created}", f"  {item.link}"]
     rest = total - len(facts)
     more = ""
     if rest > 0:
@@ -350,7 +448,7 @@ def render_digest_email(items: list[tuple[dict[str, Any], dict[str, Any]]], rule
     text_lines += ["", "--", footer]
     return EmailMessage(
         sender=sender.address, sender_name=sender.name, to=[recipient], subject=subject,
-        html=_page(_e(f"Alert digest: {total} new alert{plural}"), inner, _e(footer)),
+        html=_page(_e(f"Alert digest: {summary}"), inner, _e(footer)),
         text="\n".join(text_lines) + "\n", message_id=message_id_for(message_id, sender.address),
         headers=_headers(rule))
 

@@ -5,6 +5,14 @@ Claims the tenant's pending obligations (notify_mssp.obligations), applies the n
 reads the alert, tenant and rule again when it renders, so no alert content passes through orchestration
 history. Per-alert e-mails come back as message specs; digest rules come back as items the orchestrator
 merges across tenants into one digest per (rule, recipient).
+
+A severity-rise obligation's spec and items also carry what the e-mail needs to say about the rise
+(notify_mssp.email.severity_rise): `prev`, the level the alert rose from, and `seen`, when the service
+stored the rising version (the obligation's `createdAt`). The level it rose from is the highest severity
+the alert had before, which is what ingestion compares a new version against: the obligation row's
+`previousSeverity` when the writer recorded it, else the highest level among the alert's earlier
+obligations (its `new` obligation holds the severity it was first stored with, each earlier
+`severity-<Level>` one a level it rose to, fetch_alerts/STORAGE.md); "" when neither tells.
 """
 
 from __future__ import annotations
@@ -17,14 +25,15 @@ from typing import Any, TypedDict
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from fetch_alerts.keys import alert_key
+from fetch_alerts.keys import OBLIGATION_PREFIX, alert_key, escape_id
 from notify_mssp.obligations import TENANT_PARTITION, ObligationStore
-from notify_mssp.rules import Rule, matching_rules
+from notify_mssp.rules import NEW_REASON, SEVERITY_REASON_PREFIX, Rule, matching_rules, severity_level
 
 logger = logging.getLogger(__name__)
 
 _KEYS_PER_QUERY = 14  # plus the PartitionKey comparison: Table Storage's limit of 15
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "informational": 3}
+_LEVEL_ORDER = ("Informational", "Low", "Medium", "High")
 
 
 class AlertMessage(TypedDict):
@@ -37,6 +46,8 @@ class AlertMessage(TypedDict):
     obl: str  # the obligation's RowKey
     rule: str
     to: str
+    prev: str  # severity rises: the level risen from ("" when unknown or for a new alert)
+    seen: str  # severity rises: when the rising version was stored, ISO 8601 ("" otherwise)
 
 
 class DigestItem(TypedDict):
@@ -49,6 +60,9 @@ class DigestItem(TypedDict):
     obl: str
     rank: int
     at: str
+    reason: str
+    prev: str
+    seen: str
 
 
 class TenantPlan(TypedDict):
@@ -94,14 +108,45 @@ def plan_tenant(alerts: TableClient, tenants: TableClient, rules: Callable[[], l
     for obligation in sorted(claimed, key=lambda row: str(row["RowKey"])):
         plan["obligations"].append(str(obligation["RowKey"]))
         _plan_obligation(plan, alert_rows.get(str(obligation.get("alertId") or "")), active_rules, tenant_row,
-                         obligation)
+                         obligation, lambda row: previous_severity(alerts, tenant_id, row))
     logger.info("run %s: tenant %s: %d obligations claimed, %d e-mails and %d digest items planned", run_id,
                 tenant_id, len(plan["obligations"]), len(plan["messages"]), len(plan["digest"]))
     return plan
 
 
+def previous_severity(alerts: TableClient, tenant_id: str, obligation: dict[str, Any]) -> str:
+    """The level a `severity-<Level>` obligation's alert rose from (see the module's docstring): Graph's
+    capitalised level (`Low`), or "" when the stored rows do not tell."""
+    level = severity_level(str(obligation.get("reason") or "")[len(SEVERITY_REASON_PREFIX):])
+    if level is None:
+        return ""
+    below = _LEVEL_ORDER[:_LEVEL_ORDER.index(level)]
+    recorded = severity_level(str(obligation.get("previousSeverity") or ""))
+    if recorded is not None and recorded in below:
+        return recorded
+    prefix = f"{OBLIGATION_PREFIX}{escape_id(str(obligation.get('alertId') or ''))}|"
+    rows = alerts.query_entities("PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                                 parameters={"pk": tenant_id, "lo": prefix, "hi": prefix[:-1] + "}"},
+                                 select=["reason", "severity"])
+    earlier = []
+    for row in rows:
+        reason = str(row.get("reason") or "")
+        if reason == NEW_REASON:
+            earlier.append(severity_level(str(row.get("severity") or "")))
+        elif reason.startswith(SEVERITY_REASON_PREFIX):
+            earlier.append(severity_level(reason[len(SEVERITY_REASON_PREFIX):]))
+    known = [value for value in earlier if value in below]
+    return max(known, key=_LEVEL_ORDER.index) if known else ""
+
+
+def _seen(obligation: dict[str, Any]) -> str:
+    created = obligation.get("createdAt")
+    return created.isoformat() if isinstance(created, datetime) else str(created or "")
+
+
 def _plan_obligation(plan: TenantPlan, alert_row: dict[str, Any] | None, rules: list[Rule],
-                     tenant_row: dict[str, Any], obligation: dict[str, Any]) -> None:
+                     tenant_row: dict[str, Any], obligation: dict[str, Any],
+                     previous: Callable[[dict[str, Any]], str]) -> None:
     tenant_id = plan["tenant"]
     alert_id, reason = str(obligation.get("alertId") or ""), str(obligation.get("reason") or "")
     if alert_row is None:
@@ -109,14 +154,18 @@ def _plan_obligation(plan: TenantPlan, alert_row: dict[str, Any] | None, rules: 
         logger.warning("tenant %s: obligation %s names a missing alert; completing it without e-mail",
                        tenant_id, obligation["RowKey"])
         return
-    for rule in matching_rules(rules, tenant_row, alert_row, reason):
+    matched = matching_rules(rules, tenant_row, alert_row, reason)
+    prev = seen = ""
+    if matched and reason.startswith(SEVERITY_REASON_PREFIX):
+        prev, seen = previous(obligation), _seen(obligation)  # read only when an e-mail will tell it
+    for rule in matched:
         for recipient in rule.recipients:
             if rule.mode == "digest":
                 plan["digest"].append(DigestItem(
                     rule=rule.id, to=recipient, tenant=tenant_id, alert=alert_id, obl=str(obligation["RowKey"]),
                     rank=SEVERITY_RANK.get(str(alert_row.get("severity") or "").lower(), len(SEVERITY_RANK)),
-                    at=str(alert_row.get("createdDateTime") or "")))
+                    at=str(alert_row.get("createdDateTime") or ""), reason=reason, prev=prev, seen=seen))
             else:
                 plan["messages"].append(AlertMessage(
                     kind="alert", tenant=tenant_id, alert=alert_id, reason=reason, obl=str(obligation["RowKey"]),
-                    rule=rule.id, to=recipient))
+                    rule=rule.id, to=recipient, prev=prev, seen=seen))

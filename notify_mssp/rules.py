@@ -7,8 +7,9 @@ the full rule as JSON. Rules given at onboarding have `scope.tenants` set to the
 through the API may be MSSP-wide (`"all"`, minus `excludeTenants`) or name tenants.
 
 Matching mirrors Defender's notification rules (microsoft-apis.md §6): enabled, severities, device groups
-(`"all"` or names, compared case-insensitively like Defender's group names; an alert without a device
-group only matches `"all"`), plus the MSSP scope. A `severity-<Level>` obligation matches only rules with
+(`"all"` or names, compared case-insensitively like Defender's group names; an alert matches when any of
+its devices is in a named group, see `alert_device_groups`; an alert without a device group only matches
+`"all"`), plus the MSSP scope. A `severity-<Level>` obligation matches only rules with
 `notifyOnSeverityRise` that select the new level. An alert whose severity has no rank (`unknown`, a future
 value) matches only rules that select every severity.
 """
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from azure.data.tables import TableClient
 
+from fetch_alerts.payload import decode_payload
 from grant_access.rules import RULE_PARTITION, SEVERITIES, validate_rule
 from shared.problems import Problem
 
@@ -100,10 +102,14 @@ class Rule:
         return self.tenants == "all" or tenant_id in self.tenants
 
     def covers_device_group(self, group: str) -> bool:
+        return self.covers_any_device_group((group,))
+
+    def covers_any_device_group(self, groups: tuple[str, ...] | list[str]) -> bool:
+        """Whether any of an alert's device groups is one of the rule's (always, for `"all"`)."""
         if self.device_groups == "all":
             return True
-        wanted = group.strip().casefold()
-        return bool(wanted) and any(g.strip().casefold() == wanted for g in self.device_groups)
+        wanted = {g.strip().casefold() for g in groups} - {""}
+        return any(g.strip().casefold() in wanted for g in self.device_groups)
 
     def covers_severity(self, severity: str | None) -> bool:
         if severity is None:  # no rank: only a rule that wants every severity
@@ -143,11 +149,54 @@ def severity_level(graph_severity: str | None) -> str | None:
     return level if level in SEVERITIES else None
 
 
+def _payload_device_groups(payload: dict[str, Any]) -> list[str]:
+    """The device groups an alert object names: for a Graph alerts_v2 alert, the `rbacGroupName` of each
+    `deviceEvidence` item (an alert can involve several devices, each with its own group:
+    https://learn.microsoft.com/en-us/graph/api/resources/security-deviceevidence); for a Defender alert,
+    its one `rbacGroupName` (https://learn.microsoft.com/en-us/defender-endpoint/api/alerts)."""
+    groups = []
+    if isinstance(payload.get("rbacGroupName"), str):
+        groups.append(payload["rbacGroupName"])
+    evidence = payload.get("evidence")
+    for item in evidence if isinstance(evidence, list) else ():
+        if (isinstance(item, dict) and str(item.get("@odata.type", "")).endswith("deviceEvidence")
+                and isinstance(item.get("rbacGroupName"), str)):
+            groups.append(item["rbacGroupName"])
+    return groups
+
+
+def alert_device_groups(alert_row: dict[str, Any], payload: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """Every device group of an alert, first the row's `deviceGroup` column, then the others its stored
+    payload names, distinct (case-insensitively) and in order.
+
+    The row's column holds the FIRST device's group only (fetch_alerts/STORAGE.md), and Defender's rules
+    notify on an alert when a device of it is in a selected group, so the others come from the payload.
+    A trimmed payload (`payloadTrimmed`) keeps only part of its evidence: groups of the devices it lost
+    are unknown, and only the kept ones count. An unreadable payload leaves the column's group alone.
+    `payload`, when given, is the row's payload decoded already."""
+    groups = [str(alert_row.get("deviceGroup") or "")]
+    if payload is not None:
+        groups += _payload_device_groups(payload)
+    elif alert_row.get("payloadParts"):
+        try:
+            groups += _payload_device_groups(decode_payload(alert_row))
+        except Exception as exc:  # noqa: BLE001 - a broken payload (zlib, JSON) never stops matching
+            logger.warning("alert %s: stored payload unreadable for its device groups: %s",
+                           alert_row.get("alertId"), type(exc).__name__)
+    distinct: dict[str, str] = {}
+    for group in groups:
+        name = " ".join(group.split())
+        if name and name.casefold() not in distinct:
+            distinct[name.casefold()] = name
+    return tuple(distinct.values())
+
+
 def matching_rules(rules: list[Rule], tenant_row: dict[str, Any], alert_row: dict[str, Any],
-                   reason: str) -> list[Rule]:
-    """The rules an obligation of `reason` (`new` or `severity-<Level>`) for this alert triggers."""
+                   reason: str, device_groups: tuple[str, ...] | None = None) -> list[Rule]:
+    """The rules an obligation of `reason` (`new` or `severity-<Level>`) for this alert triggers;
+    `device_groups` are the alert's groups (derived with `alert_device_groups` when not given, and only
+    when a rule names groups: decoding the payload is the costly part)."""
     tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
-    group = str(alert_row.get("deviceGroup") or "")
     if reason == NEW_REASON:
         severity, rise = severity_level(str(alert_row.get("severity") or "")), False
     elif reason.startswith(SEVERITY_REASON_PREFIX):
@@ -158,12 +207,14 @@ def matching_rules(rules: list[Rule], tenant_row: dict[str, Any], alert_row: dic
     else:
         logger.warning("tenant %s: unknown obligation reason %r; no rule matches", tenant_id, reason)
         return []
-    return [
+    candidates = [
         rule for rule in rules
         if rule.enabled
         and (rule.notify_on_severity_rise or not rise)
         and rule.covers_tenant(tenant_id)
         and rule.covers_severity(severity)
-        and rule.covers_device_group(group)
     ]
+    if device_groups is None and any(rule.device_groups != "all" for rule in candidates):
+        device_groups = alert_device_groups(alert_row)
+    return [rule for rule in candidates if rule.covers_any_device_group(device_groups or ())]
 

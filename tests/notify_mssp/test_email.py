@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from notify_mssp.email import EmailMessage, Sender, render_alert_email, render_digest_email
+from notify_mssp.email import EmailMessage, Sender, render_alert_email, render_digest_email, severity_rise
 from notify_mssp.rules import Rule
 from notify_mssp.transports import SmtpTransport
 
@@ -105,6 +105,19 @@ def test_invisible_format_characters_are_dropped_from_every_part_of_the_message(
     for part in ("subject", "html", "text"):
         assert not [c for c in received[part] if c in FORMAT_CHARS], part
     assert "Invoicefdp.exe opened by paypal | Contoso Ltd | srv-01" in received["text"]
+
+
+def test_a_severity_rise_email_escapes_and_cleans_like_any_other(smtp, maildev):
+    tenant, address = tenant_row('Contoso <b>"Ltd"</b>'), recipient()
+    alert = alert_row(tenant, title=HOSTILE_TITLE, description=HOSTILE_DESCRIPTION)
+    rise = severity_rise({"reason": "severity-High", "prev": "low", "seen": "2026-11-27T09:15:00+00:00"})
+    mail = deliver(smtp, maildev, render_alert_email(alert, tenant, rule(), address, message_id="m-rise",
+                                                     sender=SENDER, rise=rise))
+    assert mail["subject"].startswith('Contoso <b>"Ltd"</b>: Severity rose from Low to High: <script>')
+    assert "\u202e" not in mail["subject"] and "\n" not in mail["subject"] and "bcc" not in mail["headers"]
+    for raw in ("<script", "<img", "<b>", "\u202e"):
+        assert raw not in mail["html"]
+    assert "Severity change: rose from Low to High" in mail["text"]
 
 
 def test_the_rule_options_leave_out_organisation_device_and_tenant_id(smtp, maildev):
