@@ -1,6 +1,7 @@
 """The notification rules API (auth level FUNCTION, #5): create, list, read, replace, change and delete
 rules at `/api/notification-rules[/{ruleId}]`, and `POST /api/notification-rules/{ruleId}/test`, which
-sends a test e-mail to the rule's recipients as Defender's "Send test email" does.
+sends a test e-mail to the rule's recipients as Defender's "Send test email" does: about a made-up alert
+that says it is one, linking to the tenant's alert list in the portal (the sample has no page of its own).
 
 Bodies are checked like the onboarding webhook's (size 413, content type 415, JSON 400) and validated by
 the one rule validation (grant_access.rules.validate_rule), so errors are problem+json naming the field.
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 ROUTE = "notification-rules"
 MAX_RULES = 1000
 _RULE_ID = re.compile(r"^[0-9a-f]{32}$")
-_SAMPLE_TENANT = "00000000-0000-0000-0000-000000000000"
+SAMPLE_ALERT_ID = "test-alert-00000000-sample-not-real"
 
 
 # --- the rules table ---------------------------------------------------------------------------------------
@@ -169,36 +170,46 @@ def _check_if_match(current: StoredRule, if_match: str | None) -> None:
 
 
 def _sample_tenant(rule: Rule, tenants: TableClient) -> dict[str, Any]:
-    """The tenant a test e-mail links to: the rule's first tenant, else the first known tenant in scope."""
+    """The tenant a test e-mail names and links to: the rule's first tenant, else the first known tenant in
+    scope; with none, a sample customer without an id (the link then opens the alert list of whichever
+    tenant the reader signs in to)."""
     candidates: list[str] = list(rule.tenants) if rule.tenants != "all" else sorted(
         row["RowKey"] for row in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": "tenant"},
                                                         select=["RowKey"]))
-    tenant_id = next((t for t in candidates if rule.covers_tenant(t)), _SAMPLE_TENANT)
+    tenant_id = next((t for t in candidates if rule.covers_tenant(t)), "")
+    if not tenant_id:
+        return {"RowKey": "", "displayName": "Sample customer"}
     try:
         return dict(tenants.get_entity("tenant", tenant_id))
     except ResourceNotFoundError:
         return {"RowKey": tenant_id, "displayName": "Sample customer"}
 
 
-def sample_alert(rule: Rule, tenant_id: str, now: datetime) -> dict[str, Any]:
-    """A made-up alert that this rule would match, for the test e-mail."""
+def sample_alert(rule: Rule, tenant_id: str, now: datetime, portal_host: str) -> dict[str, Any]:
+    """A made-up alert that this rule would match, for the test e-mail: its title says it is a test and its
+    ids are obviously fake, so nobody goes looking for it. It exists in no tenant, so its link is the
+    portal's alert list (`/alerts`, with `?tid=` added as the rule's includeTenantLink says), where
+    Defender shows the tenant's real alerts (https://learn.microsoft.com/en-us/defender-xdr/investigate-alerts)."""
     severity = rule.severities[-1] if rule.severities else "Medium"
     return {
-        "PartitionKey": tenant_id, "alertId": f"test-{uuid.uuid4().hex[:12]}", "severity": severity.lower(),
-        "title": "Test notification: suspicious PowerShell command line (sample alert)",
-        "category": "Execution", "mitreTechniques": json.dumps(["T1059.001"]),
-        "deviceName": "sample-device.contoso.example",
+        "PartitionKey": tenant_id, "alertId": SAMPLE_ALERT_ID, "severity": severity.lower(),
+        "title": f"TEST ALERT (not real): sample notification for the rule \u201c{rule.name}\u201d",
+        "category": "Test", "mitreTechniques": json.dumps([]),
+        "deviceName": "sample-device.example.invalid",
         "deviceGroup": rule.device_groups[0] if rule.device_groups != "all" else "",
         "createdDateTime": now.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
-        "description": "This sample alert shows how alerts matching this rule are e-mailed. No action is needed.",
+        "portalLink": f"{portal_host.rstrip('/')}/alerts",
+        "description": "This made-up alert shows how alerts matching this rule are e-mailed. "
+                       "It is not a real alert and needs no action.",
     }
 
 
 def send_test(rule: Rule, tenants: TableClient, transport: Transport, rate_cap: SendRateCap | None,
               now: datetime, sender: Sender | None = None) -> list[dict[str, Any]]:
     """Send the test e-mail to each recipient; the outcome per recipient."""
+    sender = sender or Sender.from_settings()
     tenant = _sample_tenant(rule, tenants)
-    alert = sample_alert(rule, tenant["RowKey"], now)
+    alert = sample_alert(rule, tenant["RowKey"], now, sender.portal_host)
     results = []
     for recipient in rule.recipients:
         if rate_cap is not None and rate_cap.try_acquire(1) < 1:

@@ -201,10 +201,48 @@ def test_the_test_email_lands_in_maildev_with_subject_tenant_link_and_text_part(
     assert response.json()["results"][0] == {"recipient": address, "status": "sent",
                                              "detail": response.json()["results"][0]["detail"], "retry_after": None}
     (mail,) = world.emails_to(address)
-    assert mail["subject"].startswith("[Test] Fabrikam, Inc.: High-severity alert:")
-    assert f"?tid={tenant}" in mail["html"] and f"?tid={tenant}" in mail["text"]
+    assert mail["subject"].startswith("[Test] Fabrikam, Inc.: High-severity alert: TEST ALERT (not real)")
     assert "Severity: High" in mail["text"] and "<script" not in mail["html"]
     assert mail["headers"]["auto-submitted"] == "auto-generated"
+
+
+def test_the_test_email_is_about_an_obviously_made_up_alert_and_links_to_the_tenants_alert_list(api, world):
+    tenant = world.tenant("Fabrikam, Inc.")
+    address = recipient()
+    created = api.create(scope={"tenants": [tenant]}, recipients=[address])
+    assert api.call("POST", f"/{created['id']}/test").status_code == 200
+    (mail,) = world.emails_to(address)
+    assert "not real" in mail["subject"] and "not a real alert" in mail["text"]
+    assert "Alert id: test-alert-00000000-sample-not-real" in mail["text"]
+    assert mail["headers"]["x-mssp-alert-id"] == "test-alert-00000000-sample-not-real"
+    # The sample alert has no page: the link opens the tenant's alert list, and no link names an alert.
+    alert_list = f"https://security.microsoft.com/alerts?tid={tenant}"
+    assert f'href="{alert_list}"' in mail["html"] and f"Open the alert list in Microsoft Defender: {alert_list}" \
+        in mail["text"]
+    assert "/alerts/" not in mail["html"] + mail["text"]
+
+
+def test_the_test_email_of_a_rule_without_tenant_links_to_the_alert_list_without_a_tenant(api, world):
+    address = recipient()
+    # Excludes every tenant the stack knows, so no tenant is in scope.
+    known = [row["RowKey"] for row in world.table("Tenants").query_entities("PartitionKey eq 'tenant'")]
+    created = api.create(scope={"tenants": "all", "excludeTenants": known}, recipients=[address])
+    assert api.call("POST", f"/{created['id']}/test").status_code == 200
+    (mail,) = world.emails_to(address)
+    assert "Open the alert list in Microsoft Defender: https://security.microsoft.com/alerts\n" in mail["text"]
+    assert "tid=" not in mail["html"] + mail["text"] and "00000000-0000" not in mail["text"]
+
+
+def test_a_mailbox_listed_twice_in_other_case_is_kept_once_with_its_first_spelling(api, world):
+    local = f"soc-{uuid.uuid4().hex[:12]}"
+    first, again, other = f"{local.upper()}@Mssp.example", f"{local}@mssp.example", recipient()
+    created = api.create(recipients=[first, other, again])
+    assert created["recipients"] == [first, other]
+    assert api.call("GET", f"/{created['id']}").json()["recipients"] == [first, other]
+    patched = api.call("PATCH", f"/{created['id']}", body={"recipients": [again, first]})
+    assert patched.status_code == 200 and patched.json()["recipients"] == [again]
+    assert api.call("POST", f"/{created['id']}/test").status_code == 200
+    assert len(world.emails_to(first)) == 1
 
 
 def test_the_test_email_goes_to_every_recipient(api, world):
