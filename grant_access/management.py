@@ -3,6 +3,7 @@ consent link (#3, "Tenant management API"). Shapes the JSON the MSSP sees; stora
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +36,20 @@ def tenant_id_from_route(value: str) -> str:
     return value.lower()
 
 
+def _visibility_lag(row: dict[str, Any]) -> dict[str, Any] | None:
+    """Ingestion's summary of how late the tenant's alerts became visible (fetch_alerts/visibility.py):
+    the last 24 hours' p50/p95/max lag in seconds and the late arrivals beyond the overlap."""
+    try:
+        summary = json.loads(str(row.get("lagSummary") or "null"))
+    except ValueError:
+        return None
+    if not isinstance(summary, dict):
+        return None
+    keys = ("windowHours", "count", "p50Seconds", "p95Seconds", "maxSeconds", "overlapSeconds", "beyondOverlap",
+            "foundByReread", "at")
+    return {key: summary.get(key) for key in keys}
+
+
 def tenant_json(row: dict[str, Any], portal_host: str) -> dict[str, Any]:
     tenant_id = row["RowKey"]
     return {
@@ -45,7 +60,7 @@ def tenant_json(row: dict[str, Any], portal_host: str) -> dict[str, Any]:
         "statusChangedAt": _iso(row.get("statusChangedAt")),
         "alertSource": row.get("alertSource"),
         "apiHost": row.get("apiHost") or None,
-        "health": {name: _iso(row.get(name)) for name in _HEALTH},
+        "health": {**{name: _iso(row.get(name)) for name in _HEALTH}, "visibilityLag": _visibility_lag(row)},
         "portalUrl": f"{portal_host}/?tid={tenant_id}",
         "href": f"/api/tenants/{tenant_id}",
     }

@@ -1,6 +1,7 @@
 """Operational notices to the MSSP's ops address (OPS_EMAIL, #5): a tenant's consent revoked, permission
 removed or not licensed; a tenant failing OPS_FAILING_RUNS runs in a row or silent for OPS_SILENT_HOURS;
-the onboarding backfill count; the MSSP credential failing or about to expire.
+the onboarding backfill count; alerts that became visible later than the ingestion overlap (once per
+tenant per UTC day); the MSSP credential failing or about to expire.
 
 Each incident gets one notice when it opens and one when it clears (the backfill count is a one-off and
 never clears). Incident state is stored in the Incidents table, so a restarted host or a second instance
@@ -20,6 +21,7 @@ runs it. Other code may call `raise_incident` / `clear_incident` directly.
 from __future__ import annotations
 
 import binascii
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,6 +224,31 @@ def backfill_count(alerts: TableClient, tenant_id: str, activated: datetime) -> 
     return sum(1 for _ in rows)
 
 
+def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> None:
+    """One notice per tenant and UTC day on which alerts became visible later than the ingestion overlap
+    (ingestion's `lagSummary`, fetch_alerts/visibility.py): they reached us, but only by a re-read, up to
+    an hour or a day late. A one-off per day: subject `<tenant>|<YYYY-MM-DD>`, never cleared."""
+    try:
+        lag = json.loads(str(row.get("lagSummary") or "{}"))
+    except ValueError:
+        return
+    late, day = int(lag.get("dayBeyondOverlap") or 0), str(lag.get("day") or "")
+    if late <= 0 or not day:
+        return
+    tenant_id = row["RowKey"]
+    overlap = int(lag.get("overlapSeconds") or 0) // 60
+    raise_incident(ctx, Incident("late_arrivals", f"{tenant_id}|{day}",
+                                 f"{name}: alerts became visible later than the {overlap}-minute overlap", (
+        f"Customer: {name}",
+        f"On {day} (UTC) so far: {late} alert versions became visible in the Microsoft API more than {overlap} "
+        "minutes after their last update. The hourly or daily re-read stored them, so their notifications "
+        "went out late.",
+        f"Last 24 hours: {lag.get('count')} versions measured, lag p50 {lag.get('p50Seconds')} s, p95 "
+        f"{lag.get('p95Seconds')} s, max {lag.get('maxSeconds')} s; {lag.get('beyondOverlap')} beyond the overlap.",
+        "If this repeats, raise FETCH_OVERLAP_MINUTES above the p95 (GET /api/tenants shows it per tenant)."),
+        clears=False))
+
+
 def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, limits: Thresholds,
                   now: datetime) -> None:
     tenant_id, status, name = row["RowKey"], str(row.get("status") or ""), _name(row)
@@ -239,6 +266,8 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
             clear_incident(ctx, kind, tenant_id, notify=not quiet,
                            summary=f"{name}: resolved, status is now {status or 'unknown'}")
     active = status == "active"
+    if active:
+        _check_late_arrivals(ctx, row, name)
     failures = int(row.get("consecutiveFailures") or 0)
     if active and failures >= limits.failing_runs:
         summary = f"{name}: alert fetching failed {failures} runs in a row"

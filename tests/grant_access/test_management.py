@@ -26,7 +26,9 @@ def test_the_list_shows_status_health_and_the_portal_link(onboarding):
     assert entry["status"] == "active" and entry["displayName"] == "Listed Co"
     assert entry["portalUrl"] == f"https://security.microsoft.com/?tid={tenant}"
     assert set(entry["health"]) == {"lastAttempt", "lastSuccess", "lastErrorClass", "lastError", "consecutiveFailures",
-                                   "alertsTotal"}
+                                   "alertsTotal", "visibilityLag"}
+    # No alert measured yet: the visibility-lag summary (filled by ingestion) is null, not zeros.
+    assert entry["health"]["visibilityLag"] is None
 
 
 def test_the_list_holds_only_tenants_not_their_audit_rows(onboarding):
