@@ -121,10 +121,10 @@ def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
 @bp.function_name(MARK_SENT_ACTIVITY)
 @bp.activity_trigger(input_name="job")
 def mark_notifications_sent(job: dict[str, Any]) -> int:
-    """Mark the e-mails an attempt sent as `sent` in the delivery log (raises on storage failure: retried)."""
+    """Mark e-mails the send activity could not mark itself as `sent` (raises on storage failure: retried)."""
     from notify_mssp.sender import mark_sent
 
-    return mark_sent(_delivery_log(), run_id=str(job["runId"]), token=str(job["token"]), sent=list(job["sent"]),
+    return mark_sent(_delivery_log(), token=str(job["token"]), sent=list(job["sent"]),
                      now=datetime.now(UTC))
 
 

@@ -16,17 +16,25 @@ and the run marks it `sent` afterwards. A later attempt that finds the claim act
 Row layout (table `DeliveryLog`):
 - per-alert e-mails: PartitionKey = tenant GUID, RowKey `<escaped alert id>|<obligation reason>|<rule id>|
   <escaped recipient>` (the reason is part of the identity: a severity rise re-notifies on purpose);
-- digests: PartitionKey `digest|<run id>`, RowKey `<rule id>|<escaped recipient>` (the digest id of
-  design.md, `<run id>|<rule id>|<recipient>`, split at the run id).
+- digests: PartitionKey `digest|<rule id>|<escaped recipient>`, RowKey `<run id>|<coverage hash>`, the
+  hash naming the set of obligations the digest covers: "already sent" on a digest row means that exact
+  set was e-mailed, never a different one under a reused run id. A digest row also records what it covered
+  (`coveredObligations`: 8-byte fingerprints, `coveredCount`, `total`, `listed`; docs/NOTIFICATIONS.md,
+  "Digests and the delivery log"), so a later digest to the same (rule, recipient) leaves out what a sent
+  one covered and counts the overlap with a claim whose sender died.
 Columns: `state`, `claimToken`, `runId`, `claimedAt`, `sentAt`, `attempts` (sends tried), `transientRuns`
 (runs that took the e-mail over after a transient failure), `duplicates` (claims found without `sent`),
-`lastError`, `messageToken` (of the Message-ID), and what the e-mail was about (`kind`, `tenantId`,
+`lastError`, `lastTransportError` (the last transient send failure, kept when the rate cap defers the
+e-mail afterwards), `messageToken` (of the Message-ID), and what the e-mail was about (`kind`, `tenantId`,
 `alertId`, `reason`, `ruleId`, `recipient`, `digestId`). Keys over the Table Storage limit become a SHA-256.
+A per-alert key names exactly one obligation (ingestion writes one obligation per alert and reason, with
+create semantics), so its "already sent" always resolves the obligation that e-mail was about.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +49,14 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 logger = logging.getLogger(__name__)
 
 DIGEST_PARTITION_PREFIX = "digest|"
+FINGERPRINT_BYTES = 8  # per covered obligation; collisions are negligible at a digest's size
+# Obligations one digest covers at most: their fingerprints fill one binary property (64 KiB limit) and
+# keep the digest spec in orchestration history small. The rest wait for the next run.
+MAX_DIGEST_COVERED = 8000
+# How far back a digest looks for earlier digests to the same (rule, recipient) covering its obligations:
+# a dead run's obligations are taken over within NOTIFY_CLAIM_TIMEOUT plus a tick or two.
+DIGEST_LOOKBACK = timedelta(days=2)
+_LISTED_MAX_CHARS = 30_000  # the `listed` column: a string property holds 32K UTF-16 characters
 _TRANSACTION_LIMIT = 100  # operations per entity-group transaction
 _MAX_KEY = 1000  # Table Storage allows 1 KiB per key; escaping can triple a long address
 
@@ -98,8 +114,53 @@ def digest_id(run_id: str, rule_id: str, recipient: str) -> str:
     return f"{run_id}|{rule_id}|{recipient.lower()}"
 
 
-def digest_delivery_key(run_id: str, rule_id: str, recipient: str) -> DeliveryKey:
-    return DeliveryKey(DIGEST_PARTITION_PREFIX + run_id, _bounded(f"{rule_id}|{_escape(recipient.lower())}"))
+def obligation_fingerprint(tenant_id: str, obligation_key: str) -> str:
+    """16 hex characters naming one obligation in a digest's coverage (deterministic: used in orchestrator
+    code)."""
+    return hashlib.sha256(f"{tenant_id}|{obligation_key}".encode()).hexdigest()[:FINGERPRINT_BYTES * 2]
+
+
+def digest_partition(rule_id: str, recipient: str) -> str:
+    return _bounded(f"{DIGEST_PARTITION_PREFIX}{rule_id}|{_escape(recipient.lower())}")
+
+
+def digest_delivery_key(run_id: str, rule_id: str, recipient: str, covered: list[str]) -> DeliveryKey:
+    """The row of the digest of `run_id` to (rule, recipient) covering exactly the `covered` fingerprints."""
+    coverage = hashlib.sha256("".join(sorted(covered)).encode()).hexdigest()[:16]
+    return DeliveryKey(digest_partition(rule_id, recipient), _bounded(f"{run_id}|{coverage}"))
+
+
+def pack_fingerprints(fingerprints: list[str]) -> bytes:
+    return b"".join(bytes.fromhex(f) for f in sorted(fingerprints))
+
+
+def unpack_fingerprints(packed: Any) -> set[str]:
+    raw = bytes(getattr(packed, "value", packed) or b"")
+    return {raw[i:i + FINGERPRINT_BYTES].hex() for i in range(0, len(raw), FINGERPRINT_BYTES)}
+
+
+def digest_about(digest_id_value: str, rule_id: str, recipient: str, covered: list[str],
+                 listed: list[list[str]], total: int) -> dict[str, Any]:
+    """The columns recording what a digest covered: every obligation of every alert it counted, listed or
+    in its "and N more" (docs/NOTIFICATIONS.md)."""
+    listed_text = json.dumps(listed, separators=(",", ":"))
+    if len(listed_text) > _LISTED_MAX_CHARS:  # a very large NOTIFY_DIGEST_MAX_ITEMS: keep what fits
+        listed_text = listed_text[:_LISTED_MAX_CHARS]
+    return {"kind": "digest", "digestId": digest_id_value, "ruleId": rule_id, "recipient": recipient,
+            "items": int(total), "total": int(total), "listedCount": len(listed), "listed": listed_text,
+            "coveredCount": len(covered), "coveredObligations": pack_fingerprints(covered)}
+
+
+@dataclass(frozen=True)
+class EarlierDigest:
+    """An earlier digest row to the same (rule, recipient) and what it covered."""
+
+    row: Any
+    covered: set[str]
+
+    @property
+    def state(self) -> str:
+        return str(self.row.get("state", ""))
 
 
 @dataclass(frozen=True)
@@ -272,9 +333,55 @@ class DeliveryLog:
                 marked += sum(1 for k, _ in part if self.mark_sent(k, token, now))
         return marked
 
+    def mark_sent_claimed(self, key: DeliveryKey, etag: str, now: datetime) -> bool:
+        """Mark one e-mail `sent` right after it went out, conditional on the claim's ETag (no read): the
+        sender marks each e-mail itself, so a crash leaves at most the one in flight unmarked."""
+        if not etag:
+            return False
+        try:
+            self._table.update_entity({"PartitionKey": key.partition, "RowKey": key.row,
+                                       "state": DeliveryState.SENT.value, "sentAt": now, "lastError": ""},
+                                      mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+
+    def earlier_digests(self, partition: str, now: datetime) -> list[EarlierDigest]:
+        """The digest rows to one (rule, recipient) claimed within DIGEST_LOOKBACK, with their coverage."""
+        rows = self._table.query_entities("PartitionKey eq @p and claimedAt ge @since",
+                                          parameters={"p": partition, "since": now - DIGEST_LOOKBACK})
+        return [EarlierDigest(row, unpack_fingerprints(row.get("coveredObligations"))) for row in rows]
+
+    def is_abandoned(self, earlier: EarlierDigest, now: datetime) -> bool:
+        """A claim without `sent` whose sender died: older than NOTIFY_CLAIM_TIMEOUT."""
+        claimed_at = earlier.row.get("claimedAt")
+        return (earlier.state == DeliveryState.CLAIMED and isinstance(claimed_at, datetime)
+                and now - claimed_at >= self._stale_after)
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    def supersede(self, earlier: EarlierDigest, by: str) -> bool:
+        """Resolve an abandoned digest claim that a later digest covers again, counting one possible
+        duplicate on it (its e-mail may have gone out before its sender died): with the resend policy its
+        obligations go out again in `by`, with the skip policy they are left out of it. ETag-conditional,
+        so two runs never count it twice."""
+        action = f"went out again in {by}" if self._policy == "resend" else f"were left out of {by} by policy"
+        detail = (f"claimed without 'sent' by a sender that did not finish; its obligations {action} "
+                  "(counted as a possible duplicate)")
+        updated = self._update(earlier.row, {"state": DeliveryState.SKIPPED.value, "lastError": detail[:1000],
+                                             "duplicates": int(earlier.row.get("duplicates", 0)) + 1})
+        if updated:
+            logger.warning("delivery %s/%s: %s", earlier.row["PartitionKey"], earlier.row["RowKey"], detail)
+        return bool(updated)
+
     def release(self, key: DeliveryKey, token: str, state: DeliveryState, detail: str) -> bool:
         """Give the claim back after a transient failure (`retry`) or the rate cap (`deferred`)."""
-        return self._update_own(key, token, {"state": state.value, "lastError": detail[:1000]})
+        changes = {"state": state.value, "lastError": detail[:1000]}
+        if state == DeliveryState.RETRY:  # kept apart: a later `deferred` by the cap overwrites lastError only
+            changes["lastTransportError"] = detail[:1000]
+        return self._update_own(key, token, changes)
 
     def record_permanent(self, key: DeliveryKey, token: str, detail: str) -> bool:
         return self._update_own(key, token, {"state": DeliveryState.FAILED.value, "lastError": detail[:1000]})

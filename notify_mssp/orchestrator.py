@@ -9,9 +9,10 @@ Orchestrator code is replayed from history, so everything here is deterministic:
    (claims obligations, applies rules; a tenant whose planning fails is left for the next run and never
    fails the others) and sends their per-alert e-mails at once, so sending overlaps planning;
 3. merges the digest items of all tenants into one digest per (rule, recipient), ordered by severity,
-   time, tenant and alert id, with design.md's digest id `<run id>|<rule id>|<recipient>`, and sends them;
+   time, tenant and alert id, with design.md's digest id `<run id>|<rule id>|<recipient>`, each naming the
+   obligations it covers (docs/NOTIFICATIONS.md), and sends them;
 4. sends always in sub-orchestrations of NOTIFY_BATCH_SIZE e-mails, so no history grows with the number
-   of e-mails; a batch sends in chunks (activities), marks what it sent, and retries transient failures
+   of e-mails; a batch sends in chunks (activities) that mark each e-mail as it goes, and retries transient failures
    after a durable timer with exponential backoff (Python's RetryOptions has none), up to
    NOTIFY_SEND_MAX_ATTEMPTS; what still fails, and what the rate cap deferred, carries over;
 5. completes each tenant: obligations whose e-mails are all resolved become `done`, the others go back to
@@ -33,7 +34,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from notify_mssp.delivery import digest_id
+from notify_mssp.delivery import MAX_DIGEST_COVERED, digest_id, obligation_fingerprint
 from shared.names import (
     COMPLETE_TENANT_ACTIVITY,
     LIST_PENDING_TENANTS_ACTIVITY,
@@ -59,30 +60,41 @@ Orchestration = Generator[Any, Any, dict[str, Any]]
 
 
 def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
-                  ) -> list[tuple[dict[str, Any], list[tuple[str, str]]]]:
-    """One digest message per (rule, recipient) across all tenants, with the obligations it covers.
+                  ) -> tuple[list[tuple[dict[str, Any], list[tuple[str, str]]]], set[tuple[str, str]]]:
+    """One digest message per (rule, recipient) across all tenants, with the obligations it covers; and
+    the obligations left for the next run because a digest covers at most MAX_DIGEST_COVERED.
 
     Deterministic for the same plans: groups are taken in (rule id, recipient) order and items in
     (severity rank, created time, tenant, alert id) order; an alert listed twice for one recipient (a new
-    and a severity obligation in the same run) appears once.
+    and a severity obligation in the same run) is one entry covering both obligations. The message names
+    each entry's obligations by fingerprint, so the delivery log records what the digest covered; the
+    send activity lists the first `maxItems` entries and counts them all.
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for plan in plans:
         for item in plan.get("digest") or []:
             groups.setdefault((item["rule"], item["to"].lower()), []).append(item)
     digests = []
+    left_over: set[tuple[str, str]] = set()
     for (rule_id, recipient), items in sorted(groups.items()):
-        ordered = sorted(items, key=lambda i: (i["rank"], i["at"], i["tenant"], i["alert"]))
-        listed: list[list[str]] = []
-        seen: set[tuple[str, str]] = set()
+        ordered = sorted(items, key=lambda i: (i["rank"], i["at"], i["tenant"], i["alert"], i["obl"]))
+        entries: dict[tuple[str, str], dict[str, Any]] = {}
+        covered: set[tuple[str, str]] = set()
         for item in ordered:
-            if (item["tenant"], item["alert"]) not in seen:
-                seen.add((item["tenant"], item["alert"]))
-                listed.append([item["tenant"], item["alert"]])
+            obligation = (item["tenant"], item["obl"])
+            if obligation in covered:
+                continue
+            if len(covered) >= MAX_DIGEST_COVERED:
+                left_over.add(obligation)
+                continue
+            covered.add(obligation)
+            entry = entries.setdefault((item["tenant"], item["alert"]),
+                                       {"tenant": item["tenant"], "alert": item["alert"], "obligations": []})
+            entry["obligations"].append(obligation_fingerprint(item["tenant"], item["obl"]))
         message = {"kind": "digest", "id": digest_id(run_id, rule_id, recipient), "rule": rule_id,
-                   "to": ordered[0]["to"], "items": listed[:max_items], "total": len(listed)}
-        digests.append((message, sorted({(i["tenant"], i["obl"]) for i in items})))
-    return digests
+                   "to": ordered[0]["to"], "entries": list(entries.values()), "maxItems": int(max_items)}
+        digests.append((message, sorted(covered)))
+    return digests, left_over - {o for _, covered in digests for o in covered}
 
 
 def backoff_seconds(attempt: int, base: float, retry_after: float) -> float:
@@ -161,7 +173,8 @@ def notify_run(context: df.DurableOrchestrationContext) -> Orchestration:
 
     # Digests merge every tenant's items, so they go out once all groups are planned.
     unresolved = {(plan["tenant"], obl) for plan in planned for obl in plan["unresolved"]}
-    digests = merge_digests(run_id, planned, int(config["digestMaxItems"]))
+    digests, left_over = merge_digests(run_id, planned, int(config["digestMaxItems"]))
+    unresolved |= left_over  # over a digest's coverage limit: pending for the next run, never done unsent
     outcomes = yield from _send_all(context, run_id, config, [message for message, _ in digests], summary)
     for outcome, (_, obligations) in zip(outcomes, digests, strict=True):
         if outcome not in RESOLVED:
@@ -238,7 +251,7 @@ def send_batch(context: df.DurableOrchestrationContext) -> Orchestration:
                 logger.warning("batch %s attempt %d: a send activity failed: %s", context.instance_id, attempt, exc)
             results = [None] * len(chunks)
         retry: list[int] = []
-        sent: list[list[Any]] = []  # [spec, ETag of its claim]
+        unmarked: list[dict[str, Any]] = []  # sent, but the send activity could not mark them
         retry_after = 0.0
         for chunk, result in zip(chunks, results, strict=True):
             for position, index in enumerate(chunk):
@@ -249,16 +262,17 @@ def send_batch(context: df.DurableOrchestrationContext) -> Orchestration:
                     retry_after = max(retry_after, float(answer.get("ra") or 0))
                     continue
                 outcomes[index] = answer["o"]
-                if answer["o"] == SENT:
-                    sent.append([messages[index], answer.get("e", "")])
-        if sent:
-            # Marked right after each attempt, so a crash leaves as few claims without `sent` as possible.
+                if answer["o"] == SENT and answer.get("mark"):
+                    unmarked.append(answer["mark"])
+        if unmarked:
+            # The send activity marks each e-mail as it goes; these its mark failed on (storage), retried here.
             try:
                 yield context.call_activity_with_retry(MARK_SENT_ACTIVITY, df.RetryOptions(1000, 3), {
-                    "runId": run_id, "token": token, "sent": sent})
+                    "runId": run_id, "token": token, "sent": unmarked})
             except Exception as exc:  # the claims stay unmarked: a later run counts them, never silently
                 if not context.is_replaying:
-                    logger.error("batch %s: marking %d e-mails sent failed: %s", context.instance_id, len(sent), exc)
+                    logger.error("batch %s: marking %d e-mails sent failed: %s", context.instance_id,
+                                 len(unmarked), exc)
         if retry and attempt < max_attempts:
             delay = backoff_seconds(attempt, float(config["backoffSeconds"]), retry_after)
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))

@@ -5,8 +5,15 @@ the rows its spec names (notify_mssp.email), counted against the send rate cap (
 handed to the transport (notify_mssp.transports). Every e-mail gets its own answer, so one that fails
 never fails the others; nothing here raises for a single e-mail.
 
+Each e-mail is marked `sent` right after the transport took it, so a host killed mid-send leaves at most
+the e-mails in flight claimed without `sent`. A digest spec lists its alerts as entries with the
+fingerprints of the obligations each covers; before claiming, the digest leaves out obligations an earlier
+sent digest to the same (rule, recipient) covered, and counts the overlap with an abandoned one
+(docs/NOTIFICATIONS.md, "Digests and the delivery log").
+
 Answers, for the batch orchestrator: `{"o": outcome, "dup": possible duplicate, "d": detail, "ra": retry
-after seconds, "e": ETag of the claim}` with outcome `sent` (this attempt sent it; the run marks it),
+after seconds, "mark": {"partition", "row", "etag"} when sent but not yet marked}` with outcome `sent`
+(this attempt sent it; marked here, or by the run when `mark` is set),
 `already_sent`, `skipped` (the skip policy, or skipped before), `permanent` (recorded, never retried),
 `transient` (claim given back; retried after a durable timer) or `carry` (deferred by the rate cap, or
 busy in another attempt: the next run).
@@ -30,8 +37,11 @@ from notify_mssp.delivery import (
     DeliveryKey,
     DeliveryLog,
     DeliveryState,
+    EarlierDigest,
     alert_delivery_key,
+    digest_about,
     digest_delivery_key,
+    digest_partition,
 )
 from notify_mssp.email import EmailMessage, render_alert_email, render_digest_email
 from notify_mssp.obligations import TENANT_PARTITION
@@ -56,15 +66,54 @@ class RenderError(Exception):
 
 
 def delivery_key(spec: dict[str, Any], run_id: str) -> DeliveryKey:
+    """The row of a per-alert spec, or of a prepared digest spec (`prepare_digest`)."""
     if spec["kind"] == "digest":
-        return digest_delivery_key(run_id, spec["rule"], spec["to"])
+        return digest_delivery_key(run_id, spec["rule"], spec["to"], spec["covered"])
     return alert_delivery_key(spec["tenant"], spec["alert"], spec["reason"], spec["rule"], spec["to"])
+
+
+@dataclass
+class PreparedDigest:
+    """A digest after what earlier digests covered is left out: the spec to claim and render (`items`,
+    `total`, `covered`), the abandoned earlier claims it overlaps, or the answer when nothing is left."""
+
+    spec: dict[str, Any] | None
+    abandoned: list[EarlierDigest]
+    answer: dict[str, Any] | None = None
+
+
+def prepare_digest(ctx: SendContext, spec: dict[str, Any], now: datetime) -> PreparedDigest:
+    """Leave out obligations that a `sent` (or policy-`skipped`) earlier digest to the same (rule,
+    recipient) covered; with the skip policy also those an abandoned claim covered. What is left is listed
+    (up to `maxItems` alerts) and counted (`total`), and every obligation of it is covered."""
+    earlier = ctx.log.earlier_digests(digest_partition(spec["rule"], spec["to"]), now)
+    resolved: set[str] = set()
+    for digest in earlier:
+        if digest.state in (DeliveryState.SENT, DeliveryState.SKIPPED):
+            resolved |= digest.covered
+    mine = {fp for entry in spec["entries"] for fp in entry["obligations"]}
+    abandoned = [d for d in earlier if ctx.log.is_abandoned(d, now) and d.covered & (mine - resolved)]
+    skipped = set()
+    if abandoned and ctx.log.policy == "skip":
+        skipped = set().union(*(d.covered for d in abandoned)) - resolved
+    entries = []
+    for entry in spec["entries"]:
+        left = sorted(set(entry["obligations"]) - resolved - skipped)
+        if left:
+            entries.append({**entry, "obligations": left})
+    if not entries:
+        if skipped:  # everything left was an abandoned claim's: resolved by the skip policy, counted
+            return PreparedDigest(None, abandoned, {"o": "skipped", "dup": True, "d": "abandoned claim skipped"})
+        return PreparedDigest(None, [], {"o": "already_sent", "dup": False, "d": "covered by sent digests"})
+    covered = [fp for entry in entries for fp in entry["obligations"]]
+    prepared = {"kind": "digest", "id": spec["id"], "rule": spec["rule"], "to": spec["to"], "covered": covered,
+                "items": [[e["tenant"], e["alert"]] for e in entries[:int(spec["maxItems"])]], "total": len(entries)}
+    return PreparedDigest(prepared, abandoned)
 
 
 def _about(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "digest":
-        return {"kind": "digest", "digestId": spec["id"], "ruleId": spec["rule"], "recipient": spec["to"],
-                "items": int(spec["total"])}
+        return digest_about(spec["id"], spec["rule"], spec["to"], spec["covered"], spec["items"], spec["total"])
     return {"kind": "alert", "tenantId": spec["tenant"], "alertId": spec["alert"], "reason": spec["reason"],
             "ruleId": spec["rule"], "recipient": spec["to"]}
 
@@ -144,25 +193,41 @@ class SendContext:
 
 def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict[str, Any]],
                now: datetime) -> list[dict[str, Any]]:
-    """Claim, render and send each e-mail of the chunk; one answer per e-mail, in order."""
+    """Claim, render, send and mark each e-mail of the chunk; one answer per e-mail, in order."""
     answers: list[dict[str, Any] | None] = [None] * len(messages)
-    owned: list[tuple[int, DeliveryKey, Claim]] = []
+    owned: list[tuple[int, DeliveryKey, Claim, bool]] = []  # and whether it may repeat an earlier e-mail
+    specs: dict[int, dict[str, Any]] = {}
+    abandoned: dict[int, list[EarlierDigest]] = {}
     try:
-        keys = [delivery_key(spec, run_id) for spec in messages]
-        claims = ctx.log.claim_many([(key, _about(spec)) for key, spec in zip(keys, messages, strict=True)],
-                                    token, run_id, now)
+        for index, spec in enumerate(messages):
+            if spec["kind"] != "digest":
+                specs[index] = spec
+                continue
+            prepared = prepare_digest(ctx, spec, now)
+            if prepared.answer is not None:
+                answers[index] = prepared.answer
+                for digest in prepared.abandoned:
+                    _quietly(ctx.log.supersede, digest, f"the digest of run {run_id}")
+            else:
+                assert prepared.spec is not None
+                specs[index], abandoned[index] = prepared.spec, prepared.abandoned
+        keys = {index: delivery_key(spec, run_id) for index, spec in specs.items()}
+        claims = ctx.log.claim_many([(keys[index], _about(specs[index])) for index in specs], token, run_id, now)
     except Exception as exc:  # storage trouble: nothing was sent, try again later
         logger.warning("run %s: claiming e-mails failed: %s", run_id, exc)
         return [{"o": "transient", "d": f"delivery log unavailable ({type(exc).__name__})"} for _ in messages]
-    for index, (key, claim) in enumerate(zip(keys, claims, strict=True)):
+    for index, claim in zip(specs, claims, strict=True):
+        key = keys[index]
         if claim.may_send:
-            owned.append((index, key, claim))
+            # An abandoned earlier digest may have gone out before its sender died: this one may repeat it.
+            superseded = [d for d in abandoned.get(index, []) if _quietly(ctx.log.supersede, d, specs[index]["id"])]
+            owned.append((index, key, claim, claim.possible_duplicate or bool(superseded)))
         else:
             answers[index] = {"o": _CLAIM_ANSWERS[claim.result], "dup": claim.possible_duplicate, "d": claim.detail}
     granted = _acquire(ctx, len(owned))
-    ctx.prefetch([messages[index] for index, _, _ in owned[:granted]])
-    for position, (index, key, claim) in enumerate(owned):
-        spec, duplicate = messages[index], claim.possible_duplicate
+    ctx.prefetch([specs[index] for index, _, _, _ in owned[:granted]])
+    for position, (index, key, claim, duplicate) in enumerate(owned):
+        spec = specs[index]
         if position >= granted:
             _quietly(ctx.log.release, key, token, DeliveryState.DEFERRED, "over the send rate cap; next run")
             answers[index] = {"o": "carry", "dup": duplicate, "d": "over the send rate cap"}
@@ -170,7 +235,9 @@ def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict
         outcome = _send_one(ctx, spec, key)
         answers[index] = {"o": outcome.status, "dup": duplicate, "d": outcome.detail[:300]}
         if outcome.status == "sent":
-            answers[index]["e"] = claim.etag  # the mark is conditional on the claim being unchanged
+            # Marked at once; if the mark fails (storage), the run marks it (conditional on the claim).
+            if not _quietly(ctx.log.mark_sent_claimed, key, claim.etag, now):
+                answers[index]["mark"] = {"partition": key.partition, "row": key.row, "etag": claim.etag}
         elif outcome.status == "transient":
             answers[index]["ra"] = float(outcome.retry_after or 0)
             _quietly(ctx.log.release, key, token, DeliveryState.RETRY, outcome.detail)
@@ -206,14 +273,17 @@ def _send_one(ctx: SendContext, spec: dict[str, Any], key: DeliveryKey) -> SendO
         return SendOutcome("transient", f"transport error ({type(exc).__name__})", None)
 
 
-def _quietly(action: Any, *args: Any) -> None:
+def _quietly(action: Any, *args: Any) -> Any:
     """Record an outcome; if storage fails, the claim stays and a later run resolves it (and counts it)."""
     try:
-        action(*args)
+        return action(*args)
     except Exception as exc:
         logger.warning("delivery log update failed (%s); a later run will resolve the claim", exc)
+        return None
 
 
-def mark_sent(log: DeliveryLog, *, run_id: str, token: str, sent: list[list[Any]], now: datetime) -> int:
-    """Mark the e-mails an attempt sent (`[spec, ETag of its claim]` pairs) as `sent`; the number marked."""
-    return log.mark_sent_many([(delivery_key(spec, run_id), str(etag or "")) for spec, etag in sent], token, now)
+def mark_sent(log: DeliveryLog, *, token: str, sent: list[dict[str, Any]], now: datetime) -> int:
+    """Mark e-mails the send activity could not mark itself (`{"partition", "row", "etag"}` of each claim)
+    as `sent`; the number marked."""
+    return log.mark_sent_many([(DeliveryKey(str(item["partition"]), str(item["row"])), str(item.get("etag") or ""))
+                               for item in sent], token, now)

@@ -1,5 +1,9 @@
-"""The host dying in the middle of a notification run: the claim without `sent` that a crash between send
+"""The host dying in the middle of a notification run: the claim without `sent` that a kill between send
 and mark leaves is resolved by DUPLICATE_POLICY and counted, and nothing is stranded.
+
+The send activity marks each e-mail right after the transport took it, so the only window is the send
+itself: the app sends through `HoldingRelay`, which hands the message to MailDev and then holds the SMTP
+reply while the test kills the host (the e-mail went out, its claim has no `sent`).
 
 The local host keeps Durable state in memory, so a crashed run is gone (in Azure it would resume from the
 task hub); the next run sweeps the tenants' markers and takes over the dead run's claims once they are
@@ -8,23 +12,116 @@ asserted per tenant (its delivery row, its copies in MailDev), not on the run's 
 
 from __future__ import annotations
 
+import smtplib
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from local.stack import LocalStack
 from notify_mssp.delivery import delivery_summary
-from shared.names import PLAN_TENANT_ACTIVITY, SEND_EMAILS_ACTIVITY
-from tests.notify_mssp.conftest import World
+from shared.names import PLAN_TENANT_ACTIVITY
+from tests.notify_mssp.conftest import BASE_SETTINGS, SmtpRelay, World
 
 CLAIM_TIMEOUT_S = 2
 CRASH_EXIT_CODE = 137
 
 
+class HoldingRelay(SmtpRelay):
+    """An SMTP relay in front of MailDev that, once `hold_after` messages were forwarded, forwards each
+    further one too but holds its reply until `release` is set: the host can be killed mid-send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forwarded = 0
+        self.hold_after: int | None = None
+        self.release = threading.Event()
+        self._count = threading.Lock()
+
+    def _serve(self, connection: Any) -> None:
+        stream = connection.makefile("rwb")
+
+        def reply(line: str) -> None:
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+
+        sender, recipients = "", []
+        try:
+            reply("220 relay ESMTP")
+            for raw in stream:
+                verb = raw.decode(errors="replace")[:4].upper()
+                command = raw.decode(errors="replace").rstrip("\r\n")
+                if verb == "MAIL":
+                    sender, recipients = command.split(":", 1)[1].strip().strip("<>"), []
+                elif verb == "RCPT":
+                    recipients.append(command.split(":", 1)[1].strip().strip("<>"))
+                if verb == "DATA":
+                    reply("354 end with <CRLF>.<CRLF>")
+                    lines = []
+                    for data in stream:
+                        if data in (b".\r\n", b".\n"):
+                            break
+                        lines.append(data[1:] if data.startswith(b"..") else data)
+                    with smtplib.SMTP("127.0.0.1", self.upstream_port, timeout=10) as upstream:
+                        upstream.sendmail(sender, recipients, b"".join(lines))
+                    with self._count:
+                        self.forwarded += 1
+                        hold = self.hold_after is not None and self.forwarded > self.hold_after
+                    if hold:
+                        self.release.wait(60)  # the host is killed meanwhile: the sender never hears back
+                    reply("250 2.0.0 queued")
+                elif verb == "QUIT":
+                    reply("221 bye")
+                    return
+                elif verb != "DATA":
+                    reply("250 OK")
+        except OSError:
+            return
+        finally:
+            connection.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def kill_mid_send(world: World, relay: HoldingRelay, sent_before_kill: int = 0) -> None:
+    """Start a run; once `sent_before_kill` e-mails went out and one more reached MailDev (its reply held),
+    kill the host (SIGKILL, as the platform would)."""
+    relay.release.clear()
+    relay.forwarded, relay.hold_after = 0, sent_before_kill
+    world.start_run()
+    wait_for(lambda: relay.forwarded > sent_before_kill)
+    world.host.kill()
+    assert world.host.wait_exit(30) is not None
+    relay.hold_after = None
+    relay.release.set()
+
+
 @pytest.fixture(scope="module")
-def notify_settings() -> dict[str, str]:
-    return {"NOTIFY_CLAIM_TIMEOUT": f"{CLAIM_TIMEOUT_S}s", "DUPLICATE_POLICY": "resend"}
+def relay() -> Iterator[HoldingRelay]:
+    relay = HoldingRelay()
+    yield relay
+    relay.release.set()
+    relay.stop()
+
+
+@pytest.fixture(scope="module")
+def notify_stack(tmp_path_factory: pytest.TempPathFactory, relay: HoldingRelay) -> Iterator[LocalStack]:
+    settings = {**BASE_SETTINGS, "NOTIFY_CLAIM_TIMEOUT": f"{CLAIM_TIMEOUT_S}s", "DUPLICATE_POLICY": "resend",
+                "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(relay.port)}
+    stack = LocalStack.start(Path(tmp_path_factory.mktemp("notify-crash")), with_maildev=True,
+                             extra_settings=settings)
+    assert stack.maildev is not None
+    relay.upstream_port = stack.maildev.smtp_port
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture
@@ -56,12 +153,12 @@ def _run_after_restart(world: World, policy: str) -> dict:
 
 
 @pytest.fixture
-def crashed_between_send_and_mark(live: World) -> Iterator[tuple[World, str, str]]:
+def crashed_between_send_and_mark(live: World, relay: HoldingRelay) -> Iterator[tuple[World, str, str]]:
     tenant = live.tenant()
     recipient = live.recipient()
     live.rule([tenant], [recipient])
     live.alert(tenant)
-    _crash_run(live, SEND_EMAILS_ACTIVITY)
+    kill_mid_send(live, relay)
     yield live, tenant, recipient
 
 

@@ -3,6 +3,8 @@ across tenants, sends fanned out in sub-orchestrations, obligations completed an
 
 from __future__ import annotations
 
+import json
+
 
 def test_each_matching_alert_reaches_each_recipient_once_and_obligations_end_done(world):
     tenant = world.tenant("Contoso")
@@ -37,9 +39,8 @@ def test_every_delivery_is_recorded_sent_with_its_alert_rule_and_recipient(world
 def test_a_digest_rule_sends_one_email_per_recipient_listing_alerts_of_all_its_tenants(world):
     tenants = [world.tenant("Contoso"), world.tenant("Fabrikam")]
     recipient = world.recipient()
-    world.rule(tenants, [recipient], mode="digest", name="Digest")
-    for tenant in tenants:
-        world.alert(tenant, title=f"Digest alert of {tenant}")
+    rule_id = world.rule(tenants, [recipient], mode="digest", name="Digest")
+    alerts = [world.alert(tenant, title=f"Digest alert of {tenant}") for tenant in tenants]
 
     run_id = world.start_run()
     summary = world.wait_run(run_id)
@@ -47,8 +48,11 @@ def test_a_digest_rule_sends_one_email_per_recipient_listing_alerts_of_all_its_t
     [email] = world.emails_to(recipient)
     assert summary["sent"] == 1
     assert all(f"Digest alert of {tenant}" in email["text"] for tenant in tenants)
-    [row] = world.deliveries(f"digest|{run_id}")
-    assert row["digestId"] == f"{run_id}|{row['ruleId']}|{recipient}"
+    [row] = world.deliveries(f"digest|{rule_id}|{recipient}")
+    assert row["digestId"] == f"{run_id}|{rule_id}|{recipient}" and row["RowKey"].startswith(f"{run_id}|")
+    # What the digest covered is recorded with it: each tenant's `new` obligation, both alerts listed.
+    assert (row["state"], row["coveredCount"], row["total"]) == ("sent", 2, 2)
+    assert sorted(alert for _, alert in json.loads(row["listed"])) == sorted(alerts)
     assert all(world.marker(tenant) is False for tenant in tenants)
 
 
