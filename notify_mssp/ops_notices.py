@@ -226,8 +226,9 @@ def backfill_count(alerts: TableClient, tenant_id: str, activated: datetime) -> 
 
 def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> None:
     """One notice per tenant and UTC day on which alerts became visible later than the ingestion overlap
-    (ingestion's `lagSummary`, fetch_alerts/visibility.py): they reached us, but only by a re-read, up to
-    an hour or a day late. A one-off per day: subject `<tenant>|<YYYY-MM-DD>`, never cleared."""
+    (ingestion's `lagSummary`, fetch_alerts/visibility.py): those the regular pass could no longer read were
+    stored by the hourly or daily re-read, their e-mails late. A one-off per day: subject
+    `<tenant>|<YYYY-MM-DD>`, never cleared."""
     try:
         lag = json.loads(str(row.get("lagSummary") or "{}"))
     except ValueError:
@@ -241,7 +242,8 @@ def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> 
                                  f"{name}: alerts became visible later than the {overlap}-minute overlap", (
         f"Customer: {name}",
         f"On {day} (UTC) so far: {late} alert versions became visible in the Microsoft API more than {overlap} "
-        "minutes after their last update. The hourly or daily re-read stored them, so their notifications "
+        "minutes after their last update. Those the regular fetch could no longer read were stored by the "
+        f"hourly or daily re-read ({lag.get('foundByReread')} in the last 24 hours), so their notifications "
         "went out late.",
         f"Last 24 hours: {lag.get('count')} versions measured, lag p50 {lag.get('p50Seconds')} s, p95 "
         f"{lag.get('p95Seconds')} s, max {lag.get('maxSeconds')} s; {lag.get('beyondOverlap')} beyond the overlap.",
