@@ -1,4 +1,4 @@
-"""How the notification run's e-mails leave (#5), chosen by MAIL_TRANSPORT: SMTP (optional STARTTLS and
+"""How the notification run's e-mails leave, chosen by MAIL_TRANSPORT: SMTP (optional STARTTLS and
 login; MailDev locally) or Microsoft Graph `sendMail` from the MSSP's own mailbox.
 
 Graph's token comes from a credential of the MSSP's OWN tenant, never from the multi-tenant app customers
@@ -11,6 +11,19 @@ RCPT; a message the server refuses as malformed); `transient` otherwise (connect
 timeouts, 4xx replies, throttling, 5xx from Graph, and configuration problems such as a failed login or a
 missing Mail.Send, which a fix makes succeed later). Graph 429 and 5xx are retried inside one send,
 honouring Retry-After, within MAIL_RETRY_BUDGET_SECONDS; past that the outcome carries the wait.
+
+SMTP servers close connections on their own: an idle kept connection (MailDev, Postfix and Exchange after
+a minute or so, often with `421`), or one shut down for load. RFC 5321 §3.8 and §4.2.3 make `421` at any
+command the server's notice that it closes the channel, so the message was not taken. Such a send is
+reconnected and sent again at once, on a fresh connection, instead of failing for a later run. The one
+exception is a connection lost after the whole message went out but before the server answered: the
+message may have been delivered (RFC 1047, "Duplicate messages and SMTP"), so that send ends transient
+and is not repeated now.
+
+Each outcome says whether the message may have reached the server (`submitted`); after every send the
+transport settles the send rate cap's slot (notify_mssp.ratecap.settle_send), which gives back the slots
+of sends that never did, since the mailbox's limit only counts messages it took. Every transient failure
+is logged with its reason (the server's reply or the error's type; never the message or credentials).
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import smtplib
 import ssl
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage as MimeMessage
 from email.utils import formataddr, formatdate
@@ -32,6 +45,7 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
+from notify_mssp import ratecap
 from notify_mssp.email import EmailMessage
 from shared.errors import retry_after_seconds
 from shared.settings import Settings, SettingsError, get_settings
@@ -55,9 +69,14 @@ class SendOutcome:
     status: Status
     detail: str = ""
     retry_after: float | None = None
+    # False only when the message surely never reached the server (nothing sent, or refused before or
+    # at its end): its rate cap slot is given back. Not part of the JSON form.
+    submitted: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        del value["submitted"]
+        return value
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> SendOutcome:
@@ -92,9 +111,42 @@ def _smtp_reply(code: int, text: object) -> str:
 
 
 def _by_code(code: int, what: str, reply: str) -> SendOutcome:
-    # 5xx is a permanent negative reply (RFC 5321 §4.2.1); 4xx and anything odd may succeed later.
+    # 5xx is a permanent negative reply (RFC 5321 §4.2.1); 4xx and anything odd may succeed later. Either
+    # way the server answered that it did not take the message.
     status: Status = "permanent" if 500 <= code < 600 else "transient"
-    return SendOutcome(status, f"SMTP {what}: {reply}")
+    return SendOutcome(status, f"SMTP {what}: {reply}", submitted=False)
+
+
+class _Connection(smtplib.SMTP):
+    """smtplib.SMTP that knows when the message went out unanswered: DATA was answered 354, so the content
+    follows, and the final reply has not come yet. A connection lost then may have delivered the message."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.unanswered_data = False
+        self._in_data = False
+        super().__init__(*args, **kwargs)
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self._in_data = True
+        try:
+            return super().data(msg)
+        finally:
+            self._in_data = False
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, text = super().getreply()
+        if self._in_data:
+            self.unanswered_data = code == 354  # the final reply, whatever it is, answers the content
+        return code, text
+
+
+# The command each smtplib exception answers, to name where a server gave up.
+_AT_COMMAND: list[tuple[type[Exception], str]] = [
+    (smtplib.SMTPConnectError, "greeting"), (smtplib.SMTPHeloError, "EHLO"),
+    (smtplib.SMTPAuthenticationError, "AUTH"), (smtplib.SMTPSenderRefused, "MAIL FROM"),
+    (smtplib.SMTPDataError, "DATA")]
+# Connection errors that mean the server (or something between) closed a connection that was open.
+_CLOSED = (smtplib.SMTPServerDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
 class SmtpTransport:
@@ -109,13 +161,13 @@ class SmtpTransport:
         self._username, self._password, self._timeout = username, password, timeout
         self._local = threading.local()
 
-    def _open(self) -> smtplib.SMTP:
-        connection = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+    def _open(self) -> _Connection:
+        connection = _Connection(self._host, self._port, timeout=self._timeout)
         try:
-            connection.ehlo()
+            _ehlo(connection)
             if self._starttls:
                 connection.starttls(context=ssl.create_default_context())
-                connection.ehlo()
+                _ehlo(connection)
             if self._username:
                 connection.login(self._username, self._password)
         except BaseException:
@@ -130,45 +182,85 @@ class SmtpTransport:
             _close(connection)
 
     def send(self, message: EmailMessage) -> SendOutcome:
+        outcome = self._send(message)
+        if outcome.status == "transient":
+            logger.warning("SMTP send of %s to %s:%d failed, to be tried again later: %s", message.message_id,
+                           self._host, self._port, outcome.detail)
+        ratecap.settle_send(submitted=outcome.submitted)
+        return outcome
+
+    def _send(self, message: EmailMessage) -> SendOutcome:
         mime = mime_message(message)
+        first = ""
         for attempt in (1, 2):
-            reused = getattr(self._local, "connection", None) is not None
+            connection: _Connection | None = getattr(self._local, "connection", None)
             try:
-                if not reused:
-                    self._local.connection = self._open()
-                refused = self._local.connection.send_message(mime, from_addr=message.sender, to_addrs=message.to)
-            except smtplib.SMTPServerDisconnected:
-                self._drop()
-                if reused and attempt == 1:
-                    continue  # the kept connection had been closed by the server: open a fresh one
-                return SendOutcome("transient", "SMTP server closed the connection")
-            except smtplib.SMTPRecipientsRefused as exc:
-                self._reset()
-                codes = [code for code, _ in exc.recipients.values()]
-                first = next(iter(exc.recipients.values()))
-                status: Status = "permanent" if codes and all(500 <= c < 600 for c in codes) else "transient"
-                return SendOutcome(status, f"SMTP recipient refused: {_smtp_reply(*first)}")
-            except smtplib.SMTPSenderRefused as exc:
-                self._reset()
-                return _by_code(exc.smtp_code, "sender refused", _smtp_reply(exc.smtp_code, exc.smtp_error))
-            except smtplib.SMTPAuthenticationError as exc:
-                self._drop()
-                logger.error("SMTP login failed (%s): check SMTP_USERNAME and SMTP_PASSWORD", exc.smtp_code)
-                return SendOutcome("transient", f"SMTP login failed ({exc.smtp_code})")
-            except smtplib.SMTPNotSupportedError:
-                self._drop()
-                return SendOutcome("transient", "SMTP server does not offer STARTTLS or AUTH as configured")
-            except smtplib.SMTPResponseException as exc:  # data refused, HELO refused, ...
-                self._reset()
-                return _by_code(exc.smtp_code, "refused the message", _smtp_reply(exc.smtp_code, exc.smtp_error))
-            except (OSError, smtplib.SMTPException) as exc:  # refused, unreachable, timeout, TLS failure
-                self._drop()
-                return SendOutcome("transient", f"SMTP server unreachable ({type(exc).__name__})")
+                if connection is None:
+                    connection = self._local.connection = self._open()
+                refused = connection.send_message(mime, from_addr=message.sender, to_addrs=message.to)
+            except (OSError, smtplib.SMTPException) as exc:
+                outcome, again = self._failure(exc, connection)
+                if again and attempt == 1:
+                    # The server closed the channel before taking the message: a fresh connection usually
+                    # works at once (an idle timeout, a restart), and the rate cap slot is still this send's.
+                    first = outcome.detail
+                    logger.warning("%s; reconnecting to send %s again at once", first, message.message_id)
+                    continue
+                if first:
+                    outcome = replace(outcome, detail=f"{outcome.detail} (after reconnecting: {first})")
+                return outcome
             if refused:
                 logger.warning("SMTP accepted message %s for some recipients only: %s", message.message_id,
                                ", ".join(sorted(refused)))
-            return SendOutcome("sent", f"SMTP {self._host}:{self._port}")
-        return SendOutcome("transient", "SMTP server closed the connection")  # pragma: no cover - loop exits above
+            return SendOutcome("sent", f"SMTP {self._host}:{self._port}" + (f" after reconnecting: {first}"
+                                                                            if first else ""))
+        raise AssertionError("unreachable: the second attempt returns")  # pragma: no cover
+
+    def _failure(self, exc: OSError | smtplib.SMTPException, connection: _Connection | None
+                 ) -> tuple[SendOutcome, bool]:
+        """The outcome of a failed send and whether to reconnect and send again at once."""
+        if connection is not None and connection.unanswered_data and isinstance(exc, OSError):
+            # Only a lost connection or a timeout can end the exchange while the content is unanswered (any
+            # reply clears the mark): the message went out, whether the server took it is unknown.
+            self._drop()
+            return SendOutcome("transient", f"SMTP connection lost after the message was sent, before the server "
+                                            f"answered ({type(exc).__name__}); it may have been delivered"), False
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            replies = list(exc.recipients.values())
+            if any(code == 421 for code, _ in replies):
+                self._drop()
+                code, text = next(r for r in replies if r[0] == 421)
+                return SendOutcome("transient", f"SMTP server closing the connection at RCPT TO: "
+                                                f"{_smtp_reply(code, text)}", submitted=False), True
+            self._reset()
+            status: Status = "permanent" if replies and all(500 <= c < 600 for c, _ in replies) else "transient"
+            return SendOutcome(status, f"SMTP recipient refused: {_smtp_reply(*replies[0])}", submitted=False), False
+        if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 421:
+            self._drop()
+            command = next((name for kind, name in _AT_COMMAND if isinstance(exc, kind)), "a command")
+            return SendOutcome("transient", f"SMTP server closing the connection at {command}: "
+                                            f"{_smtp_reply(exc.smtp_code, exc.smtp_error)}", submitted=False), True
+        if isinstance(exc, _CLOSED):
+            self._drop()
+            return SendOutcome("transient", f"SMTP server closed the connection ({type(exc).__name__})",
+                               submitted=False), True
+        if isinstance(exc, smtplib.SMTPSenderRefused):
+            self._reset()
+            return _by_code(exc.smtp_code, "sender refused", _smtp_reply(exc.smtp_code, exc.smtp_error)), False
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            self._drop()
+            logger.error("SMTP login failed (%s): check SMTP_USERNAME and SMTP_PASSWORD", exc.smtp_code)
+            return SendOutcome("transient", f"SMTP login failed ({exc.smtp_code})", submitted=False), False
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            self._drop()
+            return SendOutcome("transient", "SMTP server does not offer STARTTLS or AUTH as configured",
+                               submitted=False), False
+        if isinstance(exc, smtplib.SMTPResponseException):  # data refused, HELO refused, ...
+            self._reset()
+            return _by_code(exc.smtp_code, "refused the message", _smtp_reply(exc.smtp_code, exc.smtp_error)), False
+        # Refused, unreachable, a timeout or a TLS failure before the message went out.
+        self._drop()
+        return SendOutcome("transient", f"SMTP server unreachable ({type(exc).__name__})", submitted=False), False
 
     def _reset(self) -> None:
         """After a refused transaction the connection stays usable once reset; drop it if that fails."""
@@ -178,6 +270,14 @@ class SmtpTransport:
                 connection.rset()
         except (OSError, smtplib.SMTPException):
             self._drop()
+
+
+def _ehlo(connection: smtplib.SMTP) -> None:
+    # smtplib's ehlo() returns a refusal instead of raising it; a 421 there must not pass for a fallback to
+    # HELO, it closes the connection.
+    code, reply = connection.ehlo()
+    if code == 421:
+        raise smtplib.SMTPHeloError(code, reply)
 
 
 def _close(connection: smtplib.SMTP) -> None:
@@ -257,6 +357,14 @@ class GraphTransport:
         return credential.get_token(self._scope).token
 
     def send(self, message: EmailMessage) -> SendOutcome:
+        outcome = self._send(message)
+        if outcome.status == "transient":
+            logger.warning("Graph sendMail of %s failed, to be tried again later: %s", message.message_id,
+                           outcome.detail)
+        ratecap.settle_send(submitted=outcome.submitted)
+        return outcome
+
+    def _send(self, message: EmailMessage) -> SendOutcome:
         deadline = time.monotonic() + self._budget
         wait = _FIRST_WAIT_SECONDS
         body = graph_body(message)
@@ -267,14 +375,16 @@ class GraphTransport:
                 # azure-identity's text can quote the token response: only the type is logged.
                 logger.error("mail credential failed to get a Graph token (%s); check MAIL_CREDENTIAL",
                              type(exc).__name__)
-                return SendOutcome("transient", f"mail credential failed ({type(exc).__name__})")
+                return SendOutcome("transient", f"mail credential failed ({type(exc).__name__})", submitted=False)
             try:
                 with self._in_flight:
                     response = self._session.post(self._url, json=body, timeout=self._timeout,
                                                   headers={"Authorization": f"Bearer {token}"})
             except requests.RequestException as exc:
-                # A timeout may hide a message Graph did send; the delivery log counts that case.
-                return SendOutcome("transient", f"Graph sendMail unreachable ({type(exc).__name__})")
+                # A timeout may hide a message Graph did send; the delivery log counts that case. Only a
+                # connection never made surely sent nothing.
+                return SendOutcome("transient", f"Graph sendMail unreachable ({type(exc).__name__})",
+                                   submitted=not isinstance(exc, requests.ConnectTimeout))
             if response.status_code in (200, 202):
                 return SendOutcome("sent", "Graph sendMail accepted")
             code, text = _graph_error(response)
@@ -283,7 +393,9 @@ class GraphTransport:
                 asked = retry_after_seconds(response.headers.get("Retry-After"))
                 pause = asked if asked is not None else wait
                 if time.monotonic() + pause > deadline:
-                    return SendOutcome("transient", reply, retry_after=pause)
+                    # A 429 refused the request; after a 5xx whether the mail went is unknown.
+                    return SendOutcome("transient", reply, retry_after=pause,
+                                       submitted=response.status_code != 429)
                 logger.info("Graph sendMail answered %s; retrying in %.1f s", response.status_code, pause)
                 self._sleep(pause)
                 wait *= 2
@@ -292,14 +404,17 @@ class GraphTransport:
 
     @staticmethod
     def _classify(status: int, code: str, reply: str) -> SendOutcome:
+        # A 4xx refused the request: nothing was sent.
         if status == 400:
             # ErrorInvalidRecipients and every other 400: this exact message can never be accepted.
-            return SendOutcome("permanent", reply)
+            return SendOutcome("permanent", reply, submitted=False)
         if status in (401, 403, 404):
             # Token, Mail.Send or sender mailbox: configuration the MSSP can fix, after which it succeeds.
             logger.error("%s (check MAIL_SENDER and the mail credential's Mail.Send)", reply)
-            return SendOutcome("transient", reply)
-        return SendOutcome("permanent" if 400 <= status < 500 else "transient", reply)
+            return SendOutcome("transient", reply, submitted=False)
+        if 400 <= status < 500:
+            return SendOutcome("permanent", reply, submitted=False)
+        return SendOutcome("transient", reply)
 
 
 # --- choice by settings ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The transports against real servers: SMTP (MailDev, nothing listening, and a small SMTP responder that
-refuses chosen recipients) and Graph sendMail on the local cloud with its faults; and the send rate cap
-on Azurite, shared by every instance."""
+refuses chosen recipients) and Graph sendMail on the local cloud with its faults. The send rate cap is
+tested in test_ratecap.py, reconnecting after the server closed the connection in test_smtp_reconnect.py."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
 
 from local.services import LocalCloud, free_port
 from notify_mssp.email import EmailMessage, Sender, render_alert_email
-from notify_mssp.ratecap import SendRateCap
 from notify_mssp.rules import Rule
 from notify_mssp.transports import GraphTransport, SmtpTransport, get_transport
 from shared.settings import Settings
@@ -256,62 +253,6 @@ def test_graph_with_a_wrong_mail_credential_is_transient_and_quotes_no_secret(ma
     outcome = GraphTransport(settings).send(message(recipient()))
     assert outcome.status == "transient" and "mail credential" in outcome.detail
     assert "wrong-secret-value" not in outcome.detail
-
-
-# --- the send rate cap ------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def rate_table(azurite):
-    service = TableServiceClient.from_connection_string(azurite.connection_string)
-    return service.create_table(f"SendRate{uuid.uuid4().hex[:12]}")
-
-
-def test_the_rate_cap_grants_up_to_the_limit_per_minute(rate_table):
-    clock = Clock(1_800_000_000.0)  # the start of a minute
-    cap = SendRateCap(rate_table, per_minute=5, per_day=0, clock=clock)
-    assert [cap.try_acquire(3), cap.try_acquire(3), cap.try_acquire(1)] == [3, 2, 0]
-
-
-def test_the_rate_cap_frees_slots_as_the_rolling_minute_moves_on(rate_table):
-    clock = Clock(1_800_000_000.0)
-    cap = SendRateCap(rate_table, per_minute=4, per_day=0, clock=clock)
-    assert cap.try_acquire(4) == 4
-    clock.now += 60  # the next minute begins: the last minute's sends still weigh fully
-    assert cap.try_acquire(1) == 0
-    clock.now += 30  # half of it has passed
-    assert cap.try_acquire(4) == 2
-    clock.now += 120
-    assert cap.try_acquire(9) == 4
-
-
-def test_the_rate_cap_holds_across_instances_sending_at_once(rate_table):
-    clock = Clock(1_800_000_010.0)
-    instances = [SendRateCap(rate_table, per_minute=7, per_day=0, clock=clock) for _ in range(4)]
-    with ThreadPoolExecutor(8) as pool:
-        granted = list(pool.map(lambda i: instances[i % 4].try_acquire(1), range(40)))
-    assert sum(granted) == 7
-
-
-def test_the_daily_cap_binds_when_the_minute_cap_would_not(rate_table):
-    clock = Clock(1_800_000_000.0)
-    cap = SendRateCap(rate_table, per_minute=100, per_day=6, clock=clock)
-    assert cap.try_acquire(5) == 5
-    clock.now += 120
-    assert cap.try_acquire(5) == 1
-
-
-def test_a_rate_cap_of_zero_is_off(rate_table):
-    cap = SendRateCap(rate_table, per_minute=0, per_day=0)
-    assert cap.try_acquire(10_000) == 10_000 and cap.available() is None
 
 
 # --- settings ---------------------------------------------------------------------------------------------------
