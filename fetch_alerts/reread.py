@@ -20,7 +20,7 @@ keeps its own state on the Tenants row: `reread<Kind>At` (when the current or la
 
 Cost and fairness: the runner starts re-reads only after every tenant's regular pass of the tick, only for
 tenants whose regular pass completed, within the tick's time budget; each tenant reads at most
-PAGES_PER_TICK pages of re-reads per tick (the hourly first), and every call goes through the same API
+FETCH_REREAD_PAGES_PER_TICK (4) pages of re-reads per tick (the hourly first), and every call goes through the same API
 client and per-tenant rate limits as the regular pass. A quiet tenant pays one call per re-read: 25 calls
 a day; a busy one about (alerts updated in 26 h / page size) per hour plus (alerts updated in the look-back
 + 2 days / page size) per day (Defender's windows cost 1.3-2 times as many calls per page).
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 # Pages (API calls) of re-reads per tenant per tick at most. With the 5-minute schedule that is at most
 # 48 calls an hour, against Defender's 1,500 per hour and 100 per minute per tenant.
-PAGES_PER_TICK = 4
 HOUR_WINDOW = timedelta(hours=26)
 DAY_EXTRA = timedelta(days=2)
 
@@ -109,7 +108,8 @@ def _state_json(state: PassState, calls: int) -> str:
 
 
 def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
-    """Continue or start the tenant's due re-reads, at most PAGES_PER_TICK pages; progress is kept."""
+    """Continue or start the tenant's due re-reads, at most FETCH_REREAD_PAGES_PER_TICK pages; progress is
+    kept."""
     outcome = RereadOutcome(tenant_id)
     try:
         entity = ctx.tenants.get_entity(TENANT_PARTITION, tenant_id)
@@ -127,7 +127,7 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
     lags: list[int] = []
     try:
         for kind in KINDS:
-            pages = PAGES_PER_TICK - outcome.calls
+            pages = int(ctx.settings.get("FETCH_REREAD_PAGES_PER_TICK")) - outcome.calls
             if pages <= 0:
                 break
             _run_kind(ctx, row, tenant, kind, pages, now, outcome, lags)

@@ -260,6 +260,9 @@ SETTINGS: tuple[Setting, ...] = (
             parse=_positive_int),
     Setting("FETCH_MAX_PAGES_PER_TENANT", "Pages one tick reads per tenant at most; a larger backlog continues "
             "at the next tick, so one tenant cannot starve the others.", default="100", parse=_positive_int),
+    Setting("FETCH_REREAD_PAGES_PER_TICK", "Pages (API calls) per tenant per tick at most for the slower re-reads "
+            "that catch alerts visible later than the overlap (hourly over the last 26 h, daily over the "
+            "look-back), after every tenant's regular pass.", default="4", parse=_positive_int),
     Setting("FETCH_TIME_BUDGET_SECONDS", "Ingestion stops starting new pages after this many seconds of a tick "
             "(keep it well below host.json functionTimeout); progress is kept.", default="480",
             parse=_positive_int),

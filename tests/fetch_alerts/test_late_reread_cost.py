@@ -2,7 +2,7 @@
 
 A tenant with a steady stream (4 alerts an hour, 9 days of history) and pages of 40 stands for a busy one
 at the default page size of 1,000 (100 alerts an hour): what a re-read costs is pages, and pages are
-alerts over page size. Each tick's re-read work stays within PAGES_PER_TICK calls; a day of re-reads
+alerts over page size. Each tick's re-read work stays within FETCH_REREAD_PAGES_PER_TICK; a day of re-reads
 costs 24 hourly ones plus one daily one. Run with `-s` to see the numbers.
 """
 
@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from fetch_alerts.keys import from_datetime, parse_ticks
-from fetch_alerts.reread import DAY_EXTRA, HOUR_WINDOW, PAGES_PER_TICK
+from fetch_alerts.reread import DAY_EXTRA, HOUR_WINDOW
 from local.stack import LocalStack
 from tests.fetch_alerts.harness import (
     add_tenant,
@@ -29,6 +29,7 @@ from tests.fetch_alerts.harness import (
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth, ground_truth
 
 PAGE = 40
+PAGES_PER_TICK = 4  # FETCH_REREAD_PAGES_PER_TICK, at its default in these tests
 LOOKBACK_DAYS = 7
 
 
