@@ -227,7 +227,9 @@ class AlertWriter:
                 # (the onboarding backfill boundary): its rise is part of the history, not news.
                 if rises and norm.updated_ticks > previous.ticks and norm.created_ticks >= self._activated:
                     level = severity[0].upper() + severity[1:]
-                    operations.append(("create", self._obligation(norm, f"severity-{level}", now)))
+                    obligation = self._obligation(norm, f"severity-{level}", now)
+                    obligation["previousSeverity"] = previous.max_severity  # the e-mail says from what it rose
+                    operations.append(("create", obligation))
                     result.severity_obligations += 1
             else:
                 result.unchanged += 1
