@@ -236,6 +236,7 @@ def test_graph_429_beyond_the_retry_budget_is_transient_with_the_wait(mail_tenan
     outcome = GraphTransport(mail_tenant.settings(MAIL_RETRY_BUDGET_SECONDS="2")).send(message(to))
     assert outcome.status == "transient" and outcome.retry_after == 30.0 and "429" in outcome.detail
     assert mail_tenant.delivered_to(to) == []
+    assert not outcome.submitted  # throttled: Graph took nothing, the rate cap slot comes back
 
 
 def test_graph_rejected_recipient_is_permanent(mail_tenant):
@@ -246,6 +247,7 @@ def test_graph_rejected_recipient_is_permanent(mail_tenant):
     finally:
         mail_tenant.cloud.control("PUT", "mail/rejected", json={"addresses": []})
     assert outcome.status == "permanent" and "ErrorInvalidRecipients" in outcome.detail
+    assert not outcome.submitted and "submitted" not in outcome.to_json()
 
 
 def test_graph_with_a_wrong_mail_credential_is_transient_and_quotes_no_secret(mail_tenant):
