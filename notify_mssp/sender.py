@@ -236,7 +236,10 @@ def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict
         answers[index] = {"o": outcome.status, "dup": duplicate, "d": outcome.detail[:300]}
         if outcome.status == "sent":
             # Marked at once; if the mark fails (storage), the run marks it (conditional on the claim).
-            if not _quietly(ctx.log.mark_sent_claimed, key, claim.etag, now):
+            # The claim's ETag saves a read; a transaction's ETag may not match a single update's, so
+            # the token-checked mark follows.
+            if not (_quietly(ctx.log.mark_sent_claimed, key, claim.etag, now)
+                    or _quietly(ctx.log.mark_sent, key, token, now)):
                 answers[index]["mark"] = {"partition": key.partition, "row": key.row, "etag": claim.etag}
         elif outcome.status == "transient":
             answers[index]["ra"] = float(outcome.retry_after or 0)
