@@ -343,11 +343,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAIL_RETRY_BUDGET_SECONDS", "How long one Graph send may wait in total for Retry-After on 429 and "
             "5xx before it reports a transient failure (the run retries it later).", default="30",
             parse=_positive_int),
-    Setting("SEND_RATE_PER_MINUTE", "E-mails sent per minute at most, across all instances (Exchange Online "
-            "allows about 30 per mailbox); 0 switches the cap off. Sends over it carry over to the next run.",
+    Setting("SEND_RATE_PER_MINUTE", "E-mails sent in any 60 seconds at most, across all instances (Exchange "
+            "Online allows 30 a minute per mailbox); 0 switches the cap off. Sends over it carry over to the next "
+            "run.",
             default="30", parse=_non_negative_int),
-    Setting("SEND_RATE_PER_DAY", "E-mails sent per rolling UTC day at most (Exchange Online: 10,000 recipients "
-            "a day per mailbox); 0 switches the cap off.", default="10000", parse=_non_negative_int),
+    Setting("SEND_RATE_PER_DAY", "E-mails sent in any 24 hours at most (Exchange Online: 10,000 recipients a "
+            "day per mailbox); 0 switches the cap off.", default="10000", parse=_non_negative_int),
     Setting("OPS_EMAIL", "Where operational notices go (comma-separated addresses): consent revoked, "
             "permission removed, not licensed, failing or silent tenants, onboarding backfill counts, the "
             "MSSP credential failing or expiring. Empty: notices are only recorded and logged.", default="",
