@@ -88,8 +88,12 @@ def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
                 left_over.add(obligation)
                 continue
             covered.add(obligation)
+            # Items come `new` before `severity-...` (obligation keys sort so): an alert new in this run is
+            # listed as new, one only raised in severity as a rise.
             entry = entries.setdefault((item["tenant"], item["alert"]),
-                                       {"tenant": item["tenant"], "alert": item["alert"], "obligations": []})
+                                       {"tenant": item["tenant"], "alert": item["alert"], "obligations": [],
+                                        "reason": item.get("reason", "new"), "prev": item.get("prev", ""),
+                                        "seen": item.get("seen", "")})
             entry["obligations"].append(obligation_fingerprint(item["tenant"], item["obl"]))
         message = {"kind": "digest", "id": digest_id(run_id, rule_id, recipient), "rule": rule_id,
                    "to": ordered[0]["to"], "entries": list(entries.values()), "maxItems": int(max_items)}

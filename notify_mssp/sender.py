@@ -43,9 +43,16 @@ from notify_mssp.delivery import (
     digest_delivery_key,
     digest_partition,
 )
-from notify_mssp.email import EmailMessage, render_alert_email, render_digest_email
+from notify_mssp.email import (
+    DigestEntry,
+    EmailMessage,
+    render_alert_email,
+    render_digest_email,
+    severity_rise,
+)
 from notify_mssp.obligations import TENANT_PARTITION
 from notify_mssp.planner import read_alerts
+from notify_mssp.ratecap import settle_send
 from notify_mssp.rules import Rule, load_rules
 from notify_mssp.transports import SendOutcome, Transport
 
@@ -107,7 +114,10 @@ def prepare_digest(ctx: SendContext, spec: dict[str, Any], now: datetime) -> Pre
         return PreparedDigest(None, [], {"o": "already_sent", "dup": False, "d": "covered by sent digests"})
     covered = [fp for entry in entries for fp in entry["obligations"]]
     prepared = {"kind": "digest", "id": spec["id"], "rule": spec["rule"], "to": spec["to"], "covered": covered,
-                "items": [[e["tenant"], e["alert"]] for e in entries[:int(spec["maxItems"])]], "total": len(entries)}
+                "items": [[e["tenant"], e["alert"]] for e in entries[:int(spec["maxItems"])]], "total": len(entries),
+                # Beside `items`, in the same order: what each listed alert is about (new, or a rise from what).
+                "rises": [{"reason": e.get("reason", "new"), "prev": e.get("prev", ""), "seen": e.get("seen", "")}
+                          for e in entries[:int(spec["maxItems"])]]}
     return PreparedDigest(prepared, abandoned)
 
 
@@ -176,11 +186,13 @@ class SendContext:
     def render(self, spec: dict[str, Any], key: DeliveryKey) -> EmailMessage:
         rule = self.rule(spec["rule"])
         if spec["kind"] == "digest":
-            items = []
-            for tenant_id, alert_id in spec["items"]:
+            items: list[DigestEntry] = []
+            rises = spec.get("rises") or []
+            for index, (tenant_id, alert_id) in enumerate(spec["items"]):
                 alert = self.alert(tenant_id, alert_id)
                 if alert is not None:  # aged out since planning: the digest lists the others
-                    items.append((self.tenant(tenant_id), alert))
+                    rise = severity_rise(rises[index] if index < len(rises) else None)
+                    items.append((self.tenant(tenant_id), alert, rise))
             if not items:
                 raise RenderError("every alert of the digest is gone")
             return render_digest_email(items, rule, spec["to"], total=int(spec["total"]),
@@ -188,7 +200,8 @@ class SendContext:
         alert = self.alert(spec["tenant"], spec["alert"])
         if alert is None:
             raise RenderError(f"alert {spec['alert']} no longer exists")
-        return render_alert_email(alert, self.tenant(spec["tenant"]), rule, spec["to"], message_id=key.message_token)
+        return render_alert_email(alert, self.tenant(spec["tenant"]), rule, spec["to"], message_id=key.message_token,
+                                  rise=severity_rise(spec))
 
 
 def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict[str, Any]],
@@ -265,9 +278,11 @@ def _send_one(ctx: SendContext, spec: dict[str, Any], key: DeliveryKey) -> SendO
     try:
         message = ctx.render(spec, key)
     except RenderError as exc:
+        settle_send(submitted=False)  # nothing reached the server: its rate-cap slot goes back
         return SendOutcome("permanent", f"not sendable: {exc}", None)
     except Exception as exc:  # a rendering bug must not stop the other e-mails; retried, then carried
         logger.exception("rendering e-mail %s/%s failed", key.partition, key.row)
+        settle_send(submitted=False)
         return SendOutcome("transient", f"rendering failed ({type(exc).__name__})", None)
     try:
         return ctx.transport.send(message)
