@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
+from local.cloud import wirejson
 from local.cloud.directory import DEFENDER, GRAPH
 from local.cloud.mail import MailError
 from local.cloud.responses import (
@@ -28,7 +29,6 @@ from local.cloud.responses import (
     throttled,
 )
 from local.cloud.state import CloudState
-from shared import fastjson
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ async def _alerts_response(query: Callable[[], tuple[int, dict[str, Any]]]) -> w
 
     def work() -> tuple[int, bytes]:
         status, body = query()
-        return status, fastjson.dumps(body)
+        return status, wirejson.dumps(body)
 
     status, payload = await asyncio.to_thread(work)
     return web.Response(body=payload, status=status, content_type="application/json", charset="utf-8")

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared.gcpause import gc_paused
+from local.cloud.gcpause import gc_paused
 
 from . import content as content_mod
 from . import enums, paging, render_defender, render_graph, schemas, timefmt
