@@ -48,7 +48,6 @@ from fetch_alerts.feed import minute_bucket
 from fetch_alerts.keys import ALERT_PREFIX, FEED_PREFIX
 from fetch_alerts.siem_token import (
     GLOBAL_KEY,
-    GUID,
     SEVERITIES,
     STATUSES,
     Filters,
@@ -60,6 +59,7 @@ from fetch_alerts.siem_token import (
 )
 from shared.problems import Problem, run_api
 from shared.settings import SettingsError, get_settings
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def parse_request(params: dict[str, str], accept: str | None, key: bytes) -> Pul
     tenant_id = params.get("tenantId")
     if tenant_id is not None:
         tenant_id = tenant_id.strip().lower()
-        if not GUID.fullmatch(tenant_id):
+        if not is_guid(tenant_id):
             raise Problem(400, "must be a tenant GUID", field="tenantId")
     filters = Filters(
         tenant_id=tenant_id,

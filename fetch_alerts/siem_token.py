@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.problems import Problem
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ STATUSES = ("new", "inProgress", "resolved", "unknown", "unknownFutureValue")
 _SEVERITIES_LOWER = frozenset(value.lower() for value in SEVERITIES)
 _STATUSES_LOWER = frozenset(value.lower() for value in STATUSES)
 
-GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TENANT_FEED_KEY = re.compile(r"feed\|[0-9]{20}\|[0-9a-f]{8}")
 # The reader parses stored AlertFeed RowKeys with this too, so it is exactly as lenient as it always was.
 GLOBAL_KEY = re.compile(r"([0-9]{20})\|([0-9a-f-]{36})\|(feed\|[0-9]{20}\|[0-9a-f]{8})")
@@ -173,7 +173,7 @@ def _parse_body(body: dict[str, Any]) -> tuple[Filters, Position]:
     if not isinstance(raw_filters, dict) or set(raw_filters) != {"t", "sev", "st"}:
         raise TokenInvalid("filter fields")
     tenant_id = raw_filters["t"]
-    if tenant_id is not None and not (isinstance(tenant_id, str) and GUID.fullmatch(tenant_id)):
+    if tenant_id is not None and not (is_guid(tenant_id) and tenant_id == tenant_id.lower()):
         raise TokenInvalid("tenant")
     filters = Filters(tenant_id=tenant_id, severities=_choices(raw_filters["sev"], _SEVERITIES_LOWER, "severities"),
                       statuses=_choices(raw_filters["st"], _STATUSES_LOWER, "statuses"))

@@ -38,7 +38,7 @@ from grant_access.rules import RuleStore
 from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import REPORTED_STATUSES, AccessChecker, apply_check, run_check
 from shared.id_token import IdTokenInvalid, SigningKeys, SigningKeysUnavailable, verify_id_token
-from shared.tenant_lookup import is_guid
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
 from shared.problems import Problem
-from shared.tenant_lookup import is_guid
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import unicodedata
 import uuid
 from datetime import datetime
@@ -23,7 +22,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 
 from shared.problems import Problem
-from shared.tenant_lookup import is_guid
+from shared.validators import is_email, is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +32,10 @@ MODES = ("per-alert", "digest")
 MAX_RULES = 20
 MAX_RECIPIENTS = 50
 MAX_SCOPE_TENANTS = 1000
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 _FIELDS = {"name", "enabled", "scope", "severities", "deviceGroups", "includeOrganizationName",
            "includeTenantLink", "includeDeviceInformation", "recipients", "mode", "notifyOnSeverityRise"}
 _BOOLS = {"enabled": True, "includeOrganizationName": True, "includeTenantLink": True,
           "includeDeviceInformation": True, "notifyOnSeverityRise": False}
-
-
-def is_email(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.fullmatch(value))
 
 
 def plain_text(value: object, field: str, *, max_length: int) -> str:

@@ -35,7 +35,7 @@ from notify_mssp.transports import SendOutcome, Transport, get_transport
 from shared.problems import Problem, json_response, run_api
 from shared.settings import get_settings
 from shared.tables import Table, get_table_store
-from shared.tenant_lookup import is_guid
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,8 @@ from typing import Any
 
 import jwt
 import requests
+
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ LEEWAY_SECONDS = 300
 KEYS_TTL_SECONDS = 24 * 3600
 KEYS_REFETCH_INTERVAL_SECONDS = 60
 _ALGORITHMS = ["RS256"]
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MAX_KEYS_BYTES = 1024 * 1024
 
 
@@ -194,7 +194,7 @@ def verify_id_token(token: str, *, keys: SigningKeys, authority_host: str, clien
     if claims.get("ver") != "2.0":
         raise IdTokenInvalid("the sign-in token is not a v2.0 token")
     tid = claims.get("tid")
-    if not isinstance(tid, str) or not _GUID.fullmatch(tid):
+    if not isinstance(tid, str) or not is_guid(tid):
         raise IdTokenInvalid("the sign-in token names no tenant")
     # Multi-tenant issuer validation: the issuer must be the authority's, for the token's own tenant.
     if claims.get("iss") != f"{authority_host.rstrip('/')}/{tid}/v2.0":
@@ -203,7 +203,7 @@ def verify_id_token(token: str, *, keys: SigningKeys, authority_host: str, clien
     if not isinstance(nonce, str) or not nonce:
         raise IdTokenInvalid("the sign-in token carries no nonce")
     oid = claims.get("oid")
-    if not isinstance(oid, str) or not _GUID.fullmatch(oid):
+    if not isinstance(oid, str) or not is_guid(oid):
         raise IdTokenInvalid("the sign-in token names no user (request the 'profile' scope)")
     username = claims.get("preferred_username")
     return IdTokenClaims(tenant_id=tid.lower(), nonce=nonce, object_id=oid.lower(),

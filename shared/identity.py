@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +37,10 @@ from shared.errors import (
     retry_after_seconds,
 )
 from shared.settings import Settings, SettingsError, get_settings
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Connections kept open to Entra across all tenants' credentials (they share one session).
 _POOL_SIZE = 32
 
@@ -214,7 +213,7 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
 
 def _tenant_guid(tenant_id: str) -> str:
     value = tenant_id.strip().lower()
-    if not _GUID.fullmatch(value):
+    if not is_guid(value):
         # Tenant ids reach a URL path; domains must be resolved to their GUID before this point.
         raise ValueError("tenant id must be a GUID")
     return value

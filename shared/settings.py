@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from shared.validators import is_email, is_guid
+
 Consumer = Literal["code", "host"]
 
 
@@ -110,11 +112,8 @@ def _table_prefix(name: str, raw: str) -> str:
     return raw
 
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
 def _optional_guid(name: str, raw: str) -> str:
-    if raw and not _GUID.fullmatch(raw.strip()):
+    if raw and not is_guid(raw.strip()):
         raise SettingsError(f"{name}: {raw!r} is not a GUID (the application (client) id of the app registration)")
     return raw.strip().lower()
 
@@ -146,12 +145,9 @@ def _tcp_port(name: str, raw: str) -> int:
     return value
 
 
-_MAIL_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
-
-
 def _mail_address(name: str, raw: str) -> str:
     value = raw.strip()
-    if value and not _MAIL_ADDRESS.fullmatch(value):
+    if value and not is_email(value):
         raise SettingsError(f"{name}: {raw!r} is not an e-mail address")
     return value
 

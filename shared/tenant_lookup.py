@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from urllib.parse import quote, urlsplit
 
 import requests
+
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +26,6 @@ class TenantNotFound(LookupError):
 
 class LookupUnavailable(RuntimeError):
     """The authority could not be asked (network, 5xx, malformed answer)."""
-
-
-def is_guid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
-    except ValueError:
-        return False
 
 
 def is_domain(value: str) -> bool:

@@ -11,7 +11,8 @@ import requests
 from shared.outbound_url import UnsafeUrl, check_url, resolve_public
 from shared.settings import Settings, SettingsError
 from shared.signing import SignatureError, sign, verify
-from shared.tenant_lookup import TenantNotFound, is_domain, is_guid, resolve_tenant_id
+from shared.tenant_lookup import TenantNotFound, is_domain, resolve_tenant_id
+from shared.validators import is_guid
 
 
 @pytest.mark.parametrize("url", ["https://hooks.example.com/x", "https://8.8.8.8/x", "https://[2001:4860::8888]/"])

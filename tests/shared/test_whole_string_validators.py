@@ -9,9 +9,9 @@ import pytest
 
 from fetch_alerts.keys import parse_ticks
 from grant_access.consent_state import new_state, well_formed
-from grant_access.rules import is_email
 from shared.settings import Settings, SettingsError
-from shared.tenant_lookup import is_domain, is_guid
+from shared.tenant_lookup import is_domain
+from shared.validators import is_email, is_guid
 
 GUID = str(uuid.uuid4())
 
