@@ -21,10 +21,10 @@ from azure.data.tables import TableClient, UpdateMode
 
 from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
 from fetch_alerts.sources import PassState
+from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
-TENANT_PARTITION = "tenant"
 _ATTEMPTS = 8
 
 

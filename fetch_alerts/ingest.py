@@ -24,7 +24,6 @@ from fetch_alerts.payload import encode
 from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Page, Pager, Prefetcher
 from fetch_alerts.store import AlertWriter, Prepared
-from grant_access.tenants import TenantRegistry, TenantStatus
 from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
 from shared.alert_sources import AlertSource
 from shared.errors import (
@@ -40,6 +39,7 @@ from shared.mssp_credential import (  # noqa: F401 - close_mssp_incident is the 
     record_mssp_credential_failure,
 )
 from shared.settings import Settings
+from shared.tenants import TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
 

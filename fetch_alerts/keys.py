@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 TICKS_PER_SECOND = 10_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,10 +24,6 @@ FEED_PREFIX = "feed|"
 
 def escape_id(alert_id: str) -> str:
     return quote(alert_id, safe="-_.~")
-
-
-def unescape_id(escaped: str) -> str:
-    return unquote(escaped)
 
 
 def alert_key(alert_id: str) -> str:
@@ -84,10 +80,6 @@ def odata_literal(ticks: int) -> str:
 
 def minutes(n: int) -> int:
     return n * 60 * TICKS_PER_SECOND
-
-
-def now_ticks() -> int:
-    return time.time_ns() // 100
 
 
 def int_value(value: object) -> int | None:

@@ -59,6 +59,7 @@ from fetch_alerts.siem_token import (
 )
 from shared.problems import Problem, run_api
 from shared.settings import SettingsError, get_settings
+from shared.tenants import TENANT_PARTITION
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ def customer_names(page: Page, tenants: TableClient) -> dict[str, str | None]:
     names: dict[str, str | None] = {}
     for tenant_id in dict.fromkeys(row["PartitionKey"] for row in page.alerts):
         try:
-            row = tenants.get_entity("tenant", tenant_id)
+            row = tenants.get_entity(TENANT_PARTITION, tenant_id)
         except ResourceNotFoundError:
             page.counter.add(0)
             names[tenant_id] = None

@@ -37,7 +37,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from fetch_alerts import feed, visibility
-from fetch_alerts.cursor import TENANT_PARTITION, TenantRow, activated_ticks
+from fetch_alerts.cursor import TenantRow, activated_ticks
 from fetch_alerts.ingest import RunContext, _prepared
 from fetch_alerts.keys import from_datetime
 from fetch_alerts.ratelimit import BudgetExhausted
@@ -45,6 +45,7 @@ from fetch_alerts.sources import Pager, PassState
 from fetch_alerts.store import AlertWriter
 from shared.alert_sources import AlertSource
 from shared.errors import MicrosoftError
+from shared.tenants import TENANT_PARTITION, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
     except ResourceNotFoundError:
         return outcome
     row = dict(entity)
-    if row.get("status") != "active":
+    if row.get("status") != TenantStatus.ACTIVE:
         return outcome
     tenant = TenantRow(ctx.tenants, tenant_id, entity.metadata.get("etag"))
     now = datetime.now(UTC)

@@ -23,6 +23,7 @@ from fetch_alerts.reread import RereadOutcome, reread_tenant
 from shared.identity import get_tenant_tokens
 from shared.settings import Settings, get_settings
 from shared.tables import Table, get_table_store
+from shared.tenants import TenantRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ def _api(settings: Settings) -> ApiClient:
 
 def active_tenants(table: Any) -> list[tuple[dict[str, Any], str | None]]:
     """(row, etag) of every active tenant, least recently attempted first."""
-    rows = table.query_entities("PartitionKey eq @pk and status eq @status",
-                                parameters={"pk": "tenant", "status": "active"})
-    found = [(dict(r), r.metadata.get("etag")) for r in rows]
+    found = TenantRegistry(table).active_with_etags()
     found.sort(key=lambda item: str(item[0].get("lastAttempt") or ""))
     return found
 

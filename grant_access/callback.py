@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -35,9 +35,9 @@ from grant_access import pages
 from grant_access.consent_state import well_formed
 from grant_access.invitations import ACCEPTED, DECLINED, EXPIRED, PENDING, VOIDED, Invitation, InvitationStore
 from grant_access.rules import RuleStore
-from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import REPORTED_STATUSES, AccessChecker, apply_check, run_check
 from shared.id_token import IdTokenInvalid, SigningKeys, SigningKeysUnavailable, verify_id_token
+from shared.tenants import TenantRegistry, TenantStatus
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,13 @@ MAX_QUERY_LENGTH = 8192
 MAX_FORM_BYTES = 32 * 1024  # a form_post with an id_token of the openid scope only is a few KiB
 MAX_PARAMETERS = 20
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# The sign-in follows the consent redirect at once (the admin's browser is sent on); an older claim is stale.
+SIGN_IN_WINDOW = timedelta(minutes=15)
+# Role template ids of the Entra built-in roles that may grant tenant-wide admin consent to application
+# permissions of Microsoft Graph: Global Administrator, Privileged Role Administrator
+# (https://learn.microsoft.com/en-us/entra/identity/enterprise-apps/grant-admin-consent, prerequisites;
+# ids: https://learn.microsoft.com/en-us/entra/identity/role-based-access-control/permissions-reference).
+CONSENTING_ROLES = frozenset({"62e90394-69f5-4237-9190-012177145e10", "e8611ab8-c189-46e8-94e1-60213ab1f814"})
 NOT_LICENSED_CODE = "AADSTS650052"
 _AADSTS = re.compile(r"AADSTS\d{4,8}")
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")  # OAuth error codes; anything else is not kept
@@ -233,7 +240,7 @@ def _complete(invitation: Invitation, params: dict[str, str], state: str, comple
     # to the tenant it claims. Only an id_token Entra signed for that tenant, our app and this nonce
     # completes the invitation (handle_sign_in).
     nonce = secrets.token_urlsafe(32)
-    if not deps.invitations.record_claim(invitation, claimed, _digest(nonce)):
+    if not deps.invitations.record_claim(invitation, claimed, _digest(nonce), deps.now()):
         return None
     logger.info("invitation %s: consent redirect names tenant %s; asking for a sign-in to prove it",
                 invitation.id, claimed)
@@ -273,6 +280,18 @@ def _signed_in(invitation: Invitation, params: dict[str, str], completion: str,
     if not secrets.compare_digest(_digest(claims.nonce), nonce_hash):
         logger.warning("invitation %s: sign-in refused: the id_token's nonce is not this invitation's", invitation.id)
         return CallbackResult(pages.sign_in_invalid())
+    claimed_at = invitation.row.get("claimedAt")
+    if not isinstance(claimed_at, datetime) or deps.now() - claimed_at > SIGN_IN_WINDOW:
+        logger.warning("invitation %s: sign-in refused: it came more than %s after the consent", invitation.id,
+                       SIGN_IN_WINDOW)
+        return CallbackResult(pages.sign_in_invalid())
+    # Only someone who could have granted this consent proves it: a member (not a guest) of the tenant with
+    # a role that may grant tenant-wide consent to application permissions. Any user's sign-in would let a
+    # holder of another link bind a tenant whose admin consented but never finished the sign-in.
+    if claims.guest or not claims.directory_roles & CONSENTING_ROLES:
+        logger.warning("invitation %s: sign-in refused: the user is %s of tenant %s", invitation.id,
+                       "a guest" if claims.guest else "not an administrator", claims.tenant_id)
+        return CallbackResult(pages.sign_in_not_admin(invitation.customer_name))
     if claims.tenant_id != claimed:
         logger.warning("invitation %s: signed in to tenant %s, the consent redirect named %s; refused",
                        invitation.id, claims.tenant_id, claimed)

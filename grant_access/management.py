@@ -11,10 +11,10 @@ from typing import Any
 
 from grant_access.invitations import InvitationRequest, InvitationStore
 from grant_access.rules import plain_text
-from grant_access.tenants import TenantRegistry, TenantStatus
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
 from shared.problems import Problem
+from shared.tenants import TenantRegistry, TenantStatus
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from grant_access.tenants import TenantRegistry, TenantStatus
 from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
+from shared.tenants import TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from azure.data.tables import TableClient
 
 from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
 from grant_access.rules import plain_text, validate_rules
-from grant_access.tenants import TenantRegistry
 from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
 from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS, SignatureError, sign, verify
 from shared.tenant_lookup import LookupUnavailable, TenantNotFound, is_domain
+from shared.tenants import TenantRegistry
 from shared.validators import is_email, is_guid
 
 logger = logging.getLogger(__name__)

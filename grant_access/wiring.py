@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from grant_access.callback import CallbackDeps, SignIn
 from grant_access.invitations import InvitationStore
 from grant_access.rules import RuleStore
-from grant_access.tenants import TenantRegistry
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
 from shared.id_token import signing_keys
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
+from shared.tenants import TenantRegistry
 
 CALLBACK_ROUTE = "consent/callback"
 

@@ -30,6 +30,7 @@ from shared.names import (
 )
 from shared.settings import get_settings
 from shared.tables import Table, get_table_store
+from shared.tenants import TenantRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,7 @@ def send_notification_batch(context: df.DurableOrchestrationContext):  # type: i
 @bp.activity_trigger(input_name="runId")
 def list_pending_tenants(runId: str) -> list[str]:  # noqa: N803 - binding name is the Durable input name
     """Tenant ids whose pendingNotifications marker is set."""
-    table = get_table_store().table(Table.TENANTS)
-    rows = table.query_entities("PartitionKey eq @pk and pendingNotifications eq @pending",
-                                parameters={"pk": "tenant", "pending": True}, select=["RowKey"])
-    tenants = sorted(row["RowKey"] for row in rows)
+    tenants = TenantRegistry(get_table_store().table(Table.TENANTS)).ids_with_pending_notifications()
     logger.info("notification run %s: %d tenants with pending notifications", runId, len(tenants))
     return tenants
 
@@ -106,6 +104,7 @@ def plan_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
 @bp.activity_trigger(input_name="job")
 def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Claim, send and record a chunk of e-mails; one answer per e-mail."""
+    from notify_mssp.payloads import send_answer
     from notify_mssp.sender import send_chunk
 
     messages = list(job["messages"])
@@ -113,7 +112,7 @@ def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
         context = _send_context()
     except Exception as exc:  # no transport or storage now: every e-mail of the chunk retries later
         logger.exception("run %s: the send activity cannot start", job["runId"])
-        return [{"o": "transient", "d": f"send unavailable ({type(exc).__name__})"} for _ in messages]
+        return [send_answer("transient", f"send unavailable ({type(exc).__name__})") for _ in messages]
     return send_chunk(context, run_id=str(job["runId"]), token=str(job["token"]), messages=messages,
                       now=datetime.now(UTC))
 

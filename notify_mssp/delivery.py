@@ -386,19 +386,3 @@ class DeliveryLog:
     def record_permanent(self, key: DeliveryKey, token: str, detail: str) -> bool:
         return self._update_own(key, token, {"state": DeliveryState.FAILED.value, "lastError": detail[:1000]})
 
-
-def delivery_counts(table: TableClient) -> dict[str, int]:
-    """Rows per state plus the possible duplicates counted, over the whole log."""
-    counts: dict[str, int] = {state.value: 0 for state in DeliveryState}
-    counts["duplicates"] = 0
-    for row in table.query_entities("PartitionKey ne ''", select=["state", "duplicates"]):
-        state = str(row.get("state", ""))
-        counts[state] = counts.get(state, 0) + 1
-        counts["duplicates"] += int(row.get("duplicates") or 0)
-    return counts
-
-
-def delivery_summary(table: TableClient) -> dict[str, int]:
-    """What `make run`'s summary reports: possible duplicates counted and permanent delivery failures."""
-    counts = delivery_counts(table)
-    return {"duplicates": counts["duplicates"], "failures": counts[DeliveryState.FAILED.value]}

@@ -21,10 +21,10 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from fetch_alerts.keys import OBLIGATION_PREFIX
+from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
-TENANT_PARTITION = "tenant"
 PENDING, CLAIMED, DONE = "pending", "claimed", "done"
 _TRANSACTION_LIMIT = 100  # operations per entity-group transaction
 _RANGE_END = OBLIGATION_PREFIX[:-1] + chr(ord(OBLIGATION_PREFIX[-1]) + 1)  # "obligation}" ends the prefix

@@ -39,17 +39,21 @@ from notify_mssp.transports import Transport, get_transport
 from shared.mssp_credential import INCIDENT_PARTITION, INCIDENT_ROW
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
+from shared.tenants import TENANT_PARTITION, TenantStatus
 
 logger = logging.getLogger(__name__)
 
 PARTITION = "notice"
 MSSP = "mssp"
 ACCESS_KINDS = {
-    "consent_revoked": "consent to the MSSP's app was revoked (the enterprise app is missing or disabled)",
-    "permission_missing": "the MSSP's app lost its alert read permission",
-    "not_licensed": "the tenant is not licensed for the alert API (Defender for Endpoint missing or disabled)",
+    TenantStatus.CONSENT_REVOKED.value:
+        "consent to the MSSP's app was revoked (the enterprise app is missing or disabled)",
+    TenantStatus.PERMISSION_MISSING.value: "the MSSP's app lost its alert read permission",
+    TenantStatus.NOT_LICENSED.value:
+        "the tenant is not licensed for the alert API (Defender for Endpoint missing or disabled)",
 }
-_QUIET_STATUSES = {"disabled", "offboarded"}  # the MSSP did this itself: incidents close without a notice
+# The MSSP did this itself: incidents close without a notice.
+_QUIET_STATUSES = {TenantStatus.DISABLED, TenantStatus.OFFBOARDED}
 _INGESTION_INCIDENT = (INCIDENT_PARTITION, INCIDENT_ROW)  # shared.mssp_credential
 
 
@@ -267,7 +271,7 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
         else:
             clear_incident(ctx, kind, tenant_id, notify=not quiet,
                            summary=f"{name}: resolved, status is now {status or 'unknown'}")
-    active = status == "active"
+    active = status == TenantStatus.ACTIVE
     if active:
         _check_late_arrivals(ctx, row, name)
     failures = int(row.get("consecutiveFailures") or 0)
@@ -359,7 +363,7 @@ def check_operations(ctx: NoticeContext, tenants: TableClient, alerts: TableClie
     """Evaluate every operational condition once; one tenant's trouble never stops the others' checks."""
     now = ctx.clock()
     limits = Thresholds.from_settings(settings)
-    for entity in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": "tenant"}):
+    for entity in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION}):
         row = dict(entity)
         try:
             _check_tenant(ctx, row, alerts, limits, now)

@@ -7,9 +7,9 @@ history. Per-alert e-mails come back as message specs; digest rules come back as
 merges across tenants into one digest per (rule, recipient).
 
 A severity-rise obligation's spec and items also carry what the e-mail needs to say about the rise
-(notify_mssp.email.severity_rise): `prev`, the level the alert rose from, and `seen`, when the service
-stored the rising version (the obligation's `createdAt`). The level it rose from is the highest severity
-the alert had before, which is what ingestion compares a new version against: the obligation row's
+(notify_mssp.email.severity_rise): `previousSeverity`, the level the alert rose from, and `riseSeenAt`,
+when the service stored the rising version (the obligation's `createdAt`). The level it rose from is the
+highest severity the alert had before, which is what ingestion compares a new version against: the obligation row's
 `previousSeverity` when the writer recorded it, else the highest level among the alert's earlier
 obligations (its `new` obligation holds the severity it was first stored with, each earlier
 `severity-<Level>` one a level it rose to, fetch_alerts/STORAGE.md); "" when neither tells.
@@ -26,8 +26,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
 from fetch_alerts.keys import OBLIGATION_PREFIX, alert_key, escape_id
-from notify_mssp.obligations import TENANT_PARTITION, ObligationStore
+from notify_mssp.obligations import ObligationStore
+from notify_mssp.payloads import AlertMessage, DigestItem
 from notify_mssp.rules import NEW_REASON, SEVERITY_REASON_PREFIX, Rule, matching_rules, severity_level
+from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +38,9 @@ SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "informational": 3}
 _LEVEL_ORDER = ("Informational", "Low", "Medium", "High")
 
 
-class AlertMessage(TypedDict):
-    """One per-alert e-mail: (alert, obligation reason, rule, recipient)."""
-
-    kind: str  # "alert"
-    tenant: str
-    alert: str
-    reason: str
-    obl: str  # the obligation's RowKey
-    rule: str
-    to: str
-    prev: str  # severity rises: the level risen from ("" when unknown or for a new alert)
-    seen: str  # severity rises: when the rising version was stored, ISO 8601 ("" otherwise)
-
-
-class DigestItem(TypedDict):
-    """One alert a digest rule selected for one recipient; `rank` and `at` order the digest."""
-
-    rule: str
-    to: str
-    tenant: str
-    alert: str
-    obl: str
-    rank: int
-    at: str
-    reason: str
-    prev: str
-    seen: str
-
-
 class TenantPlan(TypedDict):
+    """The planning activity's answer for one tenant (a Durable payload, notify_mssp.payloads)."""
+
     tenant: str
     obligations: list[str]
     messages: list[AlertMessage]
@@ -162,10 +137,13 @@ def _plan_obligation(plan: TenantPlan, alert_row: dict[str, Any] | None, rules: 
         for recipient in rule.recipients:
             if rule.mode == "digest":
                 plan["digest"].append(DigestItem(
-                    rule=rule.id, to=recipient, tenant=tenant_id, alert=alert_id, obl=str(obligation["RowKey"]),
-                    rank=SEVERITY_RANK.get(str(alert_row.get("severity") or "").lower(), len(SEVERITY_RANK)),
-                    at=str(alert_row.get("createdDateTime") or ""), reason=reason, prev=prev, seen=seen))
+                    rule=rule.id, recipient=recipient, tenant=tenant_id, alertId=alert_id,
+                    obligationKey=str(obligation["RowKey"]),
+                    severityRank=SEVERITY_RANK.get(str(alert_row.get("severity") or "").lower(), len(SEVERITY_RANK)),
+                    createdAt=str(alert_row.get("createdDateTime") or ""), reason=reason, previousSeverity=prev,
+                    riseSeenAt=seen))
             else:
                 plan["messages"].append(AlertMessage(
-                    kind="alert", tenant=tenant_id, alert=alert_id, reason=reason, obl=str(obligation["RowKey"]),
-                    rule=rule.id, to=recipient, prev=prev, seen=seen))
+                    kind="alert", tenant=tenant_id, alertId=alert_id, reason=reason,
+                    obligationKey=str(obligation["RowKey"]), rule=rule.id, recipient=recipient,
+                    previousSeverity=prev, riseSeenAt=seen))

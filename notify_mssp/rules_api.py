@@ -35,6 +35,7 @@ from notify_mssp.transports import SendOutcome, Transport, get_transport
 from shared.problems import Problem, json_response, run_api
 from shared.settings import get_settings
 from shared.tables import Table, get_table_store
+from shared.tenants import TenantRegistry
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
@@ -173,16 +174,11 @@ def _sample_tenant(rule: Rule, tenants: TableClient) -> dict[str, Any]:
     """The tenant a test e-mail names and links to: the rule's first tenant, else the first known tenant in
     scope; with none, a sample customer without an id (the link then opens the alert list of whichever
     tenant the reader signs in to)."""
-    candidates: list[str] = list(rule.tenants) if rule.tenants != "all" else sorted(
-        row["RowKey"] for row in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": "tenant"},
-                                                        select=["RowKey"]))
+    candidates: list[str] = list(rule.tenants) if rule.tenants != "all" else TenantRegistry(tenants).ids()
     tenant_id = next((t for t in candidates if rule.covers_tenant(t)), "")
     if not tenant_id:
         return {"RowKey": "", "displayName": "Sample customer"}
-    try:
-        return dict(tenants.get_entity("tenant", tenant_id))
-    except ResourceNotFoundError:
-        return {"RowKey": tenant_id, "displayName": "Sample customer"}
+    return TenantRegistry(tenants).get(tenant_id) or {"RowKey": tenant_id, "displayName": "Sample customer"}
 
 
 def sample_alert(rule: Rule, tenant_id: str, now: datetime, portal_host: str) -> dict[str, Any]:

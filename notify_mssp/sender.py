@@ -11,9 +11,9 @@ fingerprints of the obligations each covers; before claiming, the digest leaves 
 sent digest to the same (rule, recipient) covered, and counts the overlap with an abandoned one
 (docs/NOTIFICATIONS.md, "Digests and the delivery log").
 
-Answers, for the batch orchestrator: `{"o": outcome, "dup": possible duplicate, "d": detail, "ra": retry
-after seconds, "mark": {"partition", "row", "etag"} when sent but not yet marked}` with outcome `sent`
-(this attempt sent it; marked here, or by the run when `mark` is set),
+The specs are notify_mssp.payloads' AlertMessage and DigestMessage (read with `read_message`, which
+also takes the previous release's short keys); the answers, for the batch orchestrator, are its
+SendAnswer: `outcome` `sent` (this attempt sent it; marked here, or by the run when `mark` is set),
 `already_sent`, `skipped` (the skip policy, or skipped before), `permanent` (recorded, never retried),
 `transient` (claim given back; retried after a durable timer) or `carry` (deferred by the rate cap, or
 busy in another attempt: the next run).
@@ -50,11 +50,12 @@ from notify_mssp.email import (
     render_digest_email,
     severity_rise,
 )
-from notify_mssp.obligations import TENANT_PARTITION
+from notify_mssp.payloads import SendAnswer, read_message, send_answer
 from notify_mssp.planner import read_alerts
 from notify_mssp.ratecap import settle_send
 from notify_mssp.rules import Rule, load_rules
 from notify_mssp.transports import SendOutcome, Transport
+from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ class RenderError(Exception):
 def delivery_key(spec: dict[str, Any], run_id: str) -> DeliveryKey:
     """The row of a per-alert spec, or of a prepared digest spec (`prepare_digest`)."""
     if spec["kind"] == "digest":
-        return digest_delivery_key(run_id, spec["rule"], spec["to"], spec["covered"])
-    return alert_delivery_key(spec["tenant"], spec["alert"], spec["reason"], spec["rule"], spec["to"])
+        return digest_delivery_key(run_id, spec["rule"], spec["recipient"], spec["covered"])
+    return alert_delivery_key(spec["tenant"], spec["alertId"], spec["reason"], spec["rule"], spec["recipient"])
 
 
 @dataclass
@@ -86,14 +87,14 @@ class PreparedDigest:
 
     spec: dict[str, Any] | None
     abandoned: list[EarlierDigest]
-    answer: dict[str, Any] | None = None
+    answer: SendAnswer | None = None
 
 
 def prepare_digest(ctx: SendContext, spec: dict[str, Any], now: datetime) -> PreparedDigest:
     """Leave out obligations that a `sent` (or policy-`skipped`) earlier digest to the same (rule,
     recipient) covered; with the skip policy also those an abandoned claim covered. What is left is listed
     (up to `maxItems` alerts) and counted (`total`), and every obligation of it is covered."""
-    earlier = ctx.log.earlier_digests(digest_partition(spec["rule"], spec["to"]), now)
+    earlier = ctx.log.earlier_digests(digest_partition(spec["rule"], spec["recipient"]), now)
     resolved: set[str] = set()
     for digest in earlier:
         if digest.state in (DeliveryState.SENT, DeliveryState.SKIPPED):
@@ -110,22 +111,24 @@ def prepare_digest(ctx: SendContext, spec: dict[str, Any], now: datetime) -> Pre
             entries.append({**entry, "obligations": left})
     if not entries:
         if skipped:  # everything left was an abandoned claim's: resolved by the skip policy, counted
-            return PreparedDigest(None, abandoned, {"o": "skipped", "dup": True, "d": "abandoned claim skipped"})
-        return PreparedDigest(None, [], {"o": "already_sent", "dup": False, "d": "covered by sent digests"})
+            return PreparedDigest(None, abandoned, send_answer("skipped", "abandoned claim skipped", duplicate=True))
+        return PreparedDigest(None, [], send_answer("already_sent", "covered by sent digests"))
     covered = [fp for entry in entries for fp in entry["obligations"]]
-    prepared = {"kind": "digest", "id": spec["id"], "rule": spec["rule"], "to": spec["to"], "covered": covered,
-                "items": [[e["tenant"], e["alert"]] for e in entries[:int(spec["maxItems"])]], "total": len(entries),
+    listed = entries[:int(spec["maxItems"])]
+    prepared = {"kind": "digest", "id": spec["id"], "rule": spec["rule"], "recipient": spec["recipient"],
+                "covered": covered, "items": [[e["tenant"], e["alertId"]] for e in listed], "total": len(entries),
                 # Beside `items`, in the same order: what each listed alert is about (new, or a rise from what).
-                "rises": [{"reason": e.get("reason", "new"), "prev": e.get("prev", ""), "seen": e.get("seen", "")}
-                          for e in entries[:int(spec["maxItems"])]]}
+                "rises": [{"reason": e.get("reason", "new"), "previousSeverity": e.get("previousSeverity", ""),
+                           "riseSeenAt": e.get("riseSeenAt", "")} for e in listed]}
     return PreparedDigest(prepared, abandoned)
 
 
 def _about(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "digest":
-        return digest_about(spec["id"], spec["rule"], spec["to"], spec["covered"], spec["items"], spec["total"])
-    return {"kind": "alert", "tenantId": spec["tenant"], "alertId": spec["alert"], "reason": spec["reason"],
-            "ruleId": spec["rule"], "recipient": spec["to"]}
+        return digest_about(spec["id"], spec["rule"], spec["recipient"], spec["covered"], spec["items"],
+                            spec["total"])
+    return {"kind": "alert", "tenantId": spec["tenant"], "alertId": spec["alertId"], "reason": spec["reason"],
+            "ruleId": spec["rule"], "recipient": spec["recipient"]}
 
 
 @dataclass
@@ -162,7 +165,7 @@ class SendContext:
         """Read the alert rows the e-mails about to be sent need, a few per query instead of one each."""
         wanted: dict[str, set[str]] = {}
         for spec in specs:
-            pairs = spec["items"] if spec["kind"] == "digest" else [[spec["tenant"], spec["alert"]]]
+            pairs = spec["items"] if spec["kind"] == "digest" else [[spec["tenant"], spec["alertId"]]]
             for tenant_id, alert_id in pairs:
                 if (tenant_id, alert_id) not in self._alert_rows:
                     wanted.setdefault(tenant_id, set()).add(alert_id)
@@ -195,19 +198,21 @@ class SendContext:
                     items.append((self.tenant(tenant_id), alert, rise))
             if not items:
                 raise RenderError("every alert of the digest is gone")
-            return render_digest_email(items, rule, spec["to"], total=int(spec["total"]),
+            return render_digest_email(items, rule, spec["recipient"], total=int(spec["total"]),
                                        message_id=key.message_token)
-        alert = self.alert(spec["tenant"], spec["alert"])
+        alert = self.alert(spec["tenant"], spec["alertId"])
         if alert is None:
-            raise RenderError(f"alert {spec['alert']} no longer exists")
-        return render_alert_email(alert, self.tenant(spec["tenant"]), rule, spec["to"], message_id=key.message_token,
+            raise RenderError(f"alert {spec['alertId']} no longer exists")
+        return render_alert_email(alert, self.tenant(spec["tenant"]), rule, spec["recipient"],
+                                  message_id=key.message_token,
                                   rise=severity_rise(spec))
 
 
 def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict[str, Any]],
-               now: datetime) -> list[dict[str, Any]]:
+               now: datetime) -> list[SendAnswer]:
     """Claim, render, send and mark each e-mail of the chunk; one answer per e-mail, in order."""
-    answers: list[dict[str, Any] | None] = [None] * len(messages)
+    messages = [dict(read_message(spec)) for spec in messages]
+    answers: list[SendAnswer | None] = [None] * len(messages)
     owned: list[tuple[int, DeliveryKey, Claim, bool]] = []  # and whether it may repeat an earlier e-mail
     specs: dict[int, dict[str, Any]] = {}
     abandoned: dict[int, list[EarlierDigest]] = {}
@@ -228,7 +233,7 @@ def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict
         claims = ctx.log.claim_many([(keys[index], _about(specs[index])) for index in specs], token, run_id, now)
     except Exception as exc:  # storage trouble: nothing was sent, try again later
         logger.warning("run %s: claiming e-mails failed: %s", run_id, exc)
-        return [{"o": "transient", "d": f"delivery log unavailable ({type(exc).__name__})"} for _ in messages]
+        return [send_answer("transient", f"delivery log unavailable ({type(exc).__name__})") for _ in messages]
     for index, claim in zip(specs, claims, strict=True):
         key = keys[index]
         if claim.may_send:
@@ -236,32 +241,33 @@ def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict
             superseded = [d for d in abandoned.get(index, []) if _quietly(ctx.log.supersede, d, specs[index]["id"])]
             owned.append((index, key, claim, claim.possible_duplicate or bool(superseded)))
         else:
-            answers[index] = {"o": _CLAIM_ANSWERS[claim.result], "dup": claim.possible_duplicate, "d": claim.detail}
+            answers[index] = send_answer(_CLAIM_ANSWERS[claim.result], claim.detail,
+                                         duplicate=claim.possible_duplicate)
     granted = _acquire(ctx, len(owned))
     ctx.prefetch([specs[index] for index, _, _, _ in owned[:granted]])
     for position, (index, key, claim, duplicate) in enumerate(owned):
         spec = specs[index]
         if position >= granted:
             _quietly(ctx.log.release, key, token, DeliveryState.DEFERRED, "over the send rate cap; next run")
-            answers[index] = {"o": "carry", "dup": duplicate, "d": "over the send rate cap"}
+            answers[index] = send_answer("carry", "over the send rate cap", duplicate=duplicate)
             continue
         outcome = _send_one(ctx, spec, key)
-        answers[index] = {"o": outcome.status, "dup": duplicate, "d": outcome.detail[:300]}
+        answer = answers[index] = send_answer(outcome.status, outcome.detail[:300], duplicate=duplicate)
         if outcome.status == "sent":
             # Marked at once; if the mark fails (storage), the run marks it (conditional on the claim).
             # The claim's ETag saves a read; a transaction's ETag may not match a single update's, so
             # the token-checked mark follows.
             if not (_quietly(ctx.log.mark_sent_claimed, key, claim.etag, now)
                     or _quietly(ctx.log.mark_sent, key, token, now)):
-                answers[index]["mark"] = {"partition": key.partition, "row": key.row, "etag": claim.etag}
+                answer["mark"] = {"partition": key.partition, "row": key.row, "etag": claim.etag}
         elif outcome.status == "transient":
-            answers[index]["ra"] = float(outcome.retry_after or 0)
+            answer["retryAfterSeconds"] = float(outcome.retry_after or 0)
             _quietly(ctx.log.release, key, token, DeliveryState.RETRY, outcome.detail)
         else:
             logger.error("run %s: e-mail %s/%s failed permanently: %s", run_id, key.partition, key.row,
                          outcome.detail[:300])
             _quietly(ctx.log.record_permanent, key, token, outcome.detail)
-    return [answer or {"o": "transient", "d": "not attempted"} for answer in answers]
+    return [answer or send_answer("transient", "not attempted") for answer in answers]
 
 
 def _acquire(ctx: SendContext, wanted: int) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from local.services import Azurite, LocalCloud, MailDev, start_azurite, start_cloud, start_maildev
+from local.run.services import Azurite, LocalCloud, MailDev, start_azurite, start_cloud, start_maildev
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import requests
 
-from local.services import free_port
-from local.stack import LocalStack
+from local.run.services import free_port
+from local.run.stack import LocalStack
 from tests.grant_access.conftest import DEFENDER, GRAPH, MSSP_TENANT, NEVER, Onboarding
 
 REPO = Path(__file__).resolve().parents[1]

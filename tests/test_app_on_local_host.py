@@ -12,8 +12,8 @@ import pytest
 import requests
 from azure.data.tables import TableServiceClient
 
-from local.cycle import fire_timer, wait_for_orchestration
-from local.stack import LocalStack
+from local.run.cycle import fire_timer, wait_for_orchestration
+from local.run.stack import LocalStack
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 import shared.signing as signing
 from fetch_alerts import siem_token
-from local.onboarding import OnboardingError
+from local.run.onboarding import OnboardingError
 from tests.grant_access.conftest import MSSP_TENANT, Onboarding
 from tests.hostile_support import BIDI, MARKERS, Ledger, Route, enc, header_value, http_routes, start_hostile_stack
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from local.services import REPO_ROOT, free_port
+from local.run.services import REPO_ROOT, free_port
 
 SUMMARY_KEYS = {"tenants", "alerts_stored", "emails_delivered", "duplicates", "failures", "errors"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local.services import ServiceError, _spawn
+from local.run.services import ServiceError, _spawn
 
 
 def _sleeper(tmp_path):

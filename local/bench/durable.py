@@ -1,6 +1,6 @@
 """Benchmark scenario `durable_fanout_1000`: one orchestration fanning out 1,000 trivial activities.
 
-Starts the local host with the bench app (local/bench_apps/fanout), starts the orchestration over HTTP
+Starts the local host with the bench app (local/bench/apps/fanout), starts the orchestration over HTTP
 through the app's starter (the SDK's real client), polls the status URL that `create_check_status_response`
 returned until it completes, and reports the wall time, the number of orchestrator replays and the peak
 RSS of the host process (the process that runs the app). The bound is the same 1,000 activity calls made
@@ -18,11 +18,11 @@ from typing import Any
 
 import requests
 
-from local.services import LocalHost, start_host
+from local.run.services import LocalHost, start_host
 
 logger = logging.getLogger(__name__)
 
-BENCH_APP = Path(__file__).resolve().parent / "bench_apps" / "fanout"
+BENCH_APP = Path(__file__).resolve().parent / "apps" / "fanout"
 ACTIVITIES = 1000
 TARGET_S = 10.0
 POLL_INTERVAL_S = 0.05

@@ -41,8 +41,8 @@ import requests
 from azure.core import MatchConditions
 from azure.data.tables import TableClient, UpdateMode
 
-from local.cycle import NOTIFY_ORCHESTRATOR, finished_invocations, fire_timer, wait_for_orchestration
-from local.stack import LocalStack, cloud_now, stack_table, start_with_mssp_app, trust_bundle
+from local.run.cycle import NOTIFY_ORCHESTRATOR, finished_invocations, fire_timer, wait_for_orchestration
+from local.run.stack import LocalStack, cloud_now, stack_table, start_with_mssp_app, trust_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ METADATA = ("etag", "timestamp")
 
 
 # --- the stack ---------------------------------------------------------------------------------------------
+
+
+def _now_ticks() -> int:
+    """Now, in 100 ns units since the Unix epoch (the ticks of the alert keys)."""
+    return time.time_ns() // 100
 
 
 def _start(workdir: Path) -> LocalStack:
@@ -262,13 +267,13 @@ def _raw_backlog_writes(alerts: TableClient, tenant_id: str, sizes: list[int]) -
 def _direct_backlog_api_calls(settings: Any, tenant_id: str) -> float:
     """Seconds for the backlog's list calls alone (Graph, following nextLinks), through the app's ApiClient."""
     from fetch_alerts.http import ApiClient
-    from fetch_alerts.keys import now_ticks, odata_literal
+    from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
     from shared.alert_sources import AlertSource, alerts_url
     from shared.identity import TenantTokens
 
     api = ApiClient(settings, TenantTokens(settings), RateLimiter(settings))
-    since = odata_literal(now_ticks() - int(settings.get("FETCH_LOOKBACK_DAYS")) * 86_400 * 10_000_000)
+    since = odata_literal(_now_ticks() - int(settings.get("FETCH_LOOKBACK_DAYS")) * 86_400 * 10_000_000)
     url: str | None = alerts_url(AlertSource.GRAPH, settings)
     params: dict[str, str] | None = {"$filter": f"lastUpdateDateTime ge {since}",
                                      "$top": str(settings.get("FETCH_GRAPH_PAGE_SIZE"))}
@@ -341,7 +346,7 @@ def _on_pool(concurrency: int, work: Callable[[str], None], items: list[str]) ->
 def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, calls_per_tenant: int) -> float:
     """The run's API calls again through the app's ApiClient (fresh token cache: a token per tenant too)."""
     from fetch_alerts.http import ApiClient
-    from fetch_alerts.keys import now_ticks, odata_literal
+    from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
     from shared.alert_sources import AlertSource, alerts_url
     from shared.identity import TenantTokens
@@ -349,7 +354,7 @@ def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, ca
     # A fresh token provider: the process-wide one would keep an earlier scenario's (stopped) cloud.
     api = ApiClient(settings, TenantTokens(settings), RateLimiter(settings), pool_size=concurrency * 2 + 4)
     url = alerts_url(AlertSource.GRAPH, settings)
-    since = odata_literal(now_ticks() - 7 * 86_400 * 10_000_000)
+    since = odata_literal(_now_ticks() - 7 * 86_400 * 10_000_000)
     params = {"$filter": f"lastUpdateDateTime ge {since}", "$top": str(settings.get("FETCH_GRAPH_PAGE_SIZE"))}
     deadline = time.monotonic() + 600
 

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from local.bench_durable import run_durable_fanout_1000
-from local.bench_ingest import run_backlog_50k, run_tenants_1000
-from local.bench_notify import run_emails_2000
+from local.bench.durable import run_durable_fanout_1000
+from local.bench.ingest import run_backlog_50k, run_tenants_1000
+from local.bench.notify import run_emails_2000
 
 Scenario = Callable[[Path], dict[str, Any]]
 

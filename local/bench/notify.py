@@ -31,8 +31,8 @@ from typing import Any
 import requests
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
-from local.services import REPO_ROOT
-from local.stack import LocalStack
+from local.run.services import REPO_ROOT
+from local.run.stack import LocalStack
 
 logger = logging.getLogger(__name__)
 

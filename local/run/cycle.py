@@ -17,11 +17,11 @@ from typing import Any
 import requests
 from azure.data.tables import TableClient, TableServiceClient
 
-from local.demo import CUSTOMERS, DEMO_LAG_SECONDS
-from local.onboarding import onboard_demo_tenants
-from local.stack import LocalStack
-from notify_mssp.delivery import delivery_summary
-from notify_mssp.demo_rules import install_demo_rules
+from local.run.demo import CUSTOMERS, DEMO_LAG_SECONDS
+from local.run.demo_rules import install_demo_rules
+from local.run.onboarding import onboard_demo_tenants
+from local.run.stack import LocalStack
+from notify_mssp.delivery import DeliveryState
 from shared.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,23 @@ def raise_demo_alerts(stack: LocalStack, per_tenant: int = 3) -> None:
                 "deviceGroup": groups[index % len(groups)],
             })
     stack.cloud.control("POST", "clock", json={"advance_seconds": DEMO_LAG_SECONDS + 5})
+
+
+def delivery_counts(table: TableClient) -> dict[str, int]:
+    """Rows of the delivery log per state plus the possible duplicates counted, over the whole log."""
+    counts: dict[str, int] = {state.value: 0 for state in DeliveryState}
+    counts["duplicates"] = 0
+    for row in table.query_entities("PartitionKey ne ''", select=["state", "duplicates"]):
+        state = str(row.get("state", ""))
+        counts[state] = counts.get(state, 0) + 1
+        counts["duplicates"] += int(row.get("duplicates") or 0)
+    return counts
+
+
+def delivery_summary(table: TableClient) -> dict[str, int]:
+    """What `make run`'s summary reports: possible duplicates counted and permanent delivery failures."""
+    counts = delivery_counts(table)
+    return {"duplicates": counts["duplicates"], "failures": counts[DeliveryState.FAILED.value]}
 
 
 def summarise(stack: LocalStack, report: CycleReport) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 
 MSSP_TENANT_ID = "5c3a0f4e-2d61-4b8e-9a7c-1f0e2d3c4b5a"
 MSSP_DOMAIN = "mssp.example"

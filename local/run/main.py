@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from local.cycle import api_get, count_alert_rows, run_cycle, start_live_demo
-from local.demo import setup_demo
-from local.services import REPO_ROOT
-from local.stack import LocalStack
+from local.run.cycle import api_get, count_alert_rows, run_cycle, start_live_demo
+from local.run.demo import setup_demo
+from local.run.services import REPO_ROOT
+from local.run.stack import LocalStack
 from shared.settings import SETTINGS
 
 REGISTERED = {s.name for s in SETTINGS}

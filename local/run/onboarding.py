@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
-from local.demo import CUSTOMERS, DemoCustomer
-from local.stack import LocalStack
+from local.run.demo import CUSTOMERS, DemoCustomer
+from local.run.stack import LocalStack
 from shared.signing import signature_headers
 
 logger = logging.getLogger(__name__)

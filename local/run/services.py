@@ -1,6 +1,6 @@
 """Start and stop the local platform's processes on free ports.
 
-Used by the test fixtures (tests/conftest.py), `make run` (local/run.py) and `make bench` (local/bench.py),
+Used by the test fixtures (tests/conftest.py), `make run` (local/run/main.py) and `make bench` (local/bench/main.py),
 so that every caller starts Azurite, MailDev, the local Microsoft cloud and the local Functions host the
 same way. Each service is a child process; `stop()` ends it gracefully, `kill()` abruptly (crash tests).
 """
@@ -26,7 +26,7 @@ import requests
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
 # Azurite's published development account. It is a well-known constant of the emulator, not a secret.

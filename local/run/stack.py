@@ -1,7 +1,7 @@
 """The whole local platform wired together: Azurite, MailDev, the local cloud and the local host running
 the real app with settings that point every Microsoft endpoint at the local cloud.
 
-`make run` (local/run.py), `make bench` and the end-to-end tests start it through `LocalStack.start`, so
+`make run` (local/run/main.py), `make bench` and the end-to-end tests start it through `LocalStack.start`, so
 the app sees the same settings everywhere; only the settings differ from Azure (design.md invariant 7).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import certifi
 from azure.data.tables import TableClient, TableServiceClient
 
-from local.services import (
+from local.run.services import (
     REPO_ROOT,
     Azurite,
     LocalCloud,

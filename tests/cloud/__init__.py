@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 
 GRAPH = "https://graph.microsoft.com"
 DEFENDER = "https://api.securitycenter.microsoft.com"

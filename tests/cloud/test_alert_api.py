@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from local.cloud.alerts import canonical_hash
-from local.services import LocalCloud, ServiceError
+from local.run.services import LocalCloud, ServiceError
 from tests.cloud import GRAPH_SCOPE, access_token, call, consented_pair
 
 GRAPH_ALERTS = "/v1.0/security/alerts_v2"

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 import requests
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import DEFENDER_SCOPE, GRAPH, GRAPH_SCOPE, REDIRECT_URI, new_app, new_tenant, request_token
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import DEFENDER, GRAPH, call, consented_pair, new_app, new_tenant, request_token
 
 

@@ -13,7 +13,7 @@ from azure.identity import CertificateCredential, ClientSecretCredential
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import (
     DEFENDER,
     DEFENDER_SCOPE,

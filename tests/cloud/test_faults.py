@@ -10,7 +10,7 @@ import jwt
 import pytest
 import requests
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import GRAPH_SCOPE, access_token, call, consented_pair, request_token
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import GRAPH, GRAPH_SCOPE, access_token, call, consent, new_app, new_tenant
 
 

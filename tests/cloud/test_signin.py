@@ -12,8 +12,8 @@ import jwt
 import pytest
 import requests
 
-from local.onboarding import FormPost, OnboardingError, sign_in
-from local.services import LocalCloud
+from local.run.onboarding import FormPost, OnboardingError, sign_in
+from local.run.services import LocalCloud
 from tests.cloud import REDIRECT_URI, call, new_app, new_tenant
 
 NONCE = "n-0S6_WzA2Mj"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from local.cycle import finished_invocations, fire_timer
-from local.stack import (
+from local.run.cycle import finished_invocations, fire_timer
+from local.run.stack import (
     NEVER,
     LocalStack,
     cloud_now,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import add_alert, add_tenant, hours_ago, run_tick, start_stack, update_alert
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth, stored_rows
 

@@ -14,7 +14,7 @@ from fetch_alerts.keys import alert_key, format_ticks, from_datetime, minutes, p
 from fetch_alerts.normalise import normalise
 from fetch_alerts.sources import PassState
 from fetch_alerts.store import AlertWriter, Prepared
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from shared.alert_sources import AlertSource
 from tests.fetch_alerts.harness import (
     add_alert,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fetch_alerts.keys import from_datetime, parse_ticks
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import (
     add_alert,
     add_tenant,

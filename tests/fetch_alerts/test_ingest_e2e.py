@@ -11,7 +11,7 @@ import pytest
 
 from fetch_alerts.keys import alert_key
 from fetch_alerts.payload import decode_payload
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import (
     add_alert,
     add_tenant,

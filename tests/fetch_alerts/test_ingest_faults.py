@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
 from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack, table, tenant_row
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth

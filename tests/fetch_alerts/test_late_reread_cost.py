@@ -16,7 +16,7 @@ import pytest
 
 from fetch_alerts.keys import from_datetime, parse_ticks
 from fetch_alerts.reread import DAY_EXTRA, HOUR_WINDOW
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import (
     add_tenant,
     cloud_now,

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from local.cycle import finished_invocations, fire_timer
-from local.stack import LocalStack
+from local.run.cycle import finished_invocations, fire_timer
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import (
     add_alert,
     add_tenant,

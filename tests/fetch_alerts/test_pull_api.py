@@ -18,7 +18,7 @@ import requests
 
 from fetch_alerts.keys import TICKS_PER_SECOND
 from fetch_alerts.pull_api import max_rows_read
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.feed_rows import FeedSeeder, SeedAlert
 
 SECOND_NS = 1_000_000_000

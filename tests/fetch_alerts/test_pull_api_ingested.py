@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from fetch_alerts.keys import parse_ticks
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import add_alert, add_tenant, cloud_now, hours_ago, iso, run_tick, start_stack
 from tests.fetch_alerts.truth import ground_truth
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fetch_alerts.siem_token import Filters, Position, encode_token
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack
 from tests.fetch_alerts.truth import ground_truth
 

@@ -10,7 +10,7 @@ import pytest
 
 from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
 from fetch_alerts.sources import PassState
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from shared.alert_sources import AlertSource
 from shared.settings import Settings
 from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack, tenant_row

@@ -8,16 +8,17 @@ import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.keys.escape_id
 
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
 from fetch_alerts import payload
-from fetch_alerts.keys import alert_key, escape_id, format_ticks, from_datetime, unescape_id
+from fetch_alerts.keys import alert_key, escape_id, format_ticks, from_datetime
 from fetch_alerts.normalise import normalise
 from fetch_alerts.retention import run_retention
 from fetch_alerts.store import AlertWriter, Prepared
-from local.services import Azurite
+from local.run.services import Azurite
 from shared.alert_sources import AlertSource
 
 PORTAL = "https://security.microsoft.com"

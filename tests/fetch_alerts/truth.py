@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.keys.escape_id
 
-from fetch_alerts.keys import from_datetime, parse_ticks, unescape_id
-from local.stack import LocalStack
+from fetch_alerts.keys import from_datetime, parse_ticks
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import table, tenant_row
 
 

@@ -20,9 +20,9 @@ import pytest
 import requests
 from azure.data.tables import TableServiceClient
 
-from local.onboarding import sign_in
-from local.services import free_port
-from local.stack import LocalStack
+from local.run.onboarding import sign_in
+from local.run.services import free_port
+from local.run.stack import LocalStack
 from shared.signing import signature_headers
 
 GRAPH = "https://graph.microsoft.com"

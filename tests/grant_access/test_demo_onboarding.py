@@ -6,10 +6,10 @@ from pathlib import Path
 
 import requests
 
-from local.demo import CUSTOMERS
-from local.onboarding import onboard_demo_tenants
-from local.run import start_demo_stack
-from local.services import free_port
+from local.run.demo import CUSTOMERS
+from local.run.main import start_demo_stack
+from local.run.onboarding import onboard_demo_tenants
+from local.run.services import free_port
 
 
 def test_the_demo_customers_end_up_active_and_northwind_declined_first(tmp_path: Path):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from local.cloud.tls import server_ssl_context
-from local.cycle import finished_invocations, fire_timer
+from local.run.cycle import finished_invocations, fire_timer
 from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
 from tests.grant_access.conftest import Onboarding, start_onboarding
 

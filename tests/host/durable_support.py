@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from local.services import LocalHost, start_host
+from local.run.services import LocalHost, start_host
 
 DURABLE_APP = Path(__file__).resolve().parent / "apps" / "durable_app"
 TERMINAL = {"Completed", "Failed", "Terminated"}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.services import LocalHost, start_host
+from local.run.services import LocalHost, start_host
 
 APP_ROOT = Path(__file__).resolve().parent / "apps" / "http_app"
 UNSUPPORTED_APP_ROOT = Path(__file__).resolve().parent / "apps" / "unsupported_app"

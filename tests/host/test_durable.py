@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.services import LocalHost
+from local.run.services import LocalHost
 from tests.host.durable_support import new_id, run, start, start_durable_host, status, wait_done, wait_status
 
 

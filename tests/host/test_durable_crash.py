@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.services import LocalHost
+from local.run.services import LocalHost
 from tests.host.durable_support import new_id, start, start_durable_host, status, wait_done
 
 CRASH_EXIT_CODE = 137

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.services import LocalHost, start_host
+from local.run.services import LocalHost, start_host
 
 APP_ROOT = Path(__file__).resolve().parent / "apps" / "http_app"
 NEVER = "0 0 0 1 1 *"  # once a year: the timers stay quiet during these tests

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.services import Azurite, LocalHost, ServiceError, start_host
+from local.run.services import Azurite, LocalHost, ServiceError, start_host
 
 REPO = Path(__file__).resolve().parents[2]
 #: Functions the product has now, by name -> trigger type (later issues only add to this).

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.services import LocalHost, start_host
+from local.run.services import LocalHost, start_host
 
 APP_ROOT = Path(__file__).resolve().parent / "apps" / "http_app"
 NEVER = "0 0 0 1 1 *"

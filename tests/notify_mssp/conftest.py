@@ -22,7 +22,7 @@ import pytest
 import requests
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 
 DURABLE_API = "runtime/webhooks/durabletask"
 BASE_SETTINGS = {

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from local.stack import LocalStack
-from notify_mssp.delivery import delivery_summary
+from local.run.cycle import delivery_summary
+from local.run.stack import LocalStack
 from shared.names import PLAN_TENANT_ACTIVITY
 from tests.notify_mssp.conftest import BASE_SETTINGS, SmtpRelay, World
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from notify_mssp.delivery import delivery_summary
+from local.run.cycle import delivery_summary
 from shared.names import PLAN_TENANT_ACTIVITY, SEND_EMAILS_ACTIVITY
 from tests.notify_mssp.conftest import World
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.notify_mssp.conftest import BASE_SETTINGS, SmtpRelay, World
 
 

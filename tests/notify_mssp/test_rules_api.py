@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 
 ROUTE = "api/notification-rules"
 
@@ -253,7 +253,7 @@ def test_the_test_email_goes_to_every_recipient(api, world):
 
 
 def test_the_demo_rules_install_through_the_api_once(notify_stack, api):
-    from notify_mssp.demo_rules import DEMO_RULES, install_demo_rules
+    from local.run.demo_rules import DEMO_RULES, install_demo_rules
 
     ids = install_demo_rules(notify_stack)
     assert len(ids) == len(DEMO_RULES) == 3

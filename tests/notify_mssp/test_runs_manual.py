@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from local.cycle import duplicate_emails, fire_timer, orchestration_instances
-from local.stack import LocalStack
-from notify_mssp.delivery import delivery_summary
+from local.run.cycle import delivery_summary, duplicate_emails, fire_timer, orchestration_instances
+from local.run.stack import LocalStack
 from tests.notify_mssp.conftest import BASE_SETTINGS, World
 from tests.notify_mssp.test_crash import CLAIM_TIMEOUT_S, HoldingRelay, relay, wait_for  # noqa: F401
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 from tests.notify_mssp.conftest import BASE_SETTINGS, World
 from tests.notify_mssp.test_crash import wait_for
 from tests.notify_mssp.test_runs_manual import finished_runs, listing, manual_tick, paused_tenant, titled_alert

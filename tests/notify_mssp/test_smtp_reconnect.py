@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from azure.data.tables import TableServiceClient
 
-from local.services import free_port
+from local.run.services import free_port
 from notify_mssp.delivery import DeliveryLog
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.sender import SendContext, delivery_key, send_chunk

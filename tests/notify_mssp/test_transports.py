@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from local.services import LocalCloud, free_port
+from local.run.services import LocalCloud, free_port
 from notify_mssp.email import EmailMessage, Sender, render_alert_email
 from notify_mssp.rules import Rule
 from notify_mssp.transports import GraphTransport, SmtpTransport, get_transport

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.stack import LocalStack
+from local.run.stack import LocalStack
 
 MAIL_TENANT = str(uuid.uuid4())
 MAIL_APP = str(uuid.uuid4())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from shared.settings import Settings
 from tests.cloud import SECRET
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from tests.cloud import consent, new_app, new_tenant
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from shared.access_check import AccessCheck, check_access
 from shared.alert_sources import AlertSource
 from shared.identity import TenantTokens

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from local.services import LocalCloud, free_port
+from local.run.services import LocalCloud, free_port
 from shared.errors import (
     AppNotFound,
     BadResponse,

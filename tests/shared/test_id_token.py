@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from local.onboarding import sign_in
-from local.services import LocalCloud
+from local.run.onboarding import sign_in
+from local.run.services import LocalCloud
 from shared.id_token import (
     MAX_TOKEN_CHARS,
     IdTokenClaims,

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from local.services import LocalCloud
+from local.run.services import LocalCloud
 from shared.alert_sources import AlertSource
 from shared.errors import BadResponse, ConsentRevoked, MsspCredentialError, TenantNotFound
 from shared.identity import TenantTokens, get_tenant_tokens, token_claims

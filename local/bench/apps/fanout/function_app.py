@@ -1,4 +1,4 @@
-"""Benchmark app for `make bench` scenario `durable_fanout_1000` (local/bench_durable.py).
+"""Benchmark app for `make bench` scenario `durable_fanout_1000` (local/bench/durable.py).
 
 One orchestrator fans out N trivial activities with `task_all` and sums their results; the HTTP
 starter starts it with a chosen instance id through the SDK's real client. Never deployed: it exists to

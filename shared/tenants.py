@@ -88,6 +88,23 @@ class TenantRegistry:
                                           parameters={"pk": TENANT_PARTITION, "status": status.value})
         return [dict(r) for r in rows]
 
+    def active_with_etags(self) -> list[tuple[dict[str, Any], str | None]]:
+        """(row, ETag) of every active tenant (ingestion moves its columns under these ETags)."""
+        rows = self._table.query_entities("PartitionKey eq @pk and status eq @status",
+                                          parameters={"pk": TENANT_PARTITION, "status": TenantStatus.ACTIVE.value})
+        return [(dict(r), r.metadata.get("etag")) for r in rows]
+
+    def ids(self) -> list[str]:
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION},
+                                          select=["RowKey"])
+        return sorted(row["RowKey"] for row in rows)
+
+    def ids_with_pending_notifications(self) -> list[str]:
+        """Tenants whose `pendingNotifications` marker ingestion set (fetch_alerts/STORAGE.md)."""
+        rows = self._table.query_entities("PartitionKey eq @pk and pendingNotifications eq @pending",
+                                          parameters={"pk": TENANT_PARTITION, "pending": True}, select=["RowKey"])
+        return sorted(row["RowKey"] for row in rows)
+
     def history(self, tenant_id: str) -> list[StatusChange]:
         rows = self._table.query_entities("PartitionKey eq @pk",
                                           parameters={"pk": HISTORY_PREFIX + tenant_id.lower()})

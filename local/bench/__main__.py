@@ -1,0 +1,7 @@
+"""`python -m local.bench` (`make bench`)."""
+
+import sys
+
+from local.bench.main import main
+
+sys.exit(main())
