@@ -21,9 +21,9 @@ from azure.data.tables import TableServiceClient
 from grant_access.callback import CallbackDeps, SignIn, handle_callback
 from grant_access.invitations import ACCEPTED, InvitationRequest, InvitationStore
 from grant_access.rules import RuleStore
-from grant_access.tenants import TenantRegistry
 from local.run.services import Azurite
 from shared.id_token import SigningKeys
+from shared.tenants import TenantRegistry
 
 WAIT = 30
 
