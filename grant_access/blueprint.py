@@ -140,6 +140,9 @@ async def _answer_browser(client: df.DurableOrchestrationClient,
     except (AzureError, SettingsError) as exc:
         logger.error("consent callback could not be processed: %s", type(exc).__name__)
         return pages.unavailable().response()
+    except Exception:  # a defect: the browser still gets a page, never a stack trace or a 500; the log has it
+        logger.exception("consent callback failed")
+        return pages.unavailable().response()
     await _report_results(client, result.notifications)
     if result.redirect is not None:
         return pages.redirect(result.redirect)

@@ -183,17 +183,19 @@ class InvitationStore:
         return Invitation(rows_by_time[-1]["RowKey"], rows_by_time[-1]) if rows_by_time else None
 
     def pending_for_tenant(self, tenant_id: str) -> list[Invitation]:
-        """Pending invitations that named this tenant (expired ones included: they are still `pending`)."""
+        """Pending invitations that named this tenant, or whose consent redirect claimed it (expired ones
+        included: they are still `pending`)."""
+        # The SDK substitutes @names between spaces only, hence the spaced parentheses.
         rows = self._table.query_entities(
-            "PartitionKey eq @pk and expectedTenantId eq @t and outcome eq @pending",
+            "PartitionKey eq @pk and outcome eq @pending and ( expectedTenantId eq @t or claimedTenantId eq @t )",
             parameters={"pk": INVITATION_PARTITION, "t": tenant_id, "pending": PENDING})
         return [Invitation(r["RowKey"], dict(r), r.metadata["etag"]) for r in rows]
 
-    def record_claim(self, invitation: Invitation, tenant_id: str, nonce_hash: str) -> bool:
+    def record_claim(self, invitation: Invitation, tenant_id: str, nonce_hash: str, now: datetime) -> bool:
         """Remember which tenant a consent redirect claimed, until a sign-in proves it; False when the
         invitation changed meanwhile. A newer consent redirect replaces an older claim."""
         row = dict(invitation.row)
-        row.update(claimedTenantId=tenant_id, nonceHash=nonce_hash)
+        row.update(claimedTenantId=tenant_id, nonceHash=nonce_hash, claimedAt=now)
         try:
             self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=invitation.etag,
                                       match_condition=MatchConditions.IfNotModified)

@@ -136,6 +136,14 @@ def sign_in_incomplete(customer: str | None) -> Page:
         "Open the consent link again and sign in with an administrator account of your organization."))
 
 
+def sign_in_not_admin(customer: str | None) -> Page:
+    return Page(403, f"An administrator must confirm{_for(customer)}", (
+        "The account that signed in is not an administrator of your organization (or is a guest in it), so it "
+        "cannot confirm the consent. Nothing was changed.",
+        "Open the consent link again and sign in with a Global Administrator or Privileged Role "
+        "Administrator account of your organization."))
+
+
 def sign_in_invalid() -> Page:
     return Page(400, "This sign-in could not be confirmed", (
         "The sign-in answer was not issued by Microsoft Entra for this link, or it has expired. Nothing "

@@ -33,6 +33,9 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
   signInAudience: 'AzureADMultipleOrgs'
+  // The consent sign-in's id_token carries the user's directory roles (`wids`), so the callback can require
+  // an administrator who may grant the consent (docs/SECURITY.md).
+  groupMembershipClaims: 'DirectoryRole'
   web: {
     redirectUris: [
       redirectUri

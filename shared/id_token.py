@@ -56,6 +56,14 @@ class IdTokenClaims:
     nonce: str  # for the caller to compare with the one it sent
     object_id: str  # the user's object id in that tenant
     username: str | None  # preferred_username, for display only (it is not unique nor verified)
+    # `wids`: the tenant-wide directory roles (role template ids) of the user, emitted when the app
+    # registration's groupMembershipClaims includes DirectoryRole
+    # (https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference, "wids").
+    directory_roles: frozenset[str] = frozenset()
+    # The user is a guest of the tenant signed in to: `idp` names another tenant or provider, where a member
+    # has none or the tenant's own ("idp" in
+    # https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference).
+    guest: bool = False
 
 
 class SigningKeys:
@@ -114,7 +122,7 @@ class SigningKeys:
                 continue
             try:
                 keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="RS256")
-            except jwt.PyJWKError:
+            except (jwt.PyJWTError, ValueError, TypeError):  # one malformed key must not hide the others
                 continue
         if not keys:
             logger.warning("Entra published no usable RSA signing key at %s", self.url)
@@ -206,5 +214,10 @@ def verify_id_token(token: str, *, keys: SigningKeys, authority_host: str, clien
     if not isinstance(oid, str) or not is_guid(oid):
         raise IdTokenInvalid("the sign-in token names no user (request the 'profile' scope)")
     username = claims.get("preferred_username")
+    wids = claims.get("wids")
+    roles = frozenset(str(r).lower() for r in wids if isinstance(r, str)) if isinstance(wids, list) else frozenset()
+    idp = claims.get("idp")
+    guest = isinstance(idp, str) and tid.lower() not in idp.lower()
     return IdTokenClaims(tenant_id=tid.lower(), nonce=nonce, object_id=oid.lower(),
-                         username=username if isinstance(username, str) and username else None)
+                         username=username if isinstance(username, str) and username else None,
+                         directory_roles=roles, guest=guest)

@@ -5,8 +5,8 @@ for API calls), optionally to one API and to the next N requests only. The serve
 `FaultPlan` once per request and carries it out: latency first, then at most one replacing response
 (429/500/503/403/dropped connection), then at most one damage to the body it would have sent.
 The `id_token_*` kinds apply to the sign-in endpoint only (api `signin`, the tenant signing in): the
-id_token it posts back is forged, for another app, expired, for another nonce, or names another tenant's
-issuer, so that an app's
+id_token it posts back is forged, for another app, expired, for another nonce, names another tenant's
+issuer, is a user without an admin role, or a guest from another tenant, so that an app's
 rejection of each can be tested end to end.
 """
 
@@ -37,7 +37,8 @@ KINDS: dict[str, frozenset[str]] = {
 }
 # Damage to the id_token the sign-in endpoint issues (local.cloud.signin); never applies to other APIs.
 ID_TOKEN_KINDS = frozenset({"id_token_foreign_key", "id_token_wrong_audience", "id_token_expired",
-                            "id_token_wrong_nonce", "id_token_wrong_issuer"})
+                            "id_token_wrong_nonce", "id_token_wrong_issuer", "id_token_not_admin",
+                            "id_token_guest"})
 KINDS.update({kind: frozenset({"signin"}) for kind in ID_TOKEN_KINDS})
 KIND_ALIASES = {"429": "throttle", "500": "server_error", "503": "unavailable"}
 RESPONSE_KINDS = frozenset({"throttle", "server_error", "unavailable", "drop_connection", "feature_disabled"})

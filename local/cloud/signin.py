@@ -230,6 +230,12 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
             "nbf": issued_at,
             "exp": issued_at + ID_TOKEN_LIFETIME_SECONDS,
         }
+        # Directory roles (`wids`, role template ids) as Entra emits them for an app whose registration asks
+        # for DirectoryRole claims: the signing admin is a Global Administrator unless a fault says otherwise.
+        claims["wids"] = [DEFAULT_USER_ROLE] if "id_token_not_admin" in plan.id_token else [
+            GLOBAL_ADMINISTRATOR, DEFAULT_USER_ROLE]
+        if "id_token_guest" in plan.id_token:  # authenticated by another tenant: a guest here
+            claims["idp"] = f"https://sts.windows.net/{uuid.uuid4()}/"
         if "profile" in req.get("scope").split():
             claims.update({"oid": object_id, "preferred_username": username,
                            "name": username.partition("@")[0].replace(".", " ").title()})
@@ -241,6 +247,10 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
             self._foreign_signer.kid = signer.kid
             signer = self._foreign_signer
         return signer.sign(claims)
+
+
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"  # Entra built-in role template ids
+DEFAULT_USER_ROLE = "b79fbf4d-3ef9-4689-8143-76b194e85509"
 
 
 def _sign_in_request(request: web.Request, values: Mapping[str, str]) -> SignInRequest:

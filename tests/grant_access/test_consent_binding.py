@@ -4,6 +4,7 @@ that named none. Over HTTP on the local host, with the local cloud's consent and
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
@@ -198,6 +199,41 @@ def test_an_id_token_that_entra_did_not_sign_for_this_link_is_refused(onboarding
 
     assert page.status_code == 400 and "could not be confirmed" in page.text
     assert onboarding.snapshot() == before
+
+
+@pytest.mark.parametrize("fault", ["not_admin", "guest"])
+def test_a_sign_in_by_a_user_who_could_not_have_consented_is_refused(onboarding, fault):
+    # An admin consented through a link that named no tenant and closed the tab before the sign-in; a holder
+    # of another link forges a redirect naming that tenant and gets any user (or a guest) of it to sign in.
+    tenant = onboarding.new_tenant()
+    onboarding.open(onboarding.answer_consent(onboarding.invite()["consentUrl"], tenant=tenant))
+    attacker = onboarding.invite(customerName="Attacker", rules=ATTACKER_RULES)
+    forged = onboarding.callback(urlencode({"admin_consent": "True", "tenant": tenant, "state": _state(attacker)}))
+    with onboarding.id_token_fault(fault):
+        fields = onboarding.sign_in_fields(forged.headers["Location"], as_tenant=tenant)
+    before = onboarding.snapshot()
+
+    page = onboarding.post_sign_in(fields)
+
+    assert page.status_code == 403 and "administrator" in page.text
+    assert onboarding.snapshot() == before
+    assert onboarding.api("GET", f"tenants/{tenant}").status_code == 404
+
+
+def test_a_sign_in_long_after_the_consent_redirect_is_refused(onboarding):
+    tenant = onboarding.new_tenant()
+    invitation = onboarding.invite()
+    redirect = onboarding.open(onboarding.answer_consent(invitation["consentUrl"], tenant=tenant))
+    fields = onboarding.sign_in_fields(redirect.headers["Location"], as_tenant=tenant)
+    table = onboarding.tables().get_table_client("Invitations")
+    row = table.get_entity("invitation", invitation["id"])
+    row["claimedAt"] = row["claimedAt"] - timedelta(minutes=16)  # as if the sign-in came 16 minutes later
+    table.update_entity(row)
+    before = onboarding.snapshot()
+
+    page = onboarding.post_sign_in(fields)
+
+    assert page.status_code == 400 and onboarding.snapshot() == before
 
 
 def test_a_sign_in_without_a_consent_redirect_first_is_refused(onboarding):

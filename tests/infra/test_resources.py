@@ -119,6 +119,8 @@ def test_multi_tenant_app_signs_in_any_organisation_and_redirects_to_the_callbac
 def test_multi_tenant_app_issues_id_tokens_for_the_consent_sign_in_and_never_access_tokens() -> None:
     implicit = _app_registration()["application"]["web"]["implicitGrantSettings"]
     assert implicit == {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": True}
+    # The id_token names the user's directory roles (`wids`): only an administrator confirms a consent.
+    assert _app_registration()["application"]["groupMembershipClaims"] == "DirectoryRole"
 
 
 def test_multi_tenant_app_asks_only_for_alert_read_permissions_and_sign_in() -> None:

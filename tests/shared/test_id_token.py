@@ -76,7 +76,9 @@ def test_valid_token_gives_the_tenant_user_and_nonce(customer: Customer, keys: S
     token = customer.id_token()
     claims = customer.verify(token, keys)
     assert claims == IdTokenClaims(tenant_id=customer.tenant["id"], nonce=NONCE,
-                                   object_id=_claims(token)["oid"], username="ana@customer.example")
+                                   object_id=_claims(token)["oid"], username="ana@customer.example",
+                                   directory_roles=frozenset(_claims(token)["wids"]), guest=False)
+    assert "62e90394-69f5-4237-9190-012177145e10" in claims.directory_roles  # a Global Administrator
     # Both keys are cached: a second token needs no fetch.
     customer.verify(customer.id_token(), keys)
     assert keys.fetches == 1
