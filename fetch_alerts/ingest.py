@@ -20,11 +20,10 @@ from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks, completed_cursor, cursor_ticks, start_state
 from fetch_alerts.http import ApiClient
 from fetch_alerts.normalise import InvalidAlert, normalise
-from fetch_alerts.payload import encode
 from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Page, Pager, Prefetcher
 from fetch_alerts.store import AlertWriter, Prepared
-from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
+from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_is_the_mssps, app_not_found_streak
 from shared.alert_sources import AlertSource
 from shared.errors import (
     AppNotFound,
@@ -38,6 +37,7 @@ from shared.mssp_credential import (  # noqa: F401 - close_mssp_incident is the 
     close_mssp_incident,
     record_mssp_credential_failure,
 )
+from shared.payload import encode
 from shared.settings import Settings
 from shared.tenants import TenantRegistry, TenantStatus
 
@@ -245,6 +245,13 @@ def _record_failure(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, err
         if not final:
             logger.info("tenant %s: app not found since %s, within the propagation window; retried next tick",
                         tenant.tenant_id, since.isoformat())
+            status = None
+        elif app_not_found_is_the_mssps(TenantRegistry(ctx.tenants), tenant.tenant_id):
+            logger.error("tenant %s: app not found, as for most tenants: the MSSP's app registration or client "
+                         "id is at fault; no tenant is revoked", tenant.tenant_id)
+            record_mssp_credential_failure(ctx.incidents, MsspCredentialError(
+                tenant.tenant_id, "AADSTS700016 for most tenants: the MSSP's application is unknown to Entra "
+                "(check MSSP_APP_CLIENT_ID and the app registration)", code=error.code))
             status = None
     if status is None:
         tenant.merge(health)

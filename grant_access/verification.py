@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_streak
+from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_is_the_mssps, app_not_found_streak
 from shared.tenants import TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,14 @@ def apply_check(registry: TenantRegistry, tenant_id: str, result: CheckResult, n
     """Record a check on a `verifying` tenant and move its status; a tenant in any other status (disabled
     meanwhile, say) is left alone. Returns the row."""
 
+    mssps: list[bool] = []
+
+    def widespread() -> bool:
+        """AADSTS700016 for most tenants is the MSSP's app registration, not this customer (read once)."""
+        if not mssps:
+            mssps.append(app_not_found_is_the_mssps(registry, tenant_id))
+        return mssps[0]
+
     def mutate(row: dict[str, Any]) -> tuple[str, str] | None:
         if row.get("status") != TenantStatus.VERIFYING:
             return None
@@ -93,7 +101,7 @@ def apply_check(registry: TenantRegistry, tenant_id: str, result: CheckResult, n
         status = _STATUS_BY_OUTCOME.get(result.outcome)
         if result.outcome == "app_not_found":
             since, final = app_not_found_streak(previous_streak, row.get("consentedAt"), now)
-            if final:
+            if final and not widespread():
                 status = TenantStatus.CONSENT_REVOKED
             else:
                 row[APP_NOT_FOUND_SINCE] = since
@@ -111,14 +119,14 @@ def apply_check(registry: TenantRegistry, tenant_id: str, result: CheckResult, n
     row = registry.change(tenant_id, mutate, now)
     logger.info("tenant %s: access check %s -> status %s", tenant_id, result.outcome, (row or {}).get("status"))
     if row is not None:
-        _note_mssp_credential(tenant_id, result)
+        _note_mssp_credential(tenant_id, result, app_missing_everywhere=bool(mssps and mssps[0]))
     return row
 
 
-def _note_mssp_credential(tenant_id: str, result: CheckResult) -> None:
+def _note_mssp_credential(tenant_id: str, result: CheckResult, *, app_missing_everywhere: bool = False) -> None:
     """Raise the MSSP credential incident on its failure, close it once a check reads alerts again. The
     tenant's own record is already written: a storage failure here only loses the incident's update."""
-    if result.outcome not in ("mssp_credential", "active"):
+    if result.outcome not in ("mssp_credential", "active") and not app_missing_everywhere:
         return
     from shared.errors import MsspCredentialError
     from shared.mssp_credential import close_mssp_incident, record_mssp_credential_failure

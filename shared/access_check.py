@@ -38,6 +38,7 @@ from shared.errors import (
 )
 from shared.identity import TenantTokens, get_tenant_tokens, token_claims
 from shared.settings import Settings, get_settings
+from shared.tenants import TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,20 @@ class AccessCheck:
     outcome: Outcome
     message: str
     code: str = ""  # the AADSTS or API code behind a failure, "" for success
+
+
+def app_not_found_is_the_mssps(registry: TenantRegistry, tenant_id: str) -> bool:
+    """Whether an AADSTS700016 that outlasted the propagation window is the MSSP's fault, not this tenant's.
+
+    Entra answers 700016 both for a tenant that removed our app and for an application id no tenant knows
+    (a wrong MSSP_APP_CLIENT_ID, a deleted app registration). One customer removing the app is one tenant;
+    the MSSP's mistake is every tenant. So when at least two other tenants meet it too and they are at least
+    half of the active and verifying ones, no tenant is revoked: it is raised as the MSSP's incident."""
+    others = [r for status in (TenantStatus.ACTIVE, TenantStatus.VERIFYING) for r in registry.with_status(status)
+              if str(r.get("RowKey")) != tenant_id]
+    meeting = sum(1 for r in others if r.get("lastErrorClass") == "app_not_found"
+                  or isinstance(r.get(APP_NOT_FOUND_SINCE), datetime))
+    return meeting >= 2 and 2 * meeting >= len(others)
 
 
 def app_not_found_streak(previous: Any, consented_at: Any, now: datetime) -> tuple[datetime, bool]:
