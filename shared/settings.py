@@ -327,7 +327,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_USERNAME", "SMTP login user; empty: no login.", default=""),
     Setting("SMTP_PASSWORD", "SMTP login password (in Azure a Key Vault reference).", default="", secret=True),
     Setting("MAIL_CREDENTIAL", "Who holds Mail.Send for MAIL_TRANSPORT=graph, always in the MSSP's own tenant and "
-            "never the multi-tenant app (design.md invariant 8): managed_identity (the function app's, "
+            "never the multi-tenant app (docs/ARCHITECTURE.md, invariant 8): managed_identity (the function app's, "
             "AZURE_CLIENT_ID) or secret (a single-tenant app: MAIL_APP_TENANT_ID, MAIL_APP_CLIENT_ID, "
             "MAIL_APP_CLIENT_SECRET).", default="managed_identity", parse=_one_of("managed_identity", "secret")),
     Setting("MAIL_APP_TENANT_ID", "The MSSP's own tenant id, home of the single-tenant mail app "
