@@ -1,4 +1,4 @@
-"""Triggers of the onboarding blueprint (#3): the onboarding webhook, the admin-consent callback, the
+"""Triggers of the onboarding blueprint: the onboarding webhook, the admin-consent callback, the
 tenant management API, the verification timer, and the Durable functions that report results to the
 onboarding system and purge an offboarded tenant's alerts. Each trigger parses, calls the plain functions
 of this package with their dependencies (grant_access.wiring), and shapes the response.
@@ -20,9 +20,8 @@ from grant_access import management, notify_callback, pages, purge, wiring
 from grant_access.callback import CallbackResult, Notification, handle_callback, handle_sign_in
 from grant_access.verification import verify_pending_tenants
 from grant_access.webhook import (
-    check_transport,
     create_invitation,
-    parse_body,
+    forget_signature,
     prune_signatures,
     refuse_replay,
     validate_request,
@@ -34,6 +33,7 @@ from shared.names import (
     PURGE_TENANT_ORCHESTRATOR,
 )
 from shared.problems import Problem, error_response, json_response, run_api
+from shared.request_body import check_transport, parse_body
 from shared.settings import SettingsError
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.tables import Table, get_table_store
@@ -86,10 +86,16 @@ def create_invitation_http(req: func.HttpRequest) -> func.HttpResponse:
             refuse_replay(get_table_store().table(Table.INVITATIONS), signed, idempotent=bool(request.external_id))
         authority = str(settings.get("ENTRA_AUTHORITY_HOST"))
         timeout = float(settings.get("HTTP_TIMEOUT_SECONDS"))
-        result = create_invitation(
-            request, invitations=wiring.invitations(), tenants=wiring.tenants(),
-            resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
-            link=wiring.consent_link(), now=now, ttl_seconds=int(settings.get("INVITATION_TTL")))
+        try:
+            result = create_invitation(
+                request, invitations=wiring.invitations(), tenants=wiring.tenants(),
+                resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
+                link=wiring.consent_link(), now=now, ttl_seconds=int(settings.get("INVITATION_TTL")))
+        except (Problem, AzureError, SettingsError) as exc:
+            if signed is not None and (not isinstance(exc, Problem) or exc.status >= 500):
+                # Our failure, not the request's: its identical retry must not be refused as a replay.
+                forget_signature(get_table_store().table(Table.INVITATIONS), signed)
+            raise
         return json_response(result.body, result.status, {"Location": result.body["href"]})
 
     return run_api(handle, logger)

@@ -1,4 +1,4 @@
-"""The onboarding webhook: `POST /api/tenants` from the MSSP's customer-onboarding system (#3).
+"""The onboarding webhook: `POST /api/tenants` from the MSSP's customer-onboarding system.
 
 Checks in the order that reveals least to an unauthenticated caller: size (413), signature when a secret
 is configured (401), content type (415), then JSON and fields (400, naming the field), then the named
@@ -8,7 +8,6 @@ tenant (409 when it is already active). Nothing is written before every check ha
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,17 +19,17 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 
 from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
-from grant_access.rules import plain_text, validate_rules
 from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
-from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS, SignatureError, sign, verify
+from shared.request_body import Signed
+from shared.rules import plain_text, validate_rules
+from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS
 from shared.tenant_lookup import LookupUnavailable, TenantNotFound, is_domain
 from shared.tenants import TenantRegistry
 from shared.validators import is_email, is_guid
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 ALERT_SOURCES = ("graph", "defender")
 SIGNATURE_PARTITION = "signature"  # accepted webhook signatures, in the Invitations table (refuse_replay)
 _FIELDS = {"customerName", "tenantId", "externalId", "contactEmail", "alertSource", "callbackUrl", "rules"}
@@ -45,37 +44,10 @@ class ConsentLinkSettings:
 
 
 def consent_url(link: ConsentLinkSettings, tenant: str | None, alert_source: str, state: str) -> str:
-    """The v2.0 admin-consent link (microsoft-apis.md §2.1): the invited tenant, or `organizations`."""
+    """The v2.0 admin-consent link (docs/MICROSOFT.md, "Admin consent and the sign-in that proves the tenant"): the invited tenant, or `organizations`."""
     query = urlencode({"client_id": link.client_id, "scope": link.scopes[alert_source],
                        "redirect_uri": link.redirect_uri, "state": state})
     return f"{link.authority_host}/{tenant or 'organizations'}/v2.0/adminconsent?{query}"
-
-
-@dataclass(frozen=True)
-class Signed:
-    """A verified request signature (canonical form) and the time it was signed at (Unix seconds)."""
-
-    signature: str
-    signed_at: int
-
-
-def check_transport(body: bytes, content_type: str | None, content_length: str | None, signature: str | None,
-                    secret: str, *, timestamp: str | None = None, now: float = 0.0) -> Signed | None:
-    """Size, signature (with its timestamp) and content type; Problem on failure. The verified signature
-    when a secret is configured, for refuse_replay."""
-    declared = int(content_length) if (content_length or "").isdigit() else 0
-    if len(body) > MAX_BODY_BYTES or declared > MAX_BODY_BYTES:
-        raise Problem(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-    signed = None
-    if secret:
-        try:
-            signed_at = verify(secret, body, timestamp, signature, now)
-        except SignatureError as exc:
-            raise Problem(401, str(exc), field=exc.header) from None
-        signed = Signed(sign(secret, body, signed_at), signed_at)
-    if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
-        raise Problem(415, "the body must be application/json", field="Content-Type")
-    return signed
 
 
 def refuse_replay(table: TableClient, signed: Signed, *, idempotent: bool) -> None:
@@ -94,6 +66,15 @@ def refuse_replay(table: TableClient, signed: Signed, *, idempotent: bool) -> No
                           field=SIGNATURE_HEADER) from None
 
 
+def forget_signature(table: TableClient, signed: Signed) -> None:
+    """Drop the record of a signature whose request failed on our side (storage, an unavailable lookup): the
+    sender's identical retry is then accepted rather than refused as a replay. Best effort."""
+    try:
+        table.delete_entity(SIGNATURE_PARTITION, hashlib.sha256(signed.signature.encode()).hexdigest())
+    except Exception:  # noqa: BLE001 - the retry then needs a fresh signature, as documented
+        logger.warning("a failed webhook request's signature could not be forgotten")
+
+
 def prune_signatures(table: TableClient, now: datetime) -> int:
     """Delete recorded signatures whose timestamps the tolerance already refuses; how many went."""
     rows = table.query_entities("PartitionKey eq @pk and expiresAt lt @now",
@@ -103,32 +84,6 @@ def prune_signatures(table: TableClient, now: datetime) -> int:
         table.delete_entity(SIGNATURE_PARTITION, row["RowKey"])
         deleted += 1
     return deleted
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate key")
-    return dict(pairs)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Problem(400, "the body is not valid JSON (UTF-8, no duplicate keys)", field="body") from None
-    if not isinstance(value, dict):
-        raise Problem(400, "the body must be a JSON object", field="body")
-    try:
-        # JSON escapes can carry lone surrogates, which no table or page can store or show.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise Problem(400, "the body contains an invalid Unicode escape", field="body") from None
-    return value
 
 
 def _optional_text(body: dict[str, Any], name: str, max_length: int) -> str | None:

@@ -152,3 +152,26 @@ def test_a_recorded_signature_is_pruned_by_the_verification_timer_once_its_times
     assert table.get_entity("signature", fresh_key)["RowKey"] == fresh_key  # one still valid is kept
     # And the pruned one cannot be replayed: its timestamp is now refused.
     _refused(_send(onboarding, data, headers), TIMESTAMP_HEADER)
+
+
+def test_a_signature_forgotten_after_our_own_failure_is_accepted_again(onboarding):
+    # The webhook forgets the signature of a request that failed on our side (storage, the authority's
+    # domain lookup): the sender's identical retry must get an answer, not a 401 "already received".
+    from grant_access.webhook import forget_signature, refuse_replay
+    from shared.problems import Problem
+    from shared.request_body import Signed
+    from shared.signing import verify
+
+    data, headers = _captured(onboarding, {"customerName": "Retried Ltd"})
+    signed_at = verify(onboarding.webhook_secret, data, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER],
+                       time.time())
+    signed = Signed(headers[SIGNATURE_HEADER], signed_at)
+    table = onboarding.tables().get_table_client("Invitations")
+    refuse_replay(table, signed, idempotent=False)
+    with pytest.raises(Problem):
+        refuse_replay(table, signed, idempotent=False)
+
+    forget_signature(table, signed)
+
+    refuse_replay(table, signed, idempotent=False)  # accepted once more
+    assert _send(onboarding, data, headers).status_code == 401  # and recorded again: a replay now is refused
