@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from local.host.ncrontab import parse_schedule
 from local.settings_sample import render, with_readme_table
 from shared.settings import SETTINGS, Settings, SettingsError
 
@@ -57,7 +59,11 @@ def test_local_settings_sample_is_generated_from_the_registry():
 
 def test_the_sample_schedule_is_valid_ncrontab():
     values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
-    Settings(values).get("FETCH_ALERTS_SCHEDULE")
+    schedule = Settings(values).get("FETCH_ALERTS_SCHEDULE")
+    assert schedule == values["FETCH_ALERTS_SCHEDULE"]
+    # The local host's NCRONTAB parser (as the Functions host's) accepts it and finds a next occurrence.
+    now = datetime.now(UTC)
+    assert parse_schedule(schedule).next_after(now) > now
 
 
 def test_host_json_takes_the_hub_name_from_its_setting():

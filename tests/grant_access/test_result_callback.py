@@ -9,14 +9,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from grant_access.notify_callback import FIRST_DELAY_SECONDS
 from local.cloud.tls import server_ssl_context
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.grant_access.conftest import Onboarding, start_onboarding
+from tests.grant_access.result_runs import finished_result_runs, result_run_history
 
 
 class Receiver:
@@ -64,6 +67,10 @@ def signature_is_body_only(secret: str, raw: bytes, header: str) -> bool:
     return header == "sha256=" + hmac.new(secret.encode(), raw, "sha256").hexdigest()
 
 
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _posts(receiver: Receiver, invitation_id: str, count: int = 1) -> list[tuple[dict[str, str], bytes, dict]]:
     """The POSTs about one invitation, once `count` have arrived (or after 40 s)."""
     deadline = time.monotonic() + 40
@@ -105,13 +112,21 @@ def test_a_failing_receiver_gets_the_result_again_after_a_backoff(loopback):
     receiver.answers.extend([503])
     tenant = env.new_tenant()
     invitation = env.invite(tenantId=tenant, callbackUrl=receiver.url("/flaky"))
-    started = time.monotonic()
     env.open(env.answer_consent(invitation["consentUrl"]))
 
     posts = _posts(receiver, invitation["id"], count=2)
 
     assert [body["status"] for _, _, body in posts] == ["active", "active"]
-    assert time.monotonic() - started >= 4  # the first backoff is 5 s
+    [run] = finished_result_runs(env.stack, invitation["id"])
+    assert run["output"]["attempts"] == 2 and run["output"]["delivered"] is True
+    # The second attempt waited for a durable timer set the first backoff after the first attempt ended.
+    history = result_run_history(env.stack, invitation["id"], "active")
+    steps = [e for e in history if e["EventType"] in ("TaskScheduled", "TaskCompleted", "TimerCreated")]
+    assert [e["EventType"] for e in steps] == ["TaskScheduled", "TaskCompleted", "TimerCreated", "TaskScheduled",
+                                               "TaskCompleted"]
+    first_done, timer, retried = (_moment(steps[1]["Timestamp"]), _moment(steps[2]["FireAt"]),
+                                  _moment(steps[3]["Timestamp"]))
+    assert timer - first_done >= timedelta(seconds=FIRST_DELAY_SECONDS) and retried >= timer
 
 
 def test_the_identical_callback_url_does_not_report_twice(loopback):
@@ -122,7 +137,10 @@ def test_the_identical_callback_url_does_not_report_twice(loopback):
     env.open(redirect)
     env.open(redirect)
     assert len(_posts(receiver, invitation["id"])) == 1
-    time.sleep(1)
+    # Every report of this invitation was started by the two requests above; once they have all ended,
+    # nothing more can be POSTed.
+    runs = finished_result_runs(env.stack, invitation["id"])
+    assert [(r["runtimeStatus"], r["output"]["attempts"]) for r in runs] == [("Completed", 1)]
     assert len(_posts(receiver, invitation["id"])) == 1
 
 
@@ -131,7 +149,8 @@ def test_a_tenant_verified_by_the_timer_is_reported_when_it_becomes_active(loopb
     tenant = env.new_tenant(propagation_seconds=120)
     invitation = env.invite(tenantId=tenant, callbackUrl=receiver.url("/later"))
     env.open(env.answer_consent(invitation["consentUrl"]))
-    time.sleep(0.5)
+    # A report would have been started by the consent request itself: none was, so none can arrive.
+    assert finished_result_runs(env.stack, invitation["id"]) == []
     assert _posts(receiver, invitation["id"], count=0) == []
 
     env.advance_cloud_clock(121)

@@ -20,6 +20,7 @@ from local.cloud.tls import server_ssl_context
 from local.run.cycle import finished_invocations, fire_timer
 from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
 from tests.grant_access.conftest import Onboarding, start_onboarding
+from tests.grant_access.result_runs import finished_result_runs
 
 REPORT_WAIT = 8.0  # seconds a result report would take at most to arrive (the first POST is immediate)
 
@@ -134,7 +135,9 @@ def test_a_wrong_mssp_secret_never_fails_the_customer_and_verification_resumes_o
         assert row["status"] == "verifying" and row["verifyAttempts"] == 0
         assert "MSSP" in row["lastVerificationMessage"]
         assert onboarding.tenant(tenant)["history"][-1]["to"] == "verifying"
-        assert _reports(receiver, invitation["id"], wait_for=1) == []  # nothing reported to the onboarding system
+        # Nothing reported to the onboarding system: no report was started by the consent or the runs above.
+        assert finished_result_runs(onboarding.stack, invitation["id"]) == []
+        assert _reports(receiver, invitation["id"], wait_for=0) == []
 
         _run(onboarding, "ops_notices")
         _run(onboarding, "ops_notices")
@@ -174,7 +177,8 @@ def test_app_not_found_right_after_consent_is_retried_and_active_once_it_clears(
     _run(onboarding, "verify_tenants")
     row = _row(onboarding, tenant)
     assert row["status"] == "verifying" and "AADSTS700016" in row["lastVerificationMessage"]
-    assert _reports(receiver, invitation["id"], wait_for=1) == []
+    assert finished_result_runs(onboarding.stack, invitation["id"]) == []  # no report started
+    assert _reports(receiver, invitation["id"], wait_for=0) == []
 
     assert onboarding.stack.cloud.control("DELETE", f"tenants/{tenant}/faults").status_code == 204
     _run(onboarding, "verify_tenants")

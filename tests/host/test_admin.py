@@ -204,10 +204,12 @@ def test_sigterm_exits_promptly_with_an_abandoned_invocation_still_running(tmp_p
     try:
         # functionTimeout is 2 s: the 60 s thread is abandoned and would keep a normal exit waiting.
         assert requests.get(f"{service.url}/api/slow", params={"seconds": "60"}, timeout=30).status_code == 500
-        started = time.monotonic()
         service.stop()
+        # Exited by itself (a host still waiting at the end of the grace is killed), without waiting for
+        # the abandoned thread: its end is never logged.
         assert service.process.returncode == 0
-        assert time.monotonic() - started < 8
+        log = service.log_path.read_text()
+        assert "Host stopped" in log and "Abandoned invocation of 'Functions.slow'" not in log
     finally:
         service.kill()
 

@@ -205,11 +205,15 @@ def test_settings_file_values_are_in_the_app_environment(host: LocalHost) -> Non
 
 
 def test_sync_functions_run_concurrently_in_the_thread_pool(host: LocalHost) -> None:
-    started = time.monotonic()
+    markers = [uuid.uuid4().hex for _ in range(3)]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        statuses = list(pool.map(lambda _: get(host, "/api/slow", params={"seconds": "1"}).status_code, range(3)))
+        statuses = list(pool.map(
+            lambda marker: get(host, "/api/slow", params={"seconds": "1", "marker": marker}).status_code, markers))
     assert statuses == [200, 200, 200]
-    assert time.monotonic() - started < 2.5
+    # The app's own records, in the order they were made: all three started before any of them finished.
+    kinds = [r["kind"] for r in requests.get(f"{host.url}/api/records", timeout=30).json()
+             if r.get("marker") in markers]
+    assert kinds == ["slow_started"] * 3 + ["slow_finished"] * 3
 
 
 # --- failures and logs -----------------------------------------------------------------------------------
@@ -230,12 +234,16 @@ def test_successful_invocation_is_logged_with_outcome_id_and_duration(host: Loca
 
 
 def test_sync_function_past_function_timeout_gives_500_and_the_timeout_message(host: LocalHost) -> None:
-    started = time.monotonic()
-    response = get(host, "/api/slow", params={"seconds": "4"})
-    elapsed = time.monotonic() - started
+    marker = uuid.uuid4().hex
+    response = get(host, "/api/slow", params={"seconds": "4", "marker": marker})
     assert response.status_code == 500
-    assert 1.9 < elapsed < 3.5
-    wait_for_log(host, "Timeout value of 00:00:02 was exceeded by function: Functions.slow")
+    # Answered at the timeout while the function still ran (not after it returned, not before it started).
+    kinds = [r["kind"] for r in requests.get(f"{host.url}/api/records", timeout=30).json() if r.get("marker") == marker]
+    assert kinds == ["slow_started"]
+    log = wait_for_log(host, "Timeout value of 00:00:02 was exceeded by function: Functions.slow")
+    [started] = [r for r in requests.get(f"{host.url}/api/records", timeout=30).json()
+                 if r.get("marker") == marker and r["kind"] == "slow_started"]
+    assert f"Executed 'Functions.slow' (Failed, Id={started['invocation_id']}" in log
 
 
 def test_async_function_past_function_timeout_gives_500(host: LocalHost) -> None:

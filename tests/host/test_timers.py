@@ -134,7 +134,12 @@ def test_timer_is_not_past_due_when_the_recorded_next_is_ahead(tmp_path: Path) -
     host = start_host(APP_ROOT, schedules(MONITORED_SCHEDULE=NEVER), log_path=tmp_path / "host.log",
                       env={"LOCAL_HOST_STATE_DIR": str(tmp_path / "state")})
     try:
-        time.sleep(1.0)
+        # The listener logs the schedule once it has decided about past due; a past-due run would be logged
+        # and started right after, in the same step.
+        wait_until(lambda: "The next 5 occurrences of the 'monitored' schedule" in host.log_path.read_text(), 10,
+                   "the monitored timer's listener never started")
+        assert "Function 'monitored' is past due" not in host.log_path.read_text()
+        assert "monitored" not in host.admin("GET", "local/stats").json()["invocations"]["functions"]
         assert records(host, "monitored") == []
     finally:
         host.stop()

@@ -175,7 +175,8 @@ def _bicepparam_overrides() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize(("file", "name", "value"), _bicepparam_overrides(),
                          ids=[f"{f}:{n}" for f, n, _ in _bicepparam_overrides()])
 def test_bicepparam_setting_values_are_accepted_by_the_code(file: str, name: str, value: str) -> None:
-    BY_NAME[name].parse(name, value)
+    parsed = BY_NAME[name].parse(name, value)
+    assert str(parsed).lower() == value.strip().lower()  # accepted as the value it is, not a default
 
 
 _OVERRIDE_BLOCK = re.compile(rf"^param\s+{SETTING_OVERRIDES}\s*=\s*\{{(.*?)^\}}", re.MULTILINE | re.DOTALL)
