@@ -16,7 +16,8 @@ from typing import Any
 
 from azure.data.tables import TableClient, UpdateMode
 
-from fetch_alerts.keys import FEED_PREFIX
+from shared.alerts import FEED_PREFIX, FEED_RANGE_END
+from shared.tables import MAX_TRANSACTION_OPERATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ def publish(feed: TableClient, tenant_id: str, feed_keys: list[str]) -> None:
         by_minute[bucket].append({"PartitionKey": bucket, "RowKey": f"{ns:020d}|{tenant_id}|{key}",
                                   "tenantId": tenant_id, "feedKey": key, "publishedAt": now})
     for rows in by_minute.values():
-        for start in range(0, len(rows), 100):
-            feed.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows[start:start + 100]])
+        for start in range(0, len(rows), MAX_TRANSACTION_OPERATIONS):
+            feed.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE})
+                                     for row in rows[start:start + MAX_TRANSACTION_OPERATIONS]])
 
 
 def unpublished(alerts: TableClient, tenant_id: str, published: str | None) -> list[str]:
     """Tenant feed RowKeys after `published` (left by a run that stopped before publishing them)."""
     low = published if published and published.startswith(FEED_PREFIX) else FEED_PREFIX
     rows = alerts.query_entities("PartitionKey eq @pk and RowKey gt @low and RowKey lt @high", select=["RowKey"],
-                                 parameters={"pk": tenant_id, "low": low, "high": "feed}"})
+                                 parameters={"pk": tenant_id, "low": low, "high": FEED_RANGE_END})
     return sorted(row["RowKey"] for row in rows)

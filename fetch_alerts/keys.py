@@ -1,7 +1,5 @@
-"""Table keys and timestamps of the rows ingestion writes (the layouts are in fetch_alerts/STORAGE.md).
-
-Alert ids come from Microsoft and may hold characters Table Storage forbids in keys (`/ \\ # ?`, control
-characters) or our own `|` separator, so they are percent-encoded. Timestamps are kept as integer ticks
+"""Timestamps of the rows ingestion writes (the layouts are in fetch_alerts/STORAGE.md; the keys are
+shared/alerts.py's). Timestamps are kept as integer ticks
 (100 ns since the Unix epoch, Microsoft's precision) so comparisons never depend on how a service
 happened to print the fraction.
 """
@@ -11,35 +9,13 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 TICKS_PER_SECOND = 10_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,12}))?)?(Z|z|[+-]\d{2}:\d{2})$")
 
-ALERT_PREFIX = "alert|"
-OBLIGATION_PREFIX = "obligation|"
-FEED_PREFIX = "feed|"
-
-
-def escape_id(alert_id: str) -> str:
-    return quote(alert_id, safe="-_.~")
-
-
-def alert_key(alert_id: str) -> str:
-    return ALERT_PREFIX + escape_id(alert_id)
-
-
-def obligation_key(alert_id: str, reason: str) -> str:
-    return f"{OBLIGATION_PREFIX}{escape_id(alert_id)}|{reason}"
-
-
 def stored_ns() -> int:
     return time.time_ns()
-
-
-def feed_key(ns: int, writer: str) -> str:
-    return f"{FEED_PREFIX}{ns:020d}|{writer}"
 
 
 def parse_ticks(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The normalised fields common to Graph alerts_v2 and Defender alerts (issue #4, "Storage").
+"""The normalised fields common to Graph alerts_v2 and Defender alerts (fetch_alerts/STORAGE.md).
 
 Both sources describe the same alert with different names and enum spellings; the row keeps Graph's
 spelling (camelCase enum members) so readers see one vocabulary. Values Microsoft adds later (unknown
@@ -16,8 +16,6 @@ from azure.data.tables import EdmType, EntityProperty
 
 from fetch_alerts.keys import format_ticks, parse_ticks
 from shared.alert_sources import AlertSource
-
-SEVERITY_RANK = {"informational": 1, "low": 2, "medium": 3, "high": 4}
 
 
 class InvalidAlert(ValueError):
@@ -37,10 +35,6 @@ def camel(value: Any) -> str:
     if not isinstance(value, str) or not value:
         return ""
     return value[0].lower() + value[1:]
-
-
-def severity_rank(severity: str) -> int:
-    return SEVERITY_RANK.get(severity, 0)
 
 
 def _text(value: Any) -> str:

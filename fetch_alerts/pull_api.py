@@ -1,4 +1,4 @@
-"""The SIEM pull API, `GET /api/alerts` (issue #4): alerts of every customer, in the order they were stored.
+"""The SIEM pull API, `GET /api/alerts`: alerts of every customer, in the order they were stored.
 
 A SIEM pages through the feed rows that ingestion writes (fetch_alerts/STORAGE.md): one tenant's feed rows
 (`feed|<stored_ns>|<writer>` in its Alerts partition) when `tenantId` is given, otherwise the global
@@ -45,7 +45,6 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
 from fetch_alerts.feed import minute_bucket
-from fetch_alerts.keys import ALERT_PREFIX, FEED_PREFIX
 from fetch_alerts.siem_token import (
     GLOBAL_KEY,
     SEVERITIES,
@@ -57,6 +56,7 @@ from fetch_alerts.siem_token import (
     decode_token,
     encode_token,
 )
+from shared.alerts import ALERT_PREFIX, FEED_PREFIX
 from shared.problems import Problem, run_api
 from shared.settings import SettingsError, get_settings
 from shared.tenants import TENANT_PARTITION
@@ -495,6 +495,6 @@ def _answer(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _payload_decoder() -> Callable[[dict[str, Any]], dict[str, Any]]:
-    from fetch_alerts.payload import decode_payload
+    from shared.payload import decode_payload
 
     return decode_payload

@@ -17,7 +17,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient
 
 from fetch_alerts.feed import minute_bucket
-from fetch_alerts.keys import FEED_PREFIX, escape_id, from_datetime
+from fetch_alerts.keys import from_datetime
+from shared.alerts import FEED_PREFIX, escape_id
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared.alerts import FEED_KEY_PATTERN
 from shared.problems import Problem
 from shared.validators import is_guid
 
@@ -46,9 +47,9 @@ STATUSES = ("new", "inProgress", "resolved", "unknown", "unknownFutureValue")
 _SEVERITIES_LOWER = frozenset(value.lower() for value in SEVERITIES)
 _STATUSES_LOWER = frozenset(value.lower() for value in STATUSES)
 
-TENANT_FEED_KEY = re.compile(r"feed\|[0-9]{20}\|[0-9a-f]{8}")
+TENANT_FEED_KEY = re.compile(FEED_KEY_PATTERN)
 # The reader parses stored AlertFeed RowKeys with this too, so it is exactly as lenient as it always was.
-GLOBAL_KEY = re.compile(r"([0-9]{20})\|([0-9a-f-]{36})\|(feed\|[0-9]{20}\|[0-9a-f]{8})")
+GLOBAL_KEY = re.compile(rf"([0-9]{{20}})\|([0-9a-f-]{{36}})\|({FEED_KEY_PATTERN})")
 MINUTE = re.compile(r"[0-9]{12}")
 MAX_INDEX = 100  # a tenant feed row shares a transaction of at most 100 operations with the versions it lists
 

@@ -36,26 +36,30 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from fetch_alerts import payload
-from fetch_alerts.keys import (
+from fetch_alerts.keys import from_datetime, int_value, stored_ns
+from fetch_alerts.normalise import Normalised
+from shared import payload
+from shared.alerts import (
     FEED_PREFIX,
+    ObligationReason,
+    ObligationState,
+    alert_id_of_key,
     alert_key,
     feed_key,
-    from_datetime,
-    int_value,
     obligation_key,
-    stored_ns,
+    severity_rank,
+    severity_reason,
 )
-from fetch_alerts.normalise import Normalised, severity_rank
+from shared.tables import MAX_FILTER_COMPARISONS, MAX_TRANSACTION_OPERATIONS
 
 logger = logging.getLogger(__name__)
 
-MAX_OPERATIONS = 100
+MAX_OPERATIONS = MAX_TRANSACTION_OPERATIONS
 # The 4 MiB request limit counts the batch body, where binary travels as base64 (4/3) and strings as JSON.
 MAX_TRANSACTION_BYTES = 3_400_000
 _ROW_OVERHEAD_BYTES = 4_000
 # Comparisons per $filter are limited to 15; one goes to the PartitionKey.
-_IDS_PER_QUERY = 14
+_IDS_PER_QUERY = MAX_FILTER_COMPARISONS - 1
 _ATTEMPTS = 4
 _SELECT = ["RowKey", "lastUpdateTicks", "payloadHash", "maxSeverity", "firstSeenAt"]
 
@@ -214,7 +218,7 @@ class AlertWriter:
                 row.update(firstSeenAt=now, maxSeverity=severity)
                 operations.append(("create", row))
                 if norm.created_ticks >= self._activated:
-                    operations.append(("create", self._obligation(norm, "new", now)))
+                    operations.append(("create", self._obligation(norm, ObligationReason.NEW.value, now)))
                     result.new_obligations += 1
             elif norm.updated_ticks > previous.ticks or (
                     norm.updated_ticks == previous.ticks and alert.payload.hash != previous.hash):
@@ -227,7 +231,7 @@ class AlertWriter:
                 # (the onboarding backfill boundary): its rise is part of the history, not news.
                 if rises and norm.updated_ticks > previous.ticks and norm.created_ticks >= self._activated:
                     level = severity[0].upper() + severity[1:]
-                    obligation = self._obligation(norm, f"severity-{level}", now)
+                    obligation = self._obligation(norm, severity_reason(level), now)
                     obligation["previousSeverity"] = previous.max_severity  # the e-mail says from what it rose
                     operations.append(("create", obligation))
                     result.severity_obligations += 1
@@ -237,7 +241,7 @@ class AlertWriter:
             result.stored += 1
             if norm.updated_ticks >= self._activated:
                 result.lags.append(min(lag, 2**31 - 1))
-            fed.append([alert_key(norm.alert_id)[len("alert|"):], norm.updated_ticks])
+            fed.append([alert_id_of_key(alert_key(norm.alert_id)), norm.updated_ticks])
         if fed:
             operations.append(("create", {"PartitionKey": self._tenant, "RowKey": key, "alerts": json.dumps(fed),
                                           "count": len(fed), "storedAt": now}))
@@ -272,7 +276,7 @@ class AlertWriter:
     def _obligation(self, norm: Normalised, reason: str, now: datetime) -> dict[str, Any]:
         return {"PartitionKey": self._tenant, "RowKey": obligation_key(norm.alert_id, reason),
                 "alertId": norm.alert_id, "reason": reason, "severity": norm.columns["severity"],
-                "createdAt": now, "state": "pending", "attempts": 0}
+                "createdAt": now, "state": ObligationState.PENDING.value, "attempts": 0}
 
     def _stored_versions(self, alert_ids: list[str]) -> dict[str, Stored]:
         """The stored version of each alert that has a row, with one query per 14 ids."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
@@ -17,7 +18,13 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from grant_access import management, notify_callback, pages, purge, wiring
-from grant_access.callback import CallbackResult, Notification, handle_callback, handle_sign_in
+from grant_access.callback import (
+    CallbackResult,
+    Notification,
+    complete_interrupted,
+    handle_callback,
+    handle_sign_in,
+)
 from grant_access.verification import verify_pending_tenants
 from grant_access.webhook import (
     create_invitation,
@@ -285,6 +292,9 @@ def fresh_consent(req: func.HttpRequest) -> func.HttpResponse:
 async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Retry access verification of tenants whose consent has not propagated yet."""
     timeout = int(wiring.settings().get("VERIFICATION_TIMEOUT"))
+    # First what an interrupted consent request left undone, so its tenant is verified in this same run.
+    await asyncio.to_thread(lambda: complete_interrupted(
+        wiring.callback_deps(), wiring.utcnow() - timedelta(seconds=timeout)))
     finished = await asyncio.to_thread(
         lambda: verify_pending_tenants(wiring.tenants(), wiring.access_checker(), wiring.utcnow, timeout))
     # Recorded webhook signatures are only needed while their timestamps are accepted.

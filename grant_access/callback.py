@@ -34,9 +34,9 @@ import requests
 from grant_access import pages
 from grant_access.consent_state import well_formed
 from grant_access.invitations import ACCEPTED, DECLINED, EXPIRED, PENDING, VOIDED, Invitation, InvitationStore
-from grant_access.rules import RuleStore
 from grant_access.verification import REPORTED_STATUSES, AccessChecker, apply_check, run_check
 from shared.id_token import IdTokenInvalid, SigningKeys, SigningKeysUnavailable, verify_id_token
+from shared.rules import RuleStore
 from shared.tenants import TenantRegistry, TenantStatus
 from shared.validators import is_guid
 
@@ -198,6 +198,32 @@ def _replay(invitation: Invitation, completion: str, deps: CallbackDeps) -> Call
     if (tenant or {}).get("invitationId") != invitation.id:
         return CallbackResult(pages.already_onboarded(customer))
     return CallbackResult(_status_page(customer, str((tenant or {}).get("status") or TenantStatus.VERIFYING)))
+
+
+def complete_interrupted(deps: CallbackDeps, since: datetime) -> int:
+    """Finish what the request that accepted an invitation may not have: a crash after the invitation was
+    marked accepted and before the tenant row, the rules or the voiding of the other invitations were written
+    would otherwise leave a consent nobody acts on (the identical request, which would finish it, is rarely
+    sent again: a form_post is not reloaded). Every step is idempotent; a tenant another invitation owns is
+    left alone. Run by the verification timer over the invitations accepted since `since`; how many it
+    finished."""
+    finished = 0
+    for invitation in deps.invitations.accepted_since(since):
+        tenant_id = str(invitation.row.get("tenantId") or "")
+        if not is_guid(tenant_id):
+            continue
+        now = deps.now()
+        existed = deps.tenants.get(tenant_id) is not None
+        row = deps.tenants.change(tenant_id, _only_if_new(_consented(invitation, now)), now, create=True)
+        if (row or {}).get("invitationId") != invitation.id:
+            continue
+        deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
+        _void_others(invitation, tenant_id, deps, now)
+        if not existed:
+            finished += 1
+            logger.warning("invitation %s: accepted without a tenant row; tenant %s recorded by the timer",
+                           invitation.id, tenant_id)
+    return finished
 
 
 def _status_page(customer: str, status: str) -> pages.Page:

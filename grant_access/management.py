@@ -1,5 +1,5 @@
 """The tenant management API (auth level FUNCTION): list, show with history, change, offboard, and a fresh
-consent link (#3, "Tenant management API"). Shapes the JSON the MSSP sees; storage is the registry's."""
+consent link. Shapes the JSON the MSSP sees; storage is the registry's."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from grant_access.invitations import InvitationRequest, InvitationStore
-from grant_access.rules import plain_text
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
 from shared.problems import Problem
+from shared.rules import plain_text
 from shared.tenants import TenantRegistry, TenantStatus
 from shared.validators import is_guid
 

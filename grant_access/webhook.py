@@ -44,7 +44,7 @@ class ConsentLinkSettings:
 
 
 def consent_url(link: ConsentLinkSettings, tenant: str | None, alert_source: str, state: str) -> str:
-    """The v2.0 admin-consent link (docs/MICROSOFT.md, "Admin consent and the sign-in that proves the tenant"): the invited tenant, or `organizations`."""
+    """The v2.0 admin-consent link (docs/MICROSOFT.md, "Admin consent"): the invited tenant, or `organizations`."""
     query = urlencode({"client_id": link.client_id, "scope": link.scopes[alert_source],
                        "redirect_uri": link.redirect_uri, "state": state})
     return f"{link.authority_host}/{tenant or 'organizations'}/v2.0/adminconsent?{query}"

@@ -1,6 +1,6 @@
 """Builds what the onboarding triggers pass to the plain functions: stores over the app's tables, the
 access checker, the consent-link settings. Everything is built at first use, never at import time
-(design.md invariant 6), so a missing setting fails one invocation with a clear message."""
+(docs/ARCHITECTURE.md, invariant 6), so a missing setting fails one invocation with a clear message."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from grant_access.callback import CallbackDeps, SignIn
 from grant_access.invitations import InvitationStore
-from grant_access.rules import RuleStore
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
 from shared.id_token import signing_keys
+from shared.rules import RuleStore
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
 from shared.tenants import TenantRegistry

@@ -46,6 +46,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from shared.tables import MAX_TRANSACTION_OPERATIONS
+
 logger = logging.getLogger(__name__)
 
 DIGEST_PARTITION_PREFIX = "digest|"
@@ -57,7 +59,6 @@ MAX_DIGEST_COVERED = 8000
 # a dead run's obligations are taken over within NOTIFY_CLAIM_TIMEOUT plus a tick or two.
 DIGEST_LOOKBACK = timedelta(days=2)
 _LISTED_MAX_CHARS = 30_000  # the `listed` column: a string property holds 32K UTF-16 characters
-_TRANSACTION_LIMIT = 100  # operations per entity-group transaction
 _MAX_KEY = 1000  # Table Storage allows 1 KiB per key; escaping can triple a long address
 
 
@@ -110,7 +111,7 @@ def alert_delivery_key(tenant_id: str, alert_id: str, reason: str, rule_id: str,
 
 
 def digest_id(run_id: str, rule_id: str, recipient: str) -> str:
-    """design.md's digest id."""
+    """The digest id (docs/ARCHITECTURE.md, "Notifications")."""
     return f"{run_id}|{rule_id}|{recipient.lower()}"
 
 
@@ -212,8 +213,8 @@ class DeliveryLog:
         for index, (key, _) in enumerate(items):
             by_partition.setdefault(key.partition, []).append(index)
         for indexes in by_partition.values():
-            for start in range(0, len(indexes), _TRANSACTION_LIMIT):
-                group = indexes[start:start + _TRANSACTION_LIMIT]
+            for start in range(0, len(indexes), MAX_TRANSACTION_OPERATIONS):
+                group = indexes[start:start + MAX_TRANSACTION_OPERATIONS]
                 if len(group) > 1 and len({items[i][0].row for i in group}) == len(group):
                     operations = [("create", self._new_row(items[i][0], token, run_id, now, items[i][1]))
                                   for i in group]
@@ -316,8 +317,8 @@ class DeliveryLog:
         for key, etag in items:
             by_partition.setdefault(key.partition, []).append((key, etag))
         for group in by_partition.values():
-            for start in range(0, len(group), _TRANSACTION_LIMIT):
-                part = group[start:start + _TRANSACTION_LIMIT]
+            for start in range(0, len(group), MAX_TRANSACTION_OPERATIONS):
+                part = group[start:start + MAX_TRANSACTION_OPERATIONS]
                 if all(etag for _, etag in part) and len({k.row for k, _ in part}) == len(part):
                     operations = [("update", {"PartitionKey": k.partition, "RowKey": k.row,
                                               "state": DeliveryState.SENT.value, "sentAt": now, "lastError": ""},

@@ -1,5 +1,5 @@
-"""The e-mails of the notification run (#5): one per alert, or one digest per recipient and run, shaped
-like Defender's alert notifications (microsoft-apis.md §6): severity, title, organisation, device, time,
+"""The e-mails of the notification run: one per alert, or one digest per recipient and run, shaped
+like Defender's alert notifications (docs/MICROSOFT.md, "E-mail notifications"): severity, title, organisation, device, time,
 category, MITRE techniques, a description excerpt and the link to the alert in the customer's tenant.
 
 An e-mail owed for a severity rise (a `severity-<Level>` obligation, fetch_alerts/STORAGE.md) says so in
@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from notify_mssp.rules import SEVERITY_REASON_PREFIX, Rule, alert_device_groups, severity_level
+from notify_mssp.rules import Rule, alert_device_groups
+from shared.alerts import risen_level, severity_level
 from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _payload(alert_row: dict[str, Any]) -> dict[str, Any]:
     """The stored alert object, `{}` when the row has none or it is unreadable."""
     if not alert_row.get("payloadParts"):
         return {}
-    from fetch_alerts.payload import decode_payload
+    from shared.payload import decode_payload
 
     try:
         return decode_payload(alert_row)
@@ -220,18 +221,20 @@ class SeverityRise:
 
 
 def severity_rise(about: Mapping[str, Any] | None) -> SeverityRise | None:
-    """The rise a planned e-mail or digest item tells of (its `reason`, and `prev` and `seen` when the
-    planner knew them, notify_mssp.planner); None for a new alert or a reason naming no known level."""
+    """The rise a planned e-mail or digest item tells of (its `reason`, and `previousSeverity` and
+    `riseSeenAt` when the planner knew them, notify_mssp.planner); None for a new alert or a reason naming
+    no known level."""
     reason = str((about or {}).get("reason") or "")
-    if not reason.startswith(SEVERITY_REASON_PREFIX):
+    risen = risen_level(reason)
+    if risen is None:
         return None
-    level = severity_level(reason[len(SEVERITY_REASON_PREFIX):])
+    level = severity_level(risen)
     if level is None:
         return None
-    previous = severity_level(str((about or {}).get("prev") or "")) or ""
+    previous = severity_level(str((about or {}).get("previousSeverity") or "")) or ""
     if previous and _RANKS[previous] >= _RANKS[level]:
         previous = ""  # not a rise from that level: say only what is known
-    return SeverityRise(level, previous, str((about or {}).get("seen") or ""))
+    return SeverityRise(level, previous, str((about or {}).get("riseSeenAt") or ""))
 
 
 def _rise_pairs(rise: SeverityRise, alert_row: dict[str, Any]) -> list[tuple[str, str]]:

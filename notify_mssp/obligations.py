@@ -6,7 +6,7 @@ Ingestion (fetch_alerts/STORAGE.md) writes `pending` obligations and sets the te
 died), marks them `done` once every e-mail they owe is resolved or gives them back (`pending`, attempts
 +1) when some are carried over, and clears the marker only when nothing is left undone, with the tenant
 row's ETag as the condition: ingestion merges the marker before writing an obligation, so a marker set
-in between makes the clear fail and stay set (design.md, "Storage: who moves what").
+in between makes the clear fail and stay set (docs/ARCHITECTURE.md, "Tables").
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from fetch_alerts.keys import OBLIGATION_PREFIX
+from shared.alerts import OBLIGATION_PREFIX, OBLIGATION_RANGE_END, ObligationState
+from shared.tables import MAX_TRANSACTION_OPERATIONS
 from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
-PENDING, CLAIMED, DONE = "pending", "claimed", "done"
-_TRANSACTION_LIMIT = 100  # operations per entity-group transaction
-_RANGE_END = OBLIGATION_PREFIX[:-1] + chr(ord(OBLIGATION_PREFIX[-1]) + 1)  # "obligation}" ends the prefix
+PENDING, CLAIMED, DONE = ObligationState.PENDING.value, ObligationState.CLAIMED.value, ObligationState.DONE.value
 
 
 def _undone_filter() -> tuple[str, dict[str, Any]]:
     return ("PartitionKey eq @tenant and RowKey ge @lo and RowKey lt @hi and state ne @done",
-            {"lo": OBLIGATION_PREFIX, "hi": _RANGE_END, "done": DONE})
+            {"lo": OBLIGATION_PREFIX, "hi": OBLIGATION_RANGE_END, "done": DONE})
 
 
 class ObligationStore:
@@ -119,8 +118,8 @@ class ObligationStore:
         """ETag-conditional merges of one partition's rows, 100 per transaction; when a transaction fails
         (one row changed meanwhile) its rows are updated one by one. The rows that were updated."""
         updated: list[Any] = []
-        for start in range(0, len(rows), _TRANSACTION_LIMIT):
-            part = rows[start:start + _TRANSACTION_LIMIT]
+        for start in range(0, len(rows), MAX_TRANSACTION_OPERATIONS):
+            part = rows[start:start + MAX_TRANSACTION_OPERATIONS]
             operations = [("update", {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes(row)},
                            {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
                             "match_condition": MatchConditions.IfNotModified}) for row in part]

@@ -25,17 +25,24 @@ from typing import Any, TypedDict
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from fetch_alerts.keys import OBLIGATION_PREFIX, alert_key, escape_id
 from notify_mssp.obligations import ObligationStore
 from notify_mssp.payloads import AlertMessage, DigestItem
-from notify_mssp.rules import NEW_REASON, SEVERITY_REASON_PREFIX, Rule, matching_rules, severity_level
+from notify_mssp.rules import Rule, matching_rules
+from shared.alerts import (
+    SEVERITY_LEVELS,
+    ObligationReason,
+    alert_key,
+    obligation_key_prefix,
+    risen_level,
+    severity_level,
+    severity_rank,
+)
+from shared.tables import MAX_FILTER_COMPARISONS, prefix_end
 from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
-_KEYS_PER_QUERY = 14  # plus the PartitionKey comparison: Table Storage's limit of 15
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "informational": 3}
-_LEVEL_ORDER = ("Informational", "Low", "Medium", "High")
+_KEYS_PER_QUERY = MAX_FILTER_COMPARISONS - 1  # one goes to the PartitionKey
 
 
 class TenantPlan(TypedDict):
@@ -46,6 +53,12 @@ class TenantPlan(TypedDict):
     messages: list[AlertMessage]
     digest: list[DigestItem]
     error: str
+
+
+def digest_rank(graph_severity: str) -> int:
+    """A digest lists the highest severity first: 0 for high .. 3 for informational, 4 for no rank."""
+    rank = severity_rank(graph_severity)
+    return len(SEVERITY_LEVELS) - rank if rank else len(SEVERITY_LEVELS)
 
 
 def read_alerts(alerts: TableClient, tenant_id: str, alert_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -92,26 +105,26 @@ def plan_tenant(alerts: TableClient, tenants: TableClient, rules: Callable[[], l
 def previous_severity(alerts: TableClient, tenant_id: str, obligation: dict[str, Any]) -> str:
     """The level a `severity-<Level>` obligation's alert rose from (see the module's docstring): Graph's
     capitalised level (`Low`), or "" when the stored rows do not tell."""
-    level = severity_level(str(obligation.get("reason") or "")[len(SEVERITY_REASON_PREFIX):])
+    level = severity_level(risen_level(str(obligation.get("reason") or "")))
     if level is None:
         return ""
-    below = _LEVEL_ORDER[:_LEVEL_ORDER.index(level)]
+    below = SEVERITY_LEVELS[:SEVERITY_LEVELS.index(level)]
     recorded = severity_level(str(obligation.get("previousSeverity") or ""))
     if recorded is not None and recorded in below:
         return recorded
-    prefix = f"{OBLIGATION_PREFIX}{escape_id(str(obligation.get('alertId') or ''))}|"
+    prefix = obligation_key_prefix(str(obligation.get("alertId") or ""))
     rows = alerts.query_entities("PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                                 parameters={"pk": tenant_id, "lo": prefix, "hi": prefix[:-1] + "}"},
+                                 parameters={"pk": tenant_id, "lo": prefix, "hi": prefix_end(prefix)},
                                  select=["reason", "severity"])
     earlier = []
     for row in rows:
         reason = str(row.get("reason") or "")
-        if reason == NEW_REASON:
+        if reason == ObligationReason.NEW:
             earlier.append(severity_level(str(row.get("severity") or "")))
-        elif reason.startswith(SEVERITY_REASON_PREFIX):
-            earlier.append(severity_level(reason[len(SEVERITY_REASON_PREFIX):]))
+        elif risen_level(reason) is not None:
+            earlier.append(severity_level(risen_level(reason)))
     known = [value for value in earlier if value in below]
-    return max(known, key=_LEVEL_ORDER.index) if known else ""
+    return max(known, key=SEVERITY_LEVELS.index) if known else ""
 
 
 def _seen(obligation: dict[str, Any]) -> str:
@@ -131,7 +144,7 @@ def _plan_obligation(plan: TenantPlan, alert_row: dict[str, Any] | None, rules: 
         return
     matched = matching_rules(rules, tenant_row, alert_row, reason)
     prev = seen = ""
-    if matched and reason.startswith(SEVERITY_REASON_PREFIX):
+    if matched and risen_level(reason) is not None:
         prev, seen = previous(obligation), _seen(obligation)  # read only when an e-mail will tell it
     for rule in matched:
         for recipient in rule.recipients:
@@ -139,7 +152,7 @@ def _plan_obligation(plan: TenantPlan, alert_row: dict[str, Any] | None, rules: 
                 plan["digest"].append(DigestItem(
                     rule=rule.id, recipient=recipient, tenant=tenant_id, alertId=alert_id,
                     obligationKey=str(obligation["RowKey"]),
-                    severityRank=SEVERITY_RANK.get(str(alert_row.get("severity") or "").lower(), len(SEVERITY_RANK)),
+                    severityRank=digest_rank(str(alert_row.get("severity") or "")),
                     createdAt=str(alert_row.get("createdDateTime") or ""), reason=reason, previousSeverity=prev,
                     riseSeenAt=seen))
             else:

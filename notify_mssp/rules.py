@@ -1,4 +1,4 @@
-"""Notification rules as the notification run applies them (#5): the rule model, reading the
+"""Notification rules as the notification run applies them: the rule model, reading the
 NotificationRules table, and which rules an obligation (a new alert, or a severity rise) matches.
 
 The schema and its validation are grant_access.rules' (one validation for onboarding and the rules API);
@@ -6,7 +6,7 @@ rows are the ones grant_access.rules documents: PartitionKey `rule`, RowKey = ru
 the full rule as JSON. Rules given at onboarding have `scope.tenants` set to their tenant; rules created
 through the API may be MSSP-wide (`"all"`, minus `excludeTenants`) or name tenants.
 
-Matching mirrors Defender's notification rules (microsoft-apis.md §6): enabled, severities, device groups
+Matching mirrors Defender's notification rules (docs/MICROSOFT.md, "E-mail notifications"): enabled, severities, device groups
 (`"all"` or names, compared case-insensitively like Defender's group names; an alert matches when any of
 its devices is in a named group, see `alert_device_groups`; an alert without a device group only matches
 `"all"`), plus the MSSP scope. A `severity-<Level>` obligation matches only rules with
@@ -23,20 +23,19 @@ from typing import Any, Literal
 
 from azure.data.tables import TableClient
 
-from fetch_alerts.payload import decode_payload
-from grant_access.rules import RULE_PARTITION, SEVERITIES, validate_rule
+from shared.alerts import SEVERITY_LEVELS, ObligationReason, risen_level, severity_level
+from shared.payload import decode_payload
 from shared.problems import Problem
+from shared.rules import RULE_PARTITION, validate_rule
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["per-alert", "digest"]
-NEW_REASON = "new"
-SEVERITY_REASON_PREFIX = "severity-"
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One notification rule (design.md's schema), JSON-serialisable for the Durable boundary."""
+    """One notification rule (the schema of docs/ARCHITECTURE.md, "Notifications"), JSON-serialisable for the Durable boundary."""
 
     id: str
     name: str
@@ -78,7 +77,7 @@ class Rule:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The schema JSON (design.md), as the API shows it and the table stores it."""
+        """The schema JSON (docs/ARCHITECTURE.md, "Notifications"), as the API shows it and the table stores it."""
         return {
             "id": self.id,
             "name": self.name,
@@ -113,7 +112,7 @@ class Rule:
 
     def covers_severity(self, severity: str | None) -> bool:
         if severity is None:  # no rank: only a rule that wants every severity
-            return set(self.severities) == set(SEVERITIES)
+            return set(self.severities) == set(SEVERITY_LEVELS)
         return severity in self.severities
 
 
@@ -139,14 +138,6 @@ def load_rules(table: TableClient) -> list[Rule]:
             logger.error("notification rule %s is unusable and skipped: %s: %s", row.get("RowKey"),
                          exc.field, exc.detail)
     return sorted(rules, key=lambda r: r.id)
-
-
-def severity_level(graph_severity: str | None) -> str | None:
-    """`high` (Graph spelling, as stored) -> `High`; None for severities without a rank."""
-    if not graph_severity:
-        return None
-    level = graph_severity[:1].upper() + graph_severity[1:].lower()
-    return level if level in SEVERITIES else None
 
 
 def _payload_device_groups(payload: dict[str, Any]) -> list[str]:
@@ -197,10 +188,11 @@ def matching_rules(rules: list[Rule], tenant_row: dict[str, Any], alert_row: dic
     `device_groups` are the alert's groups (derived with `alert_device_groups` when not given, and only
     when a rule names groups: decoding the payload is the costly part)."""
     tenant_id = str(tenant_row.get("RowKey") or alert_row.get("PartitionKey") or "")
-    if reason == NEW_REASON:
+    risen = risen_level(reason)
+    if reason == ObligationReason.NEW:
         severity, rise = severity_level(str(alert_row.get("severity") or "")), False
-    elif reason.startswith(SEVERITY_REASON_PREFIX):
-        severity, rise = severity_level(reason[len(SEVERITY_REASON_PREFIX):]), True
+    elif risen is not None:
+        severity, rise = severity_level(risen), True
         if severity is None:
             logger.warning("tenant %s: obligation reason %r names no severity; no rule matches", tenant_id, reason)
             return []

@@ -1,4 +1,4 @@
-"""The notification rules API (auth level FUNCTION, #5): create, list, read, replace, change and delete
+"""The notification rules API (auth level FUNCTION): create, list, read, replace, change and delete
 rules at `/api/notification-rules[/{ruleId}]`, and `POST /api/notification-rules/{ruleId}/test`, which
 sends a test e-mail to the rule's recipients as Defender's "Send test email" does: about a made-up alert
 that says it is one, linking to the tenant's alert list in the portal (the sample has no page of its own).
@@ -25,14 +25,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from grant_access.rules import RULE_PARTITION
-from grant_access.webhook import check_transport, parse_body
 from notify_mssp.blueprint import bp
 from notify_mssp.email import Sender, render_alert_email
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.rules import Rule, rule_from_row
 from notify_mssp.transports import SendOutcome, Transport, get_transport
 from shared.problems import Problem, json_response, run_api
+from shared.request_body import check_transport, parse_body
+from shared.rules import RULE_PARTITION
 from shared.settings import get_settings
 from shared.tables import Table, get_table_store
 from shared.tenants import TenantRegistry

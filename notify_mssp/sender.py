@@ -30,7 +30,6 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from fetch_alerts.keys import alert_key
 from notify_mssp.delivery import (
     Claim,
     ClaimResult,
@@ -55,6 +54,7 @@ from notify_mssp.planner import read_alerts
 from notify_mssp.ratecap import settle_send
 from notify_mssp.rules import Rule, load_rules
 from notify_mssp.transports import SendOutcome, Transport
+from shared.alerts import alert_key
 from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""Notification rules given at onboarding: validated against design.md's rule schema and stored, once the
+"""Notification rules given at onboarding: validated against the rule schema (docs/ARCHITECTURE.md, "Notifications") and stored, once the
 tenant GUID is known (on acceptance), with `scope.tenants` set to that tenant.
 
 `validate_rule` is the one validation of the rule schema: onboarding uses it without a scope (the service
-sets it), the notification rules API (notify_mssp.rules_api, #5) with one (`with_scope=True`).
+sets it), the notification rules API (notify_mssp.rules_api) with one (`with_scope=True`).
 
-Row layout (table `NotificationRules`, read by notification, #5): PartitionKey `rule`, RowKey = rule id
+Row layout (table `NotificationRules`, read by notify_mssp): PartitionKey `rule`, RowKey = rule id
 (32 hex, assigned here), columns `rule` (the full rule as JSON, the schema below), `name`, `enabled`,
 `origin` (`onboarding`), `invitationId`, `tenantId`, `createdAt`.
 """

@@ -21,9 +21,21 @@ from shared.settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
 
+# Table Storage's limits, declared once so that every writer and reader batches alike.
+MAX_TRANSACTION_OPERATIONS = 100  # operations per entity-group transaction (one partition)
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024  # payload of one transaction request
+MAX_FILTER_COMPARISONS = 15  # comparisons per $filter
+MAX_KEY_CHARS = 1024  # a PartitionKey or RowKey; `/ \\ # ?` and control characters are not allowed in either
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest key after every key starting with `prefix` (`obligation|` -> `obligation}`): a range
+    query `RowKey ge prefix and RowKey lt prefix_end(prefix)` reads exactly the keys with that prefix."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
 
 class Table(StrEnum):
-    """The app's tables (design.md, "Storage"). The value is the base name, before any prefix."""
+    """The app's tables (docs/ARCHITECTURE.md, "Tables"). The value is the base name, before any prefix."""
 
     TENANTS = "Tenants"
     INVITATIONS = "Invitations"

@@ -1,4 +1,4 @@
-"""Benchmark scenario `emails_2000` (issue #5): 2,000 new alerts across 100 tenants, one per-alert rule,
+"""Benchmark scenario `emails_2000`: 2,000 new alerts across 100 tenants, one per-alert rule,
 SMTP to MailDev with the send rate cap off.
 
 Measured: the wall time from starting the notification run until it has completed with every e-mail in
@@ -109,7 +109,7 @@ def _store_rule(table: TableClient) -> dict[str, Any]:
 
 def _seed(tables: dict[str, TableClient], tenants: int, per_tenant: int, name: str) -> list[tuple[str, str]]:
     """Tenants with new alerts and their pending obligations, written as ingestion writes them."""
-    from fetch_alerts.keys import alert_key, obligation_key
+    from shared.alerts import alert_key, obligation_key
 
     now = datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
@@ -143,7 +143,7 @@ def _seed(tables: dict[str, TableClient], tenants: int, per_tenant: int, name: s
 def _bound(stack: LocalStack, tables: dict[str, TableClient], rule_json: dict[str, Any],
            expected: list[tuple[str, str]]) -> float:
     """Seconds to send the same e-mails straight to MailDev over SMTP at the host's activity concurrency."""
-    from fetch_alerts.keys import alert_key
+    from shared.alerts import alert_key
     from notify_mssp.delivery import alert_delivery_key
     from notify_mssp.email import Sender, render_alert_email
     from notify_mssp.rules import Rule

@@ -26,7 +26,8 @@ import requests
 from azure.data.tables import TableServiceClient
 
 from fetch_alerts.feed import minute_bucket
-from fetch_alerts.keys import escape_id, feed_key, format_ticks
+from fetch_alerts.keys import format_ticks
+from shared.alerts import escape_id, feed_key
 
 SEVERITIES = ("informational", "low", "medium", "high")
 STATUSES = ("new", "inProgress", "resolved")

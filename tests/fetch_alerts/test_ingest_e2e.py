@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from fetch_alerts.keys import alert_key
-from fetch_alerts.payload import decode_payload
+from shared.payload import decode_payload
 from local.run.stack import LocalStack
+from shared.alerts import alert_key
 from tests.fetch_alerts.harness import (
     add_alert,
     add_tenant,

@@ -76,7 +76,7 @@ class World:
     def alert(self, tenant_id: str, *, title: str = "Suspicious PowerShell command line", severity: str = "high",
               device_group: str = "Servers") -> str:
         """An alert row and its `new` obligation, the marker set first (as ingestion does)."""
-        from fetch_alerts.keys import alert_key, obligation_key
+        from shared.alerts import alert_key, obligation_key
 
         alert_id = f"da{uuid.uuid4().hex}"
         now = datetime.now(UTC)

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from fetch_alerts.keys import alert_key, obligation_key
 from fetch_alerts.normalise import normalise
-from fetch_alerts.payload import encode
+from shared.payload import encode
 from notify_mssp.email import Sender, render_alert_email
 from notify_mssp.planner import plan_tenant
 from notify_mssp.rules import Rule, alert_device_groups, matching_rules
 from shared.alert_sources import AlertSource
+from shared.alerts import alert_key, obligation_key
 
 TENANT = "0b6f2a1c-3d4e-4f5a-8b9c-0d1e2f3a4b5c"
 PORTAL = "https://security.microsoft.com"
@@ -108,7 +108,7 @@ def test_the_planner_plans_the_email_of_a_rule_for_the_second_devices_group(tabl
     engineering = rule(deviceGroups=["Engineering"], scope={"tenants": [tenant_id]})
     planned = plan_tenant(alerts, tenants, lambda: [finance, engineering], run_id="run-groups", tenant_id=tenant_id,
                           now=datetime.now(UTC), stale_after=timedelta(minutes=10))
-    assert [(m["rule"], m["alert"]) for m in planned["messages"]] == [(finance.id, raw["id"])]
+    assert [(m["rule"], m["alertId"]) for m in planned["messages"]] == [(finance.id, raw["id"])]
 
 
 def test_the_email_names_every_device_group():

@@ -146,8 +146,8 @@ def test_recipients_differing_only_in_case_are_one_mailbox_keeping_the_first_spe
 def test_a_stored_rule_with_a_mailbox_listed_twice_plans_one_email_to_it(azurite):
     from datetime import UTC, datetime, timedelta
 
-    from fetch_alerts.keys import alert_key, obligation_key
     from notify_mssp.planner import plan_tenant
+    from shared.alerts import alert_key, obligation_key
 
     service = TableServiceClient.from_connection_string(azurite.connection_string)
     suffix = uuid.uuid4().hex[:10]
@@ -165,4 +165,4 @@ def test_a_stored_rule_with_a_mailbox_listed_twice_plans_one_email_to_it(azurite
                           "reason": "new", "severity": "high", "state": "pending", "attempts": 0})
     planned = plan_tenant(alerts, tenants, lambda: load_rules(rules_table), run_id="run-dup", tenant_id=tenant_id,
                           now=datetime.now(UTC), stale_after=timedelta(minutes=10))
-    assert [m["to"] for m in planned["messages"]] == ["SOC@Mssp.example"]
+    assert [m["recipient"] for m in planned["messages"]] == ["SOC@Mssp.example"]

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
-from fetch_alerts.keys import alert_key, obligation_key
 from notify_mssp.email import EmailMessage, Sender, render_alert_email, render_digest_email, severity_rise
 from notify_mssp.planner import plan_tenant
 from notify_mssp.rules import Rule
 from notify_mssp.transports import SmtpTransport
+from shared.alerts import alert_key, obligation_key
 
 SENDER = Sender("alerts@mssp.example", "MSSP alerts", "https://security.microsoft.com")
 SEEN = datetime(2026, 11, 27, 9, 15, 30, tzinfo=UTC)
@@ -93,7 +93,7 @@ def test_a_rise_from_low_to_high_says_so_in_subject_text_and_html(tables, smtp, 
     address = recipient()
     r = rule(tenant_id, address)
     (spec,) = plan(tables, tenant_id, [r])["messages"]
-    assert (spec["reason"], spec["prev"]) == ("severity-High", "Low")
+    assert (spec["reason"], spec["previousSeverity"]) == ("severity-High", "Low")
 
     message = render_alert_email(alert_row(tables, tenant_id, alert_id), tenant_row(tables, tenant_id), r, address,
                                  message_id="rise-1", sender=SENDER, rise=severity_rise(spec))
@@ -116,7 +116,7 @@ def test_the_level_risen_from_is_the_highest_before_the_rise(tables):
         {"reason": "severity-Medium", "severity": "medium", "state": "pending"},
         {"reason": "severity-High", "severity": "high", "state": "pending"}])
     specs = plan(tables, tenant_id, [rule(tenant_id, recipient())])["messages"]
-    assert {s["reason"]: s["prev"] for s in specs} == {"severity-Medium": "Low", "severity-High": "Medium"}
+    assert {s["reason"]: s["previousSeverity"] for s in specs} == {"severity-Medium": "Low", "severity-High": "Medium"}
 
 
 def test_a_backfilled_alert_without_earlier_obligations_rises_to_high_without_a_made_up_level(tables, smtp,
@@ -127,7 +127,7 @@ def test_a_backfilled_alert_without_earlier_obligations_rises_to_high_without_a_
     address = recipient()
     r = rule(tenant_id, address)
     (spec,) = plan(tables, tenant_id, [r])["messages"]
-    assert spec["prev"] == ""
+    assert spec["previousSeverity"] == ""
     mail = deliver(smtp, maildev, render_alert_email(alert_row(tables, tenant_id, alert_id),
                                                      tenant_row(tables, tenant_id), r, address, message_id="rise-2",
                                                      sender=SENDER, rise=severity_rise(spec)))
@@ -139,7 +139,7 @@ def test_a_previous_level_recorded_on_the_obligation_is_used(tables):
     tenant_id, _ = seed(tables, severity="high", obligations=[
         {"reason": "severity-High", "severity": "high", "state": "pending", "previousSeverity": "medium"}])
     (spec,) = plan(tables, tenant_id, [rule(tenant_id, recipient())])["messages"]
-    assert spec["prev"] == "Medium"
+    assert spec["previousSeverity"] == "Medium"
 
 
 def test_a_new_alert_email_is_unchanged_and_not_called_a_rise(tables, smtp, maildev):
@@ -166,7 +166,7 @@ def test_a_digest_marks_the_raised_alerts(tables, smtp, maildev):
     _, new_id = seed(tables, severity="medium", obligations=[
         {"reason": "new", "severity": "medium", "state": "pending"}])
     (item,) = plan(tables, tenant_id, [r])["digest"]
-    assert (item["reason"], item["prev"]) == ("severity-High", "Low")
+    assert (item["reason"], item["previousSeverity"]) == ("severity-High", "Low")
 
     tenant = tenant_row(tables, tenant_id)
     raised = alert_row(tables, tenant_id, raised_id)
@@ -185,8 +185,9 @@ def test_a_digest_with_unlisted_alerts_does_not_claim_they_are_all_new():
     alert = {"PartitionKey": tenant["RowKey"], "alertId": "da1", "title": "Raised", "severity": "high",
              "createdDateTime": "2026-11-27T08:01:02.0000000Z"}
     r = rule(tenant["RowKey"], recipient(), mode="digest")
-    message = render_digest_email([(tenant, alert, severity_rise({"reason": "severity-High", "prev": "medium"}))], r,
-                                  "soc@mssp.example", total=5, message_id="d", sender=SENDER)
+    rise = severity_rise({"reason": "severity-High", "previousSeverity": "medium"})
+    message = render_digest_email([(tenant, alert, rise)], r, "soc@mssp.example", total=5, message_id="d",
+                                  sender=SENDER)
     assert message.subject == "Alert digest: 5 new or raised alerts"
     assert "[High, rose from Medium to High] Raised" in message.text
 
@@ -194,9 +195,9 @@ def test_a_digest_with_unlisted_alerts_does_not_claim_they_are_all_new():
 @pytest.mark.parametrize(("about", "expected"), [
     ({"reason": "new"}, None),
     ({"reason": "severity-Critical"}, None),
-    ({"reason": "severity-High", "prev": "high"}, "to High"),  # not a rise from that level: not said
-    ({"reason": "severity-Medium", "prev": "<b>Low</b>"}, "to Medium"),
-    ({"reason": "severity-High", "prev": "Informational"}, "from Informational to High"),
+    ({"reason": "severity-High", "previousSeverity": "high"}, "to High"),  # not a rise from that level: not said
+    ({"reason": "severity-Medium", "previousSeverity": "<b>Low</b>"}, "to Medium"),
+    ({"reason": "severity-High", "previousSeverity": "Informational"}, "from Informational to High"),
 ])
 def test_only_a_known_lower_level_is_named_as_the_one_risen_from(about, expected):
     rise = severity_rise(about)

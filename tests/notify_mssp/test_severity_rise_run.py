@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 def _rise(world, tenant_id: str, alert_id: str, *, previous: str, level: str) -> None:
     """What ingestion writes for a new version whose severity ranks higher: the row and a rise obligation."""
-    from fetch_alerts.keys import alert_key, obligation_key
+    from shared.alerts import alert_key, obligation_key
 
     alerts = world.table("Alerts")
     row = dict(alerts.get_entity(tenant_id, alert_key(alert_id)))
