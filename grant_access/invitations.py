@@ -1,5 +1,5 @@
-"""Invitations: what the onboarding webhook creates and the consent callback completes (design.md,
-"Tenants and invitations"; #3).
+"""Invitations: what the onboarding webhook creates and the consent callback completes (docs/ARCHITECTURE.md,
+"Onboarding and consent").
 
 Row layout (table `Invitations`):
 - invitation rows: PartitionKey `invitation`, RowKey = invitation id (32 hex). Columns: `customerName`,
@@ -175,6 +175,13 @@ class InvitationStore:
         except ResourceNotFoundError:
             return None
         return self.get(lookup["invitationId"])
+
+    def accepted_since(self, since: datetime) -> list[Invitation]:
+        """Invitations accepted at or after `since`."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and outcome eq @accepted and outcomeAt ge @since",
+            parameters={"pk": INVITATION_PARTITION, "accepted": ACCEPTED, "since": since})
+        return [Invitation(r["RowKey"], dict(r), r.metadata["etag"]) for r in rows]
 
     def latest_for_tenant(self, tenant_id: str) -> Invitation | None:
         rows = self._table.query_entities("PartitionKey eq @pk and expectedTenantId eq @t",

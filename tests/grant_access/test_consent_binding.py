@@ -4,6 +4,7 @@ that named none. Over HTTP on the local host, with the local cloud's consent and
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -268,3 +269,32 @@ def test_a_cancelled_sign_in_changes_nothing_and_the_link_still_works(onboarding
     assert onboarding.snapshot() == before
     assert "Access granted" in onboarding.sign_in(redirect.headers["Location"], as_tenant=tenant).text
 
+
+
+def test_a_consent_interrupted_after_its_invitation_was_accepted_is_finished_by_the_verification_timer(onboarding):
+    # As if the request had crashed right after marking the invitation accepted: no tenant row, no rules,
+    # the tenant's other invitation still pending. The identical request is rarely sent again.
+    tenant = onboarding.new_tenant()
+    invitation = onboarding.invite(tenantId=tenant, rules=[
+        {"name": "Interrupted", "recipients": ["interrupted@mssp.example"], "scope": {"tenants": "all"}}])
+    other = onboarding.invite(tenantId=tenant)
+    assert "Access granted" in onboarding.open(onboarding.answer_consent(invitation["consentUrl"])).text
+    tables = onboarding.tables()
+    tables.get_table_client("Tenants").delete_entity("tenant", tenant)
+    for rule in [r for r in _rules(onboarding) if "interrupted@mssp.example" in str(r)]:
+        tables.get_table_client("NotificationRules").delete_entity(rule["PartitionKey"], rule["RowKey"])
+    invitations = tables.get_table_client("Invitations")
+    pending = invitations.get_entity("invitation", other["id"])
+    pending.update(outcome="pending", outcomeReason="", tenantId="")
+    invitations.update_entity(pending)
+
+    onboarding.run_verification()
+
+    deadline = time.monotonic() + 30
+    while (onboarding.api("GET", f"tenants/{tenant}").status_code == 404
+           or onboarding.tenant(tenant)["status"] != "active"):
+        assert time.monotonic() < deadline, "the timer never finished the interrupted consent"
+        time.sleep(0.3)
+    assert onboarding.tenant(tenant)["invitationId"] == invitation["id"]
+    assert len([r for r in _rules(onboarding) if "interrupted@mssp.example" in str(r)]) == 1
+    assert _invitation(onboarding, other["id"])["outcome"] == "voided"
