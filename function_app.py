@@ -1,4 +1,4 @@
-"""The function app: one blueprint per feature folder, nothing else (design.md, "Layout")."""
+"""The function app: one blueprint per feature folder, nothing else (docs/ARCHITECTURE.md, "Layout")."""
 
 import azure.functions as func
 

@@ -1,4 +1,4 @@
-"""Alert ingestion: the timer that pulls every tenant's alerts (#4) and the SIEM pull API."""
+"""Alert ingestion: the timer that pulls every tenant's alerts and the SIEM pull API."""
 
 from fetch_alerts.blueprint import bp
 

@@ -1,7 +1,7 @@
 """Triggers of the ingestion blueprint.
 
 `fetch_alerts` runs on FETCH_ALERTS_SCHEDULE: it ingests every active tenant (fetch_alerts.runner) and
-then starts the notification run for this tick, passing nothing but the run id (design.md).
+then starts the notification run for this tick, passing nothing but the run id (docs/NOTIFICATIONS.md, "Run ids").
 `retention_cleanup` runs daily on RETENTION_SCHEDULE (fetch_alerts.retention).
 """
 

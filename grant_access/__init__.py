@@ -1,4 +1,4 @@
-"""Onboarding and consent: the webhook, the admin-consent callback and the tenant management API (#3)."""
+"""Onboarding and consent: the webhook, the admin-consent callback and the tenant management API."""
 
 from grant_access.blueprint import bp
 

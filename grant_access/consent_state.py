@@ -1,5 +1,6 @@
 """The consent `state`: 256 bits from the OS's cryptographic random source, handed out once in the consent
-link and stored only as its SHA-256 hash, so a leaked table row cannot be replayed as a link (#3, "State").
+link and stored only as its SHA-256 hash, so a leaked table row cannot be replayed as a link
+(docs/SECURITY.md, "What a consent proves").
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Telling the onboarding system how onboarding ended: the result (active, declined, verification failed,
 ...) POSTed to the invitation's callbackUrl, signed like the webhook, retried with backoff by a Durable
-orchestration (never a thread outliving the request) (#3).
+orchestration (never a thread outliving the request).
 
 The orchestrator `notify_onboarding_result` gets a small input (invitation id, status, time) and calls the
 activity `post_onboarding_result` until it delivers, the receiver refuses for good, or the attempts run
 out; the waits between attempts are durable timers, so nothing is lost across restarts. Before every
 attempt the activity resolves the URL's host once, vets every address, and connects to a vetted one
-(shared.outbound_http; design.md invariant 4). The result is signed with a timestamp like the webhook.
+(shared.outbound_http; docs/ARCHITECTURE.md, invariant 4). The result is signed with a timestamp like the webhook.
 """
 
 from __future__ import annotations

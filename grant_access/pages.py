@@ -1,4 +1,4 @@
-"""The small HTML pages a customer's admin sees after the consent redirect (#3, "The consent callback").
+"""The small HTML pages a customer's admin sees after the consent redirect.
 
 Plain words, everything interpolated is escaped, no scripts and no external resources: the
 Content-Security-Policy allows only the page's own inline style (by hash). `Referrer-Policy: no-referrer`

@@ -1,4 +1,4 @@
-"""Proving access after consent, and the timer that keeps trying while consent propagates (#3).
+"""Proving access after consent, and the timer that keeps trying while consent propagates.
 
 Entra can take minutes to make a new consent effective, so a tenant whose first check fails stays
 `verifying`; `verify_pending_tenants` (the `verify_tenants` timer, VERIFICATION_SCHEDULE) checks each again

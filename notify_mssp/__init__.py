@@ -1,4 +1,4 @@
-"""Notifications to the MSSP: the rules API, the notification orchestrator and its activities (#5)."""
+"""Notifications to the MSSP: the rules API, the notification orchestrator and its activities."""
 
 from notify_mssp.blueprint import bp
 

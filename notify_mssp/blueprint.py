@@ -2,7 +2,7 @@
 their activities (thin triggers over notify_mssp.orchestrator, .planner, .sender and .obligations).
 
 The run is started once per timer tick with the run id as its only input and finds its work through the
-tenants' `pendingNotifications` markers (design.md, "Storage"). Every activity answers with a status
+tenants' `pendingNotifications` markers (docs/ARCHITECTURE.md, "Tables"). Every activity answers with a status
 instead of raising for one tenant or one e-mail: `task_all` fails as soon as any task fails.
 Clients and settings are read at first use, never at import (a failing import hides every function).
 """

@@ -1,5 +1,6 @@
 """The e-mails of the notification run: one per alert, or one digest per recipient and run, shaped
-like Defender's alert notifications (docs/MICROSOFT.md, "E-mail notifications"): severity, title, organisation, device, time,
+like Defender's alert notifications (docs/MICROSOFT.md, "E-mail notifications"): severity, title,
+organisation, device, time,
 category, MITRE techniques, a description excerpt and the link to the alert in the customer's tenant.
 
 An e-mail owed for a severity rise (a `severity-<Level>` obligation, fetch_alerts/STORAGE.md) says so in

@@ -1,4 +1,4 @@
-"""Operational notices to the MSSP's ops address (OPS_EMAIL, #5): a tenant's consent revoked, permission
+"""Operational notices to the MSSP's ops address (OPS_EMAIL): a tenant's consent revoked, permission
 removed or not licensed; a tenant failing OPS_FAILING_RUNS runs in a row or silent for OPS_SILENT_HOURS;
 the onboarding backfill count; alerts that became visible later than the ingestion overlap (once per
 tenant per UTC day); the MSSP credential failing or about to expire.

@@ -1,4 +1,4 @@
-"""The operational-notices timer (#5): every few minutes it evaluates the stored state of tenants and of
+"""The operational-notices timer: every few minutes it evaluates the stored state of tenants and of
 the MSSP's credential and sends what notices are due (notify_mssp.ops_notices), once per incident.
 
 The schedule is the OPS_NOTICES_SCHEDULE setting, like every other timer's, so a deployment (or a test

@@ -9,7 +9,7 @@ Orchestrator code is replayed from history, so everything here is deterministic:
    (claims obligations, applies rules; a tenant whose planning fails is left for the next run and never
    fails the others) and sends their per-alert e-mails at once, so sending overlaps planning;
 3. merges the digest items of all tenants into one digest per (rule, recipient), ordered by severity,
-   time, tenant and alert id, with design.md's digest id `<run id>|<rule id>|<recipient>`, each naming the
+   time, tenant and alert id, with the digest id `<run id>|<rule id>|<recipient>`, each naming the
    obligations it covers (docs/NOTIFICATIONS.md), and sends them;
 4. sends always in sub-orchestrations of NOTIFY_BATCH_SIZE e-mails, so no history grows with the number
    of e-mails; a batch sends in chunks (activities) that mark each e-mail as it goes, and retries transient failures

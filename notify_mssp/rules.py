@@ -6,7 +6,8 @@ rows are the ones grant_access.rules documents: PartitionKey `rule`, RowKey = ru
 the full rule as JSON. Rules given at onboarding have `scope.tenants` set to their tenant; rules created
 through the API may be MSSP-wide (`"all"`, minus `excludeTenants`) or name tenants.
 
-Matching mirrors Defender's notification rules (docs/MICROSOFT.md, "E-mail notifications"): enabled, severities, device groups
+Matching mirrors Defender's notification rules (docs/MICROSOFT.md, "E-mail notifications"): enabled,
+severities, device groups
 (`"all"` or names, compared case-insensitively like Defender's group names; an alert matches when any of
 its devices is in a named group, see `alert_device_groups`; an alert without a device group only matches
 `"all"`), plus the MSSP scope. A `severity-<Level>` obligation matches only rules with
@@ -35,7 +36,8 @@ Mode = Literal["per-alert", "digest"]
 
 @dataclass(frozen=True)
 class Rule:
-    """One notification rule (the schema of docs/ARCHITECTURE.md, "Notifications"), JSON-serialisable for the Durable boundary."""
+    """One notification rule (the schema in docs/ARCHITECTURE.md, "Notifications"), JSON-serialisable for
+    the Durable boundary."""
 
     id: str
     name: str

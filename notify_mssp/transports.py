@@ -2,7 +2,7 @@
 login; MailDev locally) or Microsoft Graph `sendMail` from the MSSP's own mailbox.
 
 Graph's token comes from a credential of the MSSP's OWN tenant, never from the multi-tenant app customers
-consent to (design.md invariant 8): the function app's managed identity in Azure, or a single-tenant app
+consent to (docs/ARCHITECTURE.md, invariant 8): the function app's managed identity in Azure, or a single-tenant app
 with a client secret for local use (MAIL_CREDENTIAL).
 
 Every send ends in a `SendOutcome`, classified here once: `sent`; `permanent` when sending this message

@@ -1,5 +1,5 @@
 """Code shared by the three blueprints: settings, table storage, names, run ids, Microsoft access (identity,
-typed errors, access checks) and, as later issues add them, the Microsoft clients and the alert model."""
+typed errors, access checks), the Microsoft clients and the alert model."""
 
 import logging
 

@@ -1,6 +1,6 @@
 """Prove that the MSSP's app can read a tenant's alerts: the check behind a tenant becoming `active`.
 
-Serves the consent callback and the verification timer of grant_access (#3). The check gets an app-only
+Serves the consent callback and the verification timer of grant_access. The check gets an app-only
 token for the tenant, confirms Entra issued it for that tenant (`tid`) with the source's alert role in
 `roles`, and lists one alert. Its outcome says what the caller should do with the tenant. Entra takes
 minutes to propagate a new consent, so right after consent (`consent_fresh`) a missing role means "try

@@ -1,8 +1,8 @@
 """The two Microsoft alert APIs a tenant can be read from, and what each needs.
 
-Serves onboarding (#3: the consent scope, the role a token must carry, the verification call) and
-ingestion (#4: where alerts are listed). Hosts and token resources come from settings so sovereign clouds
-and the local cloud differ only in configuration (design.md, "Microsoft endpoints").
+Serves onboarding (the consent scope, the role a token must carry, the verification call) and
+ingestion (where alerts are listed). Hosts and token resources come from settings so sovereign clouds
+and the local cloud differ only in configuration (docs/ARCHITECTURE.md, invariant 7).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class AlertSource(StrEnum):
     DEFENDER = "defender"
 
 
-# Least-privileged application role first: it is the one we ask customers for (design.md invariant 8).
+# Least-privileged application role first: it is the one we ask customers for (docs/ARCHITECTURE.md, invariant 8).
 # A token with the ReadWrite variant also reads alerts, so a tenant that granted more is still usable.
 ALERT_ROLES: dict[AlertSource, tuple[str, ...]] = {
     AlertSource.GRAPH: ("SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"),

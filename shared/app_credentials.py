@@ -1,6 +1,6 @@
 """The azure-identity credential of the MSSP's multi-tenant app in one customer tenant, chosen by settings.
 
-Serves shared/identity.py (tokens for onboarding verification, #3, and ingestion, #4). Three forms
+Serves shared/identity.py (tokens for onboarding verification and ingestion). Three forms
 (MSSP_APP_CREDENTIAL): `federated`, the preferred one with no secret at all, where the function app's
 managed identity is a federated credential of the app (ClientAssertionCredential fed with a managed
 identity token for api://AzureADTokenExchange); `certificate`; and `secret`. The authority is a setting

@@ -1,6 +1,6 @@
 """Typed failures of the Microsoft calls (Entra tokens, Graph and Defender alert APIs).
 
-Serves onboarding verification (#3) and alert ingestion (#4): each failure is classified once, next to
+Serves onboarding verification and alert ingestion: each failure is classified once, next to
 the HTTP call that met it, into a type with a meaning; callers decide what to do where they decide
 (mark a tenant `consent_revoked`, wait `Retry-After`, retry later). `kind` is the stable name stored as a
 tenant's last error class. Every error carries the tenant id and a short message that is safe to log and
@@ -156,7 +156,7 @@ def from_aadsts(tenant_id: str | None, code: int) -> MicrosoftError:
     return error_type(tenant_id, f"AADSTS{code}: {meaning}", code=f"AADSTS{code}")
 
 
-# --- Graph and Defender API answers: microsoft-apis.md §3.4, §4.1 ------------------------------------
+# --- Graph and Defender API answers (docs/MICROSOFT.md, "API tokens, limits and errors") ------------------------------------
 
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""

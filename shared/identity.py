@@ -1,6 +1,6 @@
 """App-only access tokens for customer tenants: one credential per tenant, shared by every caller.
 
-Serves onboarding verification (#3) and alert ingestion (#4). `TenantTokens.token(tenant, source)` gives a
+Serves onboarding verification and alert ingestion. `TenantTokens.token(tenant, source)` gives a
 bearer token for the source's API in that tenant. One azure-identity credential per tenant, created under
 the tenant's lock and kept, so its token cache holds: concurrent callers queue on the lock and share a
 single token request, and later calls reuse the token until azure-identity refreshes it before expiry.

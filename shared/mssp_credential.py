@@ -1,5 +1,5 @@
-"""The one record of the MSSP's own credential failing: raised by ingestion (#4) and by onboarding
-verification (#3), announced once by the ops notices (notify_mssp.ops_notices).
+"""The one record of the MSSP's own credential failing: raised by ingestion and by onboarding
+verification, announced once by the ops notices (notify_mssp.ops_notices).
 
 A failure of the MSSP's app credential or app registration (shared.errors.MsspCredentialError) is never a
 customer's: it is recorded here, once for every tenant and every caller, and no tenant status changes.

@@ -1,5 +1,5 @@
 """Checks for URLs we were given and will call (an onboarding system's callbackUrl): https only, and only
-to globally routable unicast addresses (design.md invariant 4; OWASP Server-Side Request Forgery Prevention
+to globally routable unicast addresses (docs/ARCHITECTURE.md, invariant 4; OWASP Server-Side Request Forgery Prevention
 Cheat Sheet). A local-development setting (OUTBOUND_ALLOW_LOOPBACK) lets loopback, and only loopback,
 through so tests can run a receiver on 127.0.0.1.
 

@@ -1,6 +1,7 @@
 """The raw alert payload as stored: hashed, compressed once, split across binary properties.
 
-Table Storage limits an entity to 1 MiB and a property to 64 KiB (docs/MICROSOFT.md, "Table Storage limits"); an alert with megabytes of
+Table Storage limits an entity to 1 MiB and a property to 64 KiB (docs/MICROSOFT.md, "Table Storage
+limits"); an alert with megabytes of
 evidence must still be stored, so the compressed JSON is cut into chunk properties, and when even that
 exceeds the entity budget the evidence list is trimmed and the row marked (`payloadTrimmed`). The hash is
 always of the full payload as served, so a trimmed row still proves which version it holds.

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details (`application/problem+json`) for the app's HTTP APIs (design.md invariant 4),
+"""RFC 9457 problem details (`application/problem+json`) for the app's HTTP APIs (docs/ARCHITECTURE.md, invariant 4),
 and the JSON answers and error handling the API triggers share.
 
 Every API error names what was wrong (`field` for a request field) and never carries internals: no stack

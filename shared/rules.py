@@ -1,4 +1,5 @@
-"""Notification rules given at onboarding: validated against the rule schema (docs/ARCHITECTURE.md, "Notifications") and stored, once the
+"""Notification rules given at onboarding: validated against the rule schema (docs/ARCHITECTURE.md,
+"Notifications") and stored, once the
 tenant GUID is known (on acceptance), with `scope.tenants` set to that tenant.
 
 `validate_rule` is the one validation of the rule schema: onboarding uses it without a scope (the service

@@ -5,7 +5,7 @@ local host's settings file locally) at first use, validated, and cached for the 
 or missing value fails with `SettingsError` naming the setting and what is wrong, at the first
 invocation that needs it, never at import time (a failing import would hide every function).
 
-`SETTINGS` is the registry: the Bicep consistency test (#6), `local.settings.sample.json` and the README's
+`SETTINGS` is the registry: the Bicep consistency test (tests/infra), `local.settings.sample.json` and the README's
 table are checked against it.
 """
 
@@ -230,7 +230,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSSP_APP_FEDERATION_AUDIENCE", "Audience of the managed identity's token that the federated "
             "credential exchanges (api://AzureADTokenExchangeUSGov or ...China in sovereign clouds).",
             default="api://AzureADTokenExchange"),
-    # Onboarding and consent (grant_access, #3).
+    # Onboarding and consent (grant_access).
     Setting("PUBLIC_BASE_URL", "Public base URL of the function app, e.g. https://<app>.azurewebsites.net; "
             "the consent redirect URI is <this>/api/consent/callback. Empty: https://<WEBSITE_HOSTNAME>. "
             "http is accepted for loopback only (local development).", default="", parse=_public_base_url),
@@ -247,7 +247,7 @@ SETTINGS: tuple[Setting, ...] = (
             "verification_failed (a duration).", default="24h", parse=_duration),
     Setting("OUTBOUND_ALLOW_LOOPBACK", "true lets outbound calls to given URLs (callbackUrl) reach loopback "
             "addresses; local development only, never in Azure.", default="false", parse=_bool),
-    # Alert ingestion (fetch_alerts, #4).
+    # Alert ingestion (fetch_alerts).
     Setting("FETCH_CONCURRENCY", "How many tenants one ingestion tick fetches in parallel.", default="16",
             parse=_positive_int),
     Setting("FETCH_OVERLAP_MINUTES", "Each run re-reads this many minutes before the tenant's cursor, so "
@@ -284,7 +284,7 @@ SETTINGS: tuple[Setting, ...] = (
             default="0 30 3 * * *", parse=_ncrontab, consumer="host"),
     Setting("OPS_NOTICES_SCHEDULE", "NCRONTAB schedule of the operational-notices check (UTC).",
             default="0 */5 * * * *", parse=_ncrontab, consumer="host"),
-    # The SIEM pull API (GET /api/alerts, #4).
+    # The SIEM pull API (GET /api/alerts).
     Setting("SIEM_TOKEN_KEY", "Key that MACs the SIEM pull API's continuation tokens (HMAC-SHA256; at least 32 "
             "characters; in Azure a Key Vault reference). Every instance must hold the same key, and tokens "
             "handed out stay valid while it does; changing it makes outstanding tokens invalid (400).",
@@ -292,7 +292,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIEM_FEED_SETTLE_SECONDS", "The SIEM pull API serves only feed rows stored at least this long ago, so "
             "a storage transaction that commits a moment after its timestamp cannot land behind a page a SIEM "
             "already read (longer than a write's retries may take).", default="30", parse=_positive_int),
-    # The notification run's delivery (notify_mssp orchestrator, #5).
+    # The notification run's delivery (notify_mssp orchestrator).
     Setting("DUPLICATE_POLICY", "What a notification run does with an e-mail whose delivery-log claim has no "
             "'sent' mark (a crash between send and mark, or an abandoned run): resend (never lose a "
             "notification) or skip (never send twice). Either way it is counted as a possible duplicate.",
@@ -311,7 +311,7 @@ SETTINGS: tuple[Setting, ...] = (
             "a permanent failure.", default="12", parse=_positive_int),
     Setting("NOTIFY_DIGEST_MAX_ITEMS", "Alerts listed in one digest e-mail; the rest are counted.",
             default="50", parse=_positive_int),
-    # E-mail transports, the send rate cap and operational notices (notify_mssp, #5).
+    # E-mail transports, the send rate cap and operational notices (notify_mssp).
     Setting("MAIL_TRANSPORT", "How e-mail leaves: smtp (SMTP_HOST, optional STARTTLS and login; MailDev locally) or "
             "graph (Microsoft Graph sendMail from MAIL_SENDER's mailbox in the MSSP's own tenant, see "
             "MAIL_CREDENTIAL).", default="smtp", parse=_one_of("smtp", "graph")),

@@ -1,7 +1,7 @@
 """Resolve a customer's verified domain to its tenant GUID through the authority's OpenID metadata
 (`{authority}/{domain}/v2.0/.well-known/openid-configuration`: the GUID is the path segment of `issuer`).
 
-Used when an onboarding request names the tenant by domain (#3): consent callbacks carry the GUID, and the
+Used when an onboarding request names the tenant by domain: consent callbacks carry the GUID, and the
 invited tenant must match it.
 """
 

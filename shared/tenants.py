@@ -1,5 +1,5 @@
 """The Tenants table as the onboarding flow and the management API see it: one row per customer tenant
-with its status, and an audit trail of every status change (design.md, "Tenants and invitations").
+with its status, and an audit trail of every status change (docs/ARCHITECTURE.md, "Tables").
 
 Row layout (table `Tenants`):
 - tenant rows: PartitionKey `tenant`, RowKey = tenant GUID (lower case). One partition keeps the list of
@@ -7,7 +7,7 @@ Row layout (table `Tenants`):
   `statusReason`, `statusChangedAt`, `displayName`, `alertSource`, `apiHost`, `invitationId`,
   `consentedAt`, `verifyingSince`, `verifyAttempts`, `lastVerification`, `lastVerificationMessage`,
   `activatedAt` (first time active: ingestion's backfill boundary), `offboardedAt`, and
-  the health columns ingestion (#4) maintains (`lastAttempt`, `lastSuccess`, `lastErrorClass`,
+  the health columns ingestion maintains (`lastAttempt`, `lastSuccess`, `lastErrorClass`,
   `consecutiveFailures`) plus its `cursor` and `pendingNotifications` (fetch_alerts/STORAGE.md). Writes
   here read the whole row and replace it under its ETag, so columns others merge in are never lost.
 - audit rows: PartitionKey `history|<tenant GUID>`, RowKey `<UTC ISO time>|<random>` (chronological),
@@ -36,7 +36,7 @@ HISTORY_PREFIX = "history|"
 
 
 class TenantStatus(StrEnum):
-    """design.md's canonical tenant statuses."""
+    """The canonical tenant statuses."""
 
     VERIFYING = "verifying"
     ACTIVE = "active"

@@ -179,7 +179,7 @@ var appSettingValues = {
   RETENTION_SCHEDULE: retentionSchedule
   SIEM_FEED_SETTLE_SECONDS: '30'
 
-  // Notification runs (#5): the code's defaults, changed through settingOverrides.
+  // Notification runs: the code's defaults, changed through settingOverrides.
   DUPLICATE_POLICY: 'resend'
   NOTIFY_CLAIM_TIMEOUT: '30m'
   NOTIFY_BATCH_SIZE: '100'

@@ -1,4 +1,4 @@
-"""Benchmark scenarios of issue #4: `backlog_50k` and `tenants_1000` (ingestion), plus the SIEM pull API's
+"""Ingestion benchmark scenarios: `backlog_50k` and `tenants_1000` (ingestion), plus the SIEM pull API's
 first-page time on what they stored.
 
 The measured path is production's: the local host runs the real app, the bench fires the `fetch_alerts`
@@ -76,7 +76,7 @@ def _iso(value: datetime) -> str:
 
 def _add_tenants(stack: LocalStack, count: int, alerts: dict[str, Any], activated: datetime,
                  latency_ms: int = 0, threads: int = 8) -> list[str]:
-    """Consented tenants of the local cloud with active Tenants rows (onboarding itself is #3's bench)."""
+    """Consented tenants of the local cloud with active Tenants rows."""
     client_id = stack.settings["MSSP_APP_CLIENT_ID"]
 
     def one(_: int) -> str:

@@ -3,7 +3,7 @@ against, measured in the same run.
 
 Each scenario is a function `(workdir) -> dict` returning its figures plus `bound`, `target` and `met`.
 The last line printed is one JSON object: {"scenarios": {name: figures}, "targets_met": bool}.
-Issue #2 adds `durable_fanout_1000`; #4 and #5 add theirs to SCENARIOS.
+A new scenario is one more entry of SCENARIOS.
 
     make bench                          every scenario
     make bench ARGS="durable_fanout_1000"  only the named ones

@@ -67,7 +67,8 @@ def _authenticate(state: CloudState, rule: ApiRule, request: web.Request) -> dic
                              request)
     if claims.get("aud") != rule.audience:
         if rule.api == "defender":
-            # A token for another resource is refused with 403 by Defender (microsoft-apis.md §3.2).
+            # A token for another resource is refused with 403 by Defender
+            # (docs/MICROSOFT.md, "API tokens, limits and errors").
             return api_error("defender", 403, "Forbidden",
                              f"The access token audience is not valid. Expected: {DEFENDER}.", request)
         return _unauthorized(rule, "Access token validation failure. Invalid audience.", request)

@@ -2,7 +2,7 @@
 
 GET renders a small self-contained HTML page (app name, permissions, Accept/Cancel); the page POSTs a
 form to the same path, which answers 302 to `redirect_uri` with the documented parameters
-(microsoft-apis.md §2.1, §2.2). Scripts answer the page without a browser by POSTing the same form:
+(docs/MICROSOFT.md, "Admin consent"). Scripts answer the page without a browser by POSTing the same form:
 
     client_id, redirect_uri, state (optional), scope (v2.0 only), decision=accept|cancel,
     tenant (only when the path is `organizations`/`common`: the GUID or domain the admin signs in to)

@@ -1,7 +1,8 @@
 """Entra ID of the local cloud: the client-credentials token flow, its errors, and token signing.
 
 Serves the OpenID metadata, the JWKS and the v2.0 token endpoint (client secret or certificate
-assertion), with the real error bodies and AADSTS codes of microsoft-apis.md §7. Access tokens are
+assertion), with the real error bodies and AADSTS codes (docs/MICROSOFT.md, "API tokens, limits and errors").
+Access tokens are
 RS256 JWTs signed by a key generated at start; the Graph and Defender APIs of this server verify them.
 """
 

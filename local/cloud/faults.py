@@ -44,7 +44,8 @@ KIND_ALIASES = {"429": "throttle", "500": "server_error", "503": "unavailable"}
 RESPONSE_KINDS = frozenset({"throttle", "server_error", "unavailable", "drop_connection", "feature_disabled"})
 BODY_KINDS = frozenset({"truncated_json", "malformed_json"})
 
-# (limit, window seconds) per API: Defender 100/min and 1,500/h, Graph security 150/min (microsoft-apis.md §3.3, §4.1).
+# (limit, window seconds) per API: Defender 100/min and 1,500/h, Graph security 150/min
+# (docs/MICROSOFT.md, "API tokens, limits and errors").
 RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "defender": ((100, 60.0), (1500, 3600.0)),
     "graph": ((150, 60.0),),

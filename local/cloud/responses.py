@@ -1,7 +1,7 @@
 """Error bodies of each Microsoft API, and the carrying-out of a request's fault plan.
 
 Entra answers with its flat OAuth error JSON, Graph with `{"error": {code, message, innerError}}` and
-Defender with `{"error": {code, message, target}}` (microsoft-apis.md §3.4, §4.1, §7.4); an injected
+Defender with `{"error": {code, message, target}}` (docs/MICROSOFT.md, "API tokens, limits and errors"); an injected
 fault answers in the shape of the API it hits.
 """
 

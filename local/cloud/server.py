@@ -65,7 +65,8 @@ def _add_entra_routes(app: web.Application, state: CloudState) -> None:
         ref = request.match_info["tenant"]
         form = {k: str(v) for k, v in (await request.post()).items()}
         if v1:
-            # The v1 endpoint names one resource where v2.0 names `{resource}/.default` (microsoft-apis.md §7.7).
+            # The v1 endpoint names one resource where v2.0 names `{resource}/.default`
+            # (docs/MICROSOFT.md, "API tokens, limits and errors").
             form["scope"] = f"{form.pop('resource', '').rstrip('/')}/.default" if form.get("resource") else ""
         tenant = directory.resolve(ref)
         if tenant is None:

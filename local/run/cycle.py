@@ -1,8 +1,8 @@
 """One full product cycle on the local platform, and the summary `make run ARGS=--once` prints.
 
 A cycle is what an MSSP sees in its first minutes: the demo tenants onboard, the ingestion timer ticks
-once, and the notification run it starts finishes. Later issues add their part to the steps below; the
-summary's keys are fixed (issue #2): tenants, alerts_stored, emails_delivered, duplicates, failures, errors.
+once, and the notification run it starts finishes. The
+summary's keys are fixed: tenants, alerts_stored, emails_delivered, duplicates, failures, errors.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def run_cycle(stack: LocalStack) -> dict[str, Any]:
         except Exception as exc:  # reported in the summary, never hidden
             report.error(where, f"{type(exc).__name__}: {exc}")
 
-    # Ingestion tick: the timer starts this tick's notification run (design.md, "Runs").
+    # Ingestion tick: the timer starts this tick's notification run (docs/NOTIFICATIONS.md, "Run ids").
     started = datetime.now(UTC) - timedelta(seconds=1)
     try:
         fire_timer(stack, "fetch_alerts")

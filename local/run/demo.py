@@ -1,8 +1,8 @@
 """The demo world `make run` shows: the MSSP's own tenant with its multi-tenant app, and three simulated
 customer tenants with live alert streams in the local cloud.
 
-Onboarding (#3) takes the customers through the webhook and the consent page; ingestion (#4) and
-notification (#5) then act on their alerts. Everything here goes through the local cloud's control API,
+Onboarding takes the customers through the webhook and the consent page; ingestion and
+notification then act on their alerts. Everything here goes through the local cloud's control API,
 as a test would; the app only ever sees the Microsoft-shaped endpoints.
 """
 
@@ -57,7 +57,7 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
         "redirectUris": [callback] if callback else [],
         "requiredResourceAccess": {GRAPH: ["SecurityAlert.Read.All"], DEFENDER: ["Alert.Read.All"]},
     })
-    # Mail.Send lives only in the MSSP's own tenant, on a single-tenant app (design.md invariant 8).
+    # Mail.Send lives only in the MSSP's own tenant, on a single-tenant app (docs/ARCHITECTURE.md, invariant 8).
     cloud.control("POST", "apps", json={
         "clientId": MAIL_APP_CLIENT_ID, "displayName": "MSSP alert mailer", "homeTenant": MSSP_TENANT_ID,
         "multiTenant": False, "secrets": [{"value": mail_secret}],

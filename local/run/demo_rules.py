@@ -1,4 +1,4 @@
-"""The notification rules `make run` shows (#5): created through the rules API with the function key, as
+"""The notification rules `make run` shows: created through the rules API with the function key, as
 an MSSP would, so the demo's alerts reach MailDev's inbox in all three shapes: one e-mail per alert, a
 digest per run, and a rule limited to a device group of the simulated customers ("Servers", one of the
 local cloud's default device groups)."""

@@ -1,4 +1,4 @@
-"""The demo's onboarding step for `make run` (#3, "In `make run`"): the three simulated customers of
+"""The demo's onboarding step for `make run`: the three simulated customers of
 local.demo onboard the way real ones do, through the onboarding webhook and the admin-consent page (answered
 here by a script posting the page's form), with Northwind declining first and accepting on a fresh link.
 Then it waits, firing the verification timer and moving the local cloud's clock past the consent

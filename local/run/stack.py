@@ -2,7 +2,7 @@
 the real app with settings that point every Microsoft endpoint at the local cloud.
 
 `make run` (local/run/main.py), `make bench` and the end-to-end tests start it through `LocalStack.start`, so
-the app sees the same settings everywhere; only the settings differ from Azure (design.md invariant 7).
+the app sees the same settings everywhere; only the settings differ from Azure (docs/ARCHITECTURE.md, invariant 7).
 """
 
 from __future__ import annotations

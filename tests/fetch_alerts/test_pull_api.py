@@ -1,4 +1,4 @@
-"""The SIEM pull API, `GET /api/alerts` (issue #4), over real HTTP on the local host with rows in Azurite.
+"""The SIEM pull API, `GET /api/alerts`, over real HTTP on the local host with rows in Azurite.
 
 These tests seed the rows ingestion writes (fetch_alerts/STORAGE.md) directly, so each behaviour of the API
 is pinned down on its own; test_pull_api_ingested.py reads what the real timer ingested.

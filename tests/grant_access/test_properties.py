@@ -1,4 +1,4 @@
-"""Property-based tests of the two endpoints that face the outside world (#3): arbitrary query strings at
+"""Property-based tests of the two endpoints that face the outside world: arbitrary query strings at
 the consent callback and arbitrary bodies at the onboarding webhook. Whatever arrives: never a 5xx, never
 an unescaped reflection, and the tables are byte-for-byte unchanged by every rejected request.
 

@@ -1,7 +1,7 @@
 """The product app (function_app:app at the repo root) runs in the local host: every function the app
 registers is indexed and listed, timers resolve their schedules, HTTP routes answer with their auth level.
 
-Written to stay true as later issues add functions: the listed set is compared with the app itself
+Written to stay true as functions are added: the listed set is compared with the app itself
 (`get_functions()` in a separate interpreter), and the functions the product already has are required by
 name (a superset is fine, a missing one fails).
 """
@@ -22,7 +22,7 @@ import requests
 from local.run.services import Azurite, LocalHost, ServiceError, start_host
 
 REPO = Path(__file__).resolve().parents[2]
-#: Functions the product has now, by name -> trigger type (later issues only add to this).
+#: Functions the product has now, by name -> trigger type (new functions only add to this).
 CORE_FUNCTIONS = {
     "health": "httpTrigger",
     "list_tenants": "httpTrigger",

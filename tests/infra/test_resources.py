@@ -1,4 +1,4 @@
-"""What infra/ creates, as issue #6 fixes it: keyless storage, Entra-only telemetry, an RBAC Key Vault, a
+"""What infra/ creates, as infra/README.md describes it: keyless storage, Entra-only telemetry, an RBAC Key Vault, a
 Flex Consumption Python 3.11 app running as the user-assigned identity with the roles it needs, and a
 multi-tenant app that asks customers for alert reads only and holds no secret."""
 

@@ -1,5 +1,5 @@
 """The app on the local host with MAIL_TRANSPORT=graph: mail leaves through Graph sendMail with a token of
-the MSSP's own single-tenant mail app (never the multi-tenant app, design.md invariant 8), a throttled
+the MSSP's own single-tenant mail app (never the multi-tenant app, docs/ARCHITECTURE.md, invariant 8), a throttled
 send recovers, and a recipient Graph rejects is reported as a permanent failure."""
 
 from __future__ import annotations
