@@ -36,6 +36,7 @@ from azure.data.tables import TableClient, UpdateMode
 from notify_mssp.email import Sender, render_notice_email
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.transports import Transport, get_transport
+from shared.alerts import ALERT_PREFIX, ALERT_RANGE_END
 from shared.mssp_credential import INCIDENT_PARTITION, INCIDENT_ROW
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
@@ -224,7 +225,8 @@ def backfill_count(alerts: TableClient, tenant_id: str, activated: datetime) -> 
     boundary = activated.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
     rows = alerts.query_entities(
         "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and createdDateTime lt @boundary",
-        parameters={"pk": tenant_id, "lo": "alert|", "hi": "alert}", "boundary": boundary}, select=["RowKey"])
+        parameters={"pk": tenant_id, "lo": ALERT_PREFIX, "hi": ALERT_RANGE_END, "boundary": boundary},
+        select=["RowKey"])
     return sum(1 for _ in rows)
 
 

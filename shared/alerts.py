@@ -93,5 +93,6 @@ def feed_key(ns: int, writer: str) -> str:
     return f"{FEED_PREFIX}{ns:020d}|{writer}"
 
 
+ALERT_RANGE_END = prefix_end(ALERT_PREFIX)
 OBLIGATION_RANGE_END = prefix_end(OBLIGATION_PREFIX)
 FEED_RANGE_END = prefix_end(FEED_PREFIX)
