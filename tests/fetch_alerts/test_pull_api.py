@@ -1,7 +1,8 @@
 """The SIEM pull API, `GET /api/alerts`, over real HTTP on the local host with rows in Azurite.
 
-These tests seed the rows ingestion writes (fetch_alerts/STORAGE.md) directly, so each behaviour of the API
-is pinned down on its own; test_pull_api_ingested.py reads what the real timer ingested.
+Rows are stored by ingestion's own writer (fetch_alerts.store.AlertWriter, then fetch_alerts.feed.publish;
+tests/fetch_alerts/writer_seed.py), so each behaviour of the API is pinned down on its own over exactly the
+rows ingestion writes; test_pull_api_ingested.py reads what the real timer ingested from the local cloud.
 """
 
 from __future__ import annotations
@@ -16,49 +17,32 @@ from typing import Any
 import pytest
 import requests
 
+from fetch_alerts import store as store_module
 from fetch_alerts.keys import TICKS_PER_SECOND
 from fetch_alerts.pull_api import max_rows_read
 from local.run.stack import LocalStack
-from tests.fetch_alerts.feed_rows import FeedSeeder, SeedAlert
+from tests.fetch_alerts.writer_seed import SourceAlert, WriterSeeder
 
 SECOND_NS = 1_000_000_000
+SETTLE_SECONDS = 1
 READ_AHEAD = 100  # a feed query reads at most one page of this many rows beyond what the page uses
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     started = LocalStack.start(tmp_path_factory.mktemp("pull-api"), with_maildev=False,
-                               extra_settings={"SIEM_FEED_SETTLE_SECONDS": "1"})
+                               extra_settings={"SIEM_FEED_SETTLE_SECONDS": str(SETTLE_SECONDS)})
     yield started
     started.stop()
 
 
 @pytest.fixture(scope="module")
-def seeder(stack: LocalStack) -> FeedSeeder:
-    return FeedSeeder(stack.azurite.connection_string, stack.azurite.table_url,
-                      prefix=stack.settings.get("TABLES_NAME_PREFIX", ""))
+def seeder(stack: LocalStack) -> WriterSeeder:
+    return WriterSeeder(stack, SETTLE_SECONDS)
 
 
-class Clock:
-    """Strictly increasing stored times in the past (beyond the settle delay), one per transaction."""
-
-    def __init__(self) -> None:
-        self.ns = time.time_ns() - 3600 * SECOND_NS
-
-    def next(self) -> int:
-        self.ns = max(self.ns + 1000, time.time_ns() - 3600 * SECOND_NS)
-        return self.ns
-
-
-@pytest.fixture(scope="module")
-def clock() -> Clock:
-    return Clock()
-
-
-def new_tenant(seeder: FeedSeeder, name: str = "Contoso Ltd") -> str:
-    tenant_id = str(uuid.uuid4())
-    seeder.tenant(tenant_id, name)
-    return tenant_id
+def new_tenant(seeder: WriterSeeder, name: str = "Contoso Ltd") -> str:
+    return seeder.tenant(name)
 
 
 def pull(stack: LocalStack, *, accept: str | None = None, key: str | None = "function",
@@ -89,8 +73,8 @@ def follow(stack: LocalStack, **params: Any) -> tuple[list[dict[str, Any]], list
         assert len(responses) < 10_000
 
 
-def versions(tenant_id: str, count: int, start_ticks: int, **fields: Any) -> list[SeedAlert]:
-    return [SeedAlert(tenant_id, f"da{uuid.uuid4().hex[:12]}-{i}", last_update_ticks=start_ticks + i, **fields)
+def versions(tenant_id: str, count: int, start_ticks: int, **fields: Any) -> list[SourceAlert]:
+    return [SourceAlert(tenant_id, f"da{uuid.uuid4().hex[:12]}-{i}", last_update_ticks=start_ticks + i, **fields)
             for i in range(count)]
 
 
@@ -101,12 +85,12 @@ def ticks_now() -> int:
 # --- paging and order --------------------------------------------------------------------------------------
 
 
-def test_following_the_token_yields_a_tenants_alerts_in_storing_order(stack: LocalStack, seeder: FeedSeeder,
-                                                                        clock: Clock) -> None:
+def test_following_the_token_yields_a_tenants_alerts_in_storing_order(stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     stored = [versions(tenant_id, n, ticks_now()) for n in (99, 99, 52)]
     for batch in stored:
-        seeder.store(batch, clock.next())
+        seeder.store(batch)
+    seeder.settle()
 
     alerts, responses = follow(stack, tenantId=tenant_id, pageSize=40)
 
@@ -114,16 +98,18 @@ def test_following_the_token_yields_a_tenants_alerts_in_storing_order(stack: Loc
     assert len(responses) == 7  # 250 / 40, the last page telling the SIEM it is caught up
 
 
-def test_an_alert_stored_late_reaches_a_siem_that_read_past_its_timestamp(stack: LocalStack, seeder: FeedSeeder,
-                                                                          clock: Clock) -> None:
+def test_an_alert_stored_late_reaches_a_siem_that_read_past_its_timestamp(
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     recent = versions(tenant_id, 5, ticks_now())
-    seeder.store(recent, clock.next())
+    seeder.store(recent)
+    seeder.settle()
     read, responses = follow(stack, tenantId=tenant_id)
     token = responses[-1].json()["continuation"]
     # Visible at the source only now, with a last-update time an hour older than anything already read.
     late = versions(tenant_id, 1, ticks_now() - 3600 * TICKS_PER_SECOND)
-    seeder.store(late, time.time_ns() - 2 * SECOND_NS)
+    seeder.store(late)
+    seeder.settle()
 
     more, _ = follow(stack, continuation=token)
 
@@ -131,31 +117,43 @@ def test_an_alert_stored_late_reaches_a_siem_that_read_past_its_timestamp(stack:
     assert [a["alertId"] for a in more] == [late[0].alert_id]
 
 
-def test_rows_stored_within_the_settle_delay_are_served_on_a_later_page(stack: LocalStack, seeder: FeedSeeder,
-                                                                         clock: Clock) -> None:
+def test_rows_stored_within_the_settle_delay_are_served_on_a_later_page(
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     old = versions(tenant_id, 3, ticks_now())
-    seeder.store(old, clock.next())
+    seeder.store(old)
+    seeder.settle()
     fresh = versions(tenant_id, 2, ticks_now())
-    seeder.store(fresh, time.time_ns() + 2 * SECOND_NS)  # a writer whose commit lands after its timestamp
+    with pytest.MonkeyPatch.context() as patch:  # a writer whose commit lands 2 s after its timestamp
+        patch.setattr(store_module, "stored_ns", lambda: time.time_ns() + 2 * SECOND_NS)
+        [fresh_key] = seeder.store(fresh).feed_keys
 
     first, responses = follow(stack, tenantId=tenant_id)
-    time.sleep(3.5)
-    later, _ = follow(stack, continuation=responses[-1].json()["continuation"])
+    # Served once the feed row's own stored time is past the settle delay: poll with the continuation.
+    later: list[dict[str, Any]] = []
+    token = responses[-1].json()["continuation"]
+    deadline = time.monotonic() + 30
+    while not later:
+        assert time.monotonic() < deadline, "the fresh rows were never served"
+        got, polled = follow(stack, continuation=token)
+        later, token = got, polled[-1].json()["continuation"]
+        time.sleep(0.1)
 
+    assert int(fresh_key.split("|")[1]) > time.time_ns() - 60 * SECOND_NS  # stored just now, by the writer
     assert [a["alertId"] for a in first] == [a.alert_id for a in old]
     assert [a["alertId"] for a in later] == [a.alert_id for a in fresh]
 
 
-def test_across_tenants_the_feed_yields_every_stored_version_at_least_once(stack: LocalStack, seeder: FeedSeeder,
-                                                                            clock: Clock) -> None:
+def test_across_tenants_the_feed_yields_every_stored_version_at_least_once(
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenants = [new_tenant(seeder, f"Customer {i}") for i in range(4)]
     stored = []
     for round_ in range(3):
         for tenant_id in tenants:
             batch = versions(tenant_id, 7 + round_, ticks_now())
-            seeder.store(batch, clock.next())
+            seeder.store(batch)
             stored.extend(batch)
+    seeder.settle()
 
     alerts, _ = follow(stack, pageSize=13)
 
@@ -164,13 +162,15 @@ def test_across_tenants_the_feed_yields_every_stored_version_at_least_once(stack
     assert mine == [(a.tenant_id, a.alert_id) for a in stored]  # storing order, across tenants
 
 
-def test_a_version_updated_after_it_was_fed_is_served_in_its_latest_version(stack: LocalStack, seeder: FeedSeeder,
-                                                                             clock: Clock) -> None:
+def test_a_version_updated_after_it_was_fed_is_served_in_its_latest_version(
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     first = versions(tenant_id, 1, ticks_now(), status="new")[0]
-    seeder.store([first], clock.next())
-    updated = SeedAlert(tenant_id, first.alert_id, status="resolved", last_update_ticks=first.last_update_ticks + 10)
-    seeder.store([updated], clock.next())
+    seeder.store([first])
+    updated = SourceAlert(tenant_id, first.alert_id, status="resolved",
+                          last_update_ticks=first.last_update_ticks + 10)
+    assert seeder.store([updated]).stored == 1  # the writer replaced the row with the newer version
+    seeder.settle()
 
     alerts, _ = follow(stack, tenantId=tenant_id)
 
@@ -181,11 +181,11 @@ def test_a_version_updated_after_it_was_fed_is_served_in_its_latest_version(stac
 # --- shape ---------------------------------------------------------------------------------------------------
 
 
-def test_each_alert_carries_its_tenant_customer_name_and_portal_link(stack: LocalStack, seeder: FeedSeeder,
-                                                                     clock: Clock) -> None:
+def test_each_alert_carries_its_tenant_customer_name_and_portal_link(stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder, "Fabrikam, Inc. ü")
     alert = versions(tenant_id, 1, ticks_now())[0]
-    seeder.store([alert], clock.next())
+    seeder.store([alert])
+    seeder.settle()
 
     alerts, _ = follow(stack, tenantId=tenant_id)
 
@@ -194,11 +194,11 @@ def test_each_alert_carries_its_tenant_customer_name_and_portal_link(stack: Loca
     assert alerts[0]["portalLink"] == f"https://security.microsoft.com/alerts/{alert.alert_id}?tid={tenant_id}"
 
 
-def test_ndjson_is_one_alert_per_line_with_the_continuation_in_headers(stack: LocalStack, seeder: FeedSeeder,
-                                                                       clock: Clock) -> None:
+def test_ndjson_is_one_alert_per_line_with_the_continuation_in_headers(stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     stored = versions(tenant_id, 5, ticks_now())
-    seeder.store(stored, clock.next())
+    seeder.store(stored)
+    seeder.settle()
 
     response = pull(stack, accept="application/x-ndjson", tenantId=tenant_id, pageSize=3)
     rest = pull(stack, accept="application/x-ndjson", continuation=response.headers["X-Continuation-Token"])
@@ -221,12 +221,13 @@ def test_json_is_the_default(stack: LocalStack) -> None:
 
 
 def test_severity_and_status_filters_select_matching_alerts_through_every_page(
-        stack: LocalStack, seeder: FeedSeeder, clock: Clock) -> None:
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
-    stored = [SeedAlert(tenant_id, f"f{i}", severity=("high", "low", "medium")[i % 3],
-                        status=("new", "resolved")[i % 2], last_update_ticks=ticks_now() + i) for i in range(60)]
-    seeder.store(stored[:30], clock.next())
-    seeder.store(stored[30:], clock.next())
+    stored = [SourceAlert(tenant_id, f"f{i}", severity=("high", "low", "medium")[i % 3],
+                          status=("new", "resolved")[i % 2], last_update_ticks=ticks_now() + i) for i in range(60)]
+    seeder.store(stored[:30])
+    seeder.store(stored[30:])
+    seeder.settle()
 
     alerts, _ = follow(stack, tenantId=tenant_id, severity="high,Medium", status="new", pageSize=4)
 
@@ -234,10 +235,11 @@ def test_severity_and_status_filters_select_matching_alerts_through_every_page(
     assert [a["alertId"] for a in alerts] == expected
 
 
-def test_the_tenant_filter_serves_only_that_tenant(stack: LocalStack, seeder: FeedSeeder, clock: Clock) -> None:
+def test_the_tenant_filter_serves_only_that_tenant(stack: LocalStack, seeder: WriterSeeder) -> None:
     mine, other = new_tenant(seeder), new_tenant(seeder)
-    seeder.store(versions(other, 3, ticks_now()), clock.next())
-    seeder.store(versions(mine, 2, ticks_now()), clock.next())
+    seeder.store(versions(other, 3, ticks_now()))
+    seeder.store(versions(mine, 2, ticks_now()))
+    seeder.settle()
 
     alerts, _ = follow(stack, tenantId=mine.upper())
 
@@ -315,10 +317,12 @@ def test_a_missing_or_wrong_key_is_a_401(stack: LocalStack, key: str | None) -> 
 
 
 def test_a_page_of_a_tenant_with_100000_alerts_reads_a_bounded_number_of_rows(
-        stack: LocalStack, seeder: FeedSeeder, clock: Clock) -> None:
+        stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
     base = ticks_now()
-    seeder.store_many((versions(tenant_id, 99, base + n * 100), clock.next()) for n in range(1011))  # 100,089
+    # The writer's own transactions (99 versions each, as a backfill stores them), sent over raw $batch.
+    assert seeder.store_bulk(versions(tenant_id, 100_089, base)) == 1011
+    seeder.settle()
 
     first = pull(stack, tenantId=tenant_id, pageSize=100)
     filtered = pull(stack, tenantId=tenant_id, pageSize=100, severity="high")  # none match: the worst case
@@ -332,10 +336,10 @@ def test_a_page_of_a_tenant_with_100000_alerts_reads_a_bounded_number_of_rows(
     assert int(filtered.headers["X-Rows-Read"]) <= max_rows_read(100)
 
 
-def test_a_page_across_1000_tenants_reads_a_bounded_number_of_rows(stack: LocalStack, seeder: FeedSeeder,
-                                                                   clock: Clock) -> None:
+def test_a_page_across_1000_tenants_reads_a_bounded_number_of_rows(stack: LocalStack, seeder: WriterSeeder) -> None:
     tenants = [str(uuid.uuid4()) for _ in range(1000)]
-    seeder.store_many((versions(t, 1, ticks_now()), clock.next()) for t in tenants)
+    seeder.store_many([versions(t, 1, ticks_now()) for t in tenants])
+    seeder.settle()
 
     response = pull(stack, pageSize=100)
     filtered = pull(stack, pageSize=100, status="unknownFutureValue")  # none match: the worst case
