@@ -19,7 +19,9 @@ Orchestrator code is replayed from history, so everything here is deterministic:
    `pending` for the next run, and the marker is cleared only when nothing is left undone.
 
 Message specs name things by id only (notify_mssp.planner) and never pass through the run's own history:
-the groups return obligations, the unresolved ones and digest items.
+the groups return obligations, the unresolved ones and digest items. Every payload that passes through
+history is a named type of notify_mssp.payloads, read with its `read_*` functions where history may
+still hold a payload the previous release wrote (docs/NOTIFICATIONS.md).
 
 Activities catch their own errors and answer with a status, because `task_all` fails as soon as one task
 fails and would take the whole run with it.
@@ -35,6 +37,20 @@ from typing import Any
 import azure.durable_functions as df
 
 from notify_mssp.delivery import MAX_DIGEST_COVERED, digest_id, obligation_fingerprint
+from notify_mssp.payloads import (
+    BatchJob,
+    BatchResult,
+    DigestItem,
+    DigestListing,
+    DigestMessage,
+    GroupResult,
+    Message,
+    SendAnswer,
+    UnmarkedSend,
+    read_digest_item,
+    read_message,
+    read_send_answer,
+)
 from shared.names import (
     COMPLETE_TENANT_ACTIVITY,
     LIST_PENDING_TENANTS_ACTIVITY,
@@ -60,7 +76,7 @@ Orchestration = Generator[Any, Any, dict[str, Any]]
 
 
 def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
-                  ) -> tuple[list[tuple[dict[str, Any], list[tuple[str, str]]]], set[tuple[str, str]]]:
+                  ) -> tuple[list[tuple[DigestMessage, list[tuple[str, str]]]], set[tuple[str, str]]]:
     """One digest message per (rule, recipient) across all tenants, with the obligations it covers; and
     the obligations left for the next run because a digest covers at most MAX_DIGEST_COVERED.
 
@@ -70,18 +86,19 @@ def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
     each entry's obligations by fingerprint, so the delivery log records what the digest covered; the
     send activity lists the first `maxItems` entries and counts them all.
     """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[DigestItem]] = {}
     for plan in plans:
-        for item in plan.get("digest") or []:
-            groups.setdefault((item["rule"], item["to"].lower()), []).append(item)
+        for item in map(read_digest_item, plan.get("digest") or []):
+            groups.setdefault((item["rule"], item["recipient"].lower()), []).append(item)
     digests = []
     left_over: set[tuple[str, str]] = set()
     for (rule_id, recipient), items in sorted(groups.items()):
-        ordered = sorted(items, key=lambda i: (i["rank"], i["at"], i["tenant"], i["alert"], i["obl"]))
-        entries: dict[tuple[str, str], dict[str, Any]] = {}
+        ordered = sorted(items, key=lambda i: (i["severityRank"], i["createdAt"], i["tenant"], i["alertId"],
+                                               i["obligationKey"]))
+        entries: dict[tuple[str, str], DigestListing] = {}
         covered: set[tuple[str, str]] = set()
         for item in ordered:
-            obligation = (item["tenant"], item["obl"])
+            obligation = (item["tenant"], item["obligationKey"])
             if obligation in covered:
                 continue
             if len(covered) >= MAX_DIGEST_COVERED:
@@ -90,13 +107,13 @@ def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
             covered.add(obligation)
             # Items come `new` before `severity-...` (obligation keys sort so): an alert new in this run is
             # listed as new, one only raised in severity as a rise.
-            entry = entries.setdefault((item["tenant"], item["alert"]),
-                                       {"tenant": item["tenant"], "alert": item["alert"], "obligations": [],
-                                        "reason": item.get("reason", "new"), "prev": item.get("prev", ""),
-                                        "seen": item.get("seen", "")})
-            entry["obligations"].append(obligation_fingerprint(item["tenant"], item["obl"]))
-        message = {"kind": "digest", "id": digest_id(run_id, rule_id, recipient), "rule": rule_id,
-                   "to": ordered[0]["to"], "entries": list(entries.values()), "maxItems": int(max_items)}
+            entry = entries.setdefault((item["tenant"], item["alertId"]), DigestListing(
+                tenant=item["tenant"], alertId=item["alertId"], obligations=[], reason=item.get("reason", "new"),
+                previousSeverity=item.get("previousSeverity", ""), riseSeenAt=item.get("riseSeenAt", "")))
+            entry["obligations"].append(obligation_fingerprint(item["tenant"], item["obligationKey"]))
+        message = DigestMessage(kind="digest", id=digest_id(run_id, rule_id, recipient), rule=rule_id,
+                                recipient=ordered[0]["recipient"], entries=list(entries.values()),
+                                maxItems=int(max_items))
         digests.append((message, sorted(covered)))
     return digests, left_over - {o for _, covered in digests for o in covered}
 
@@ -115,16 +132,16 @@ def _empty_counts() -> dict[str, int]:
 
 
 def _send_all(context: df.DurableOrchestrationContext, run_id: str, config: dict[str, Any],
-              messages: list[dict[str, Any]], counts: dict[str, int]) -> Generator[Any, Any, list[str]]:
+              messages: list[Message], counts: dict[str, int]) -> Generator[Any, Any, list[str]]:
     """Send `messages` in sub-orchestrations of NOTIFY_BATCH_SIZE; the final outcome of each, counted."""
     outcomes: list[str] = [CARRY] * len(messages)
     if messages:
         size = int(config["batchSize"])
         starts = list(range(0, len(messages), size))
         try:
-            results = yield context.task_all([
-                context.call_sub_orchestrator(SEND_BATCH_ORCHESTRATOR, {
-                    "runId": run_id, "config": config, "messages": messages[start:start + size]})
+            results: list[BatchResult] = yield context.task_all([
+                context.call_sub_orchestrator(SEND_BATCH_ORCHESTRATOR, BatchJob(
+                    runId=run_id, config=config, messages=messages[start:start + size]))  # type: ignore[typeddict-item]
                 for start in starts
             ])
         except Exception as exc:  # a failed batch: its obligations go back to pending, nothing is lost
@@ -157,7 +174,7 @@ def notify_run(context: df.DurableOrchestrationContext) -> Orchestration:
     # other groups still plan; what comes back is small: obligations, the unresolved ones, digest items.
     groups = [tenants[i:i + TENANTS_PER_ACTIVITY] for i in range(0, len(tenants), TENANTS_PER_ACTIVITY)]
     try:
-        group_results = yield context.task_all([
+        group_results: list[GroupResult] = yield context.task_all([
             context.call_sub_orchestrator(TENANT_GROUP_ORCHESTRATOR, {"runId": run_id, "config": config,
                                                                       "tenantIds": group})
             for group in groups
@@ -217,11 +234,11 @@ def tenant_group(context: df.DurableOrchestrationContext) -> Orchestration:
             logger.error("run %s: planning %s failed: %s", run_id, job["tenantIds"], exc)
         plans = [{"tenant": tenant, "error": "planning failed", "obligations": [], "messages": [], "digest": []}
                  for tenant in job["tenantIds"]]
-    messages = [message for plan in plans if not plan.get("error") for message in plan["messages"]]
+    messages = [read_message(message) for plan in plans if not plan.get("error") for message in plan["messages"]]
     counts = _empty_counts()
     outcomes = yield from _send_all(context, run_id, config, messages, counts)
-    unresolved = {(m["tenant"], m["obl"]) for m, outcome in zip(messages, outcomes, strict=True)
-                  if outcome not in RESOLVED}
+    unresolved = {(m["tenant"], m["obligationKey"]) for m, outcome in zip(messages, outcomes, strict=True)
+                  if m["kind"] == "alert" and outcome not in RESOLVED}
     return {
         "plans": [{"tenant": plan["tenant"], "error": plan.get("error", ""), "obligations": plan["obligations"],
                    "unresolved": sorted(obl for obl in plan["obligations"] if (plan["tenant"], obl) in unresolved),
@@ -255,18 +272,19 @@ def send_batch(context: df.DurableOrchestrationContext) -> Orchestration:
                 logger.warning("batch %s attempt %d: a send activity failed: %s", context.instance_id, attempt, exc)
             results = [None] * len(chunks)
         retry: list[int] = []
-        unmarked: list[dict[str, Any]] = []  # sent, but the send activity could not mark them
+        unmarked: list[UnmarkedSend] = []  # sent, but the send activity could not mark them
         retry_after = 0.0
         for chunk, result in zip(chunks, results, strict=True):
             for position, index in enumerate(chunk):
-                answer = result[position] if result else {"o": "transient", "d": "send activity failed"}
-                duplicates += 1 if answer.get("dup") else 0
-                if answer["o"] == "transient":
+                answer: SendAnswer = (read_send_answer(result[position]) if result else
+                                      {"outcome": "transient", "detail": "send activity failed"})
+                duplicates += 1 if answer.get("duplicate") else 0
+                if answer["outcome"] == "transient":
                     retry.append(index)
-                    retry_after = max(retry_after, float(answer.get("ra") or 0))
+                    retry_after = max(retry_after, float(answer.get("retryAfterSeconds") or 0))
                     continue
-                outcomes[index] = answer["o"]
-                if answer["o"] == SENT and answer.get("mark"):
+                outcomes[index] = answer["outcome"]
+                if answer["outcome"] == SENT and answer.get("mark"):
                     unmarked.append(answer["mark"])
         if unmarked:
             # The send activity marks each e-mail as it goes; these its mark failed on (storage), retried here.
@@ -283,4 +301,4 @@ def send_batch(context: df.DurableOrchestrationContext) -> Orchestration:
             pending = retry
         else:
             pending = []  # still failing after the last attempt: carried over (outcome stays CARRY)
-    return {"outcomes": outcomes, "duplicates": duplicates}
+    return BatchResult(outcomes=outcomes, duplicates=duplicates)

@@ -110,7 +110,8 @@ def test_invisible_format_characters_are_dropped_from_every_part_of_the_message(
 def test_a_severity_rise_email_escapes_and_cleans_like_any_other(smtp, maildev):
     tenant, address = tenant_row('Contoso <b>"Ltd"</b>'), recipient()
     alert = alert_row(tenant, title=HOSTILE_TITLE, description=HOSTILE_DESCRIPTION)
-    rise = severity_rise({"reason": "severity-High", "prev": "low", "seen": "2026-11-27T09:15:00+00:00"})
+    rise = severity_rise({"reason": "severity-High", "previousSeverity": "low",
+                          "riseSeenAt": "2026-11-27T09:15:00+00:00"})
     mail = deliver(smtp, maildev, render_alert_email(alert, tenant, rule(), address, message_id="m-rise",
                                                      sender=SENDER, rise=rise))
     assert mail["subject"].startswith('Contoso <b>"Ltd"</b>: Severity rose from Low to High: <script>')

@@ -8,12 +8,13 @@ from notify_mssp.orchestrator import merge_digests
 
 
 def _item(tenant: str, alert: str, rank: int, to: str = "soc@mssp.example", rule: str = "r1") -> dict:
-    return {"rule": rule, "to": to, "tenant": tenant, "alert": alert, "obl": f"obligation|{alert}|new",
-            "rank": rank, "at": "2026-11-27T08:00:00.0000000Z"}
+    return {"rule": rule, "recipient": to, "tenant": tenant, "alertId": alert,
+            "obligationKey": f"obligation|{alert}|new", "severityRank": rank,
+            "createdAt": "2026-11-27T08:00:00.0000000Z", "reason": "new", "previousSeverity": "", "riseSeenAt": ""}
 
 
 def _listed(digest: dict) -> list[list[str]]:
-    return [[e["tenant"], e["alert"]] for e in digest["entries"]]
+    return [[e["tenant"], e["alertId"]] for e in digest["entries"]]
 
 
 def test_digests_merge_tenants_per_rule_and_recipient_with_the_design_digest_id():
@@ -46,7 +47,8 @@ def test_a_digest_covers_every_obligation_it_counts_by_fingerprint():
 
 
 def test_an_alert_listed_by_two_obligations_is_one_entry_covering_both():
-    plans = [{"digest": [_item("t1", "a1", 0), {**_item("t1", "a1", 0), "obl": "obligation|a1|severity-High"}]}]
+    raised = {**_item("t1", "a1", 0), "obligationKey": "obligation|a1|severity-High"}
+    plans = [{"digest": [_item("t1", "a1", 0), raised]}]
 
     [(digest, obligations)], _ = merge_digests("run", plans, 50)
 
@@ -63,3 +65,11 @@ def test_obligations_over_the_coverage_limit_are_left_for_the_next_run(monkeypat
 
     assert len(obligations) == 3 and len(digest["entries"]) == 3
     assert left_over == {("t1", "obligation|a3|new"), ("t1", "obligation|a4|new")}
+
+
+def test_items_an_orchestration_of_the_previous_release_recorded_merge_the_same():
+    legacy = {"rule": "r1", "to": "soc@mssp.example", "tenant": "t1", "alert": "a1", "obl": "obligation|a1|new",
+              "rank": 0, "at": "2026-11-27T08:00:00.0000000Z"}
+
+    named = _item("t1", "a1", 0)
+    assert merge_digests("run", [{"digest": [legacy]}], 50) == merge_digests("run", [{"digest": [named]}], 50)

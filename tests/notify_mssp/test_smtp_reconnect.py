@@ -212,8 +212,8 @@ def alert_email(world: World) -> dict[str, str]:
     to = world.recipient()
     rule = world.rule([tenant], [to])
     alert = world.alert(tenant)
-    return {"kind": "alert", "tenant": tenant, "alert": alert, "reason": "new", "obl": "", "rule": rule, "to": to,
-            "prev": "", "seen": ""}
+    return {"kind": "alert", "tenant": tenant, "alertId": alert, "reason": "new", "obligationKey": "", "rule": rule,
+            "recipient": to, "previousSeverity": "", "riseSeenAt": ""}
 
 
 def test_an_email_whose_connection_was_closed_goes_out_in_the_same_attempt(world, cap):
@@ -221,7 +221,7 @@ def test_an_email_whose_connection_was_closed_goes_out_in_the_same_attempt(world
     with ClosingSmtpServer([("MAIL", "421")]) as server:
         (answer,) = send_chunk(context(world, smtp_to(server.port), cap), run_id="run-1", token="t1",
                                messages=[spec], now=datetime.now(UTC))
-    assert answer["o"] == "sent" and len(server.accepted) == 1
+    assert answer["outcome"] == "sent" and len(server.accepted) == 1
     assert slots_used(cap) == {"minute": 1, "day": 1}
 
 
@@ -231,12 +231,12 @@ def test_the_delivery_log_keeps_the_transport_error_when_the_cap_defers_the_retr
     with ClosingSmtpServer([("MAIL", "421")] * 2) as server:
         (answer,) = send_chunk(context(world, smtp_to(server.port), cap), run_id="run-1", token="t1",
                                messages=[spec], now=datetime.now(UTC))
-        assert answer["o"] == "transient" and server.accepted == []
+        assert answer["outcome"] == "transient" and server.accepted == []
         assert slots_used(cap) == {"minute": 0, "day": 0}  # never reached the server: the slot came back
         assert cap.try_acquire(3) == 3  # other e-mails take the minute meanwhile
         (answer,) = send_chunk(context(world, smtp_to(server.port), cap), run_id="run-1", token="t2",
                                messages=[spec], now=datetime.now(UTC))
-    assert answer["o"] == "carry"
+    assert answer["outcome"] == "carry"
     row = world.table("DeliveryLog").get_entity(key.partition, key.row)
     assert row["state"] == "deferred" and "rate cap" in row["lastError"]
     assert row["lastTransportError"].startswith("SMTP server closing the connection at MAIL FROM: 421")
