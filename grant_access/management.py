@@ -19,7 +19,8 @@ from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
-_HEALTH = ("lastAttempt", "lastSuccess", "lastErrorClass", "lastError", "consecutiveFailures", "alertsTotal")
+# The health columns ingestion writes on the tenant row (fetch_alerts/STORAGE.md).
+_HEALTH = ("lastAttempt", "lastSuccess", "lastErrorClass", "lastError", "consecutiveFailures")
 _PATCHABLE = {"displayName", "alertSource", "apiHost", "disabled"}
 ENTERPRISE_APP_NOTE = ("Ask the customer's administrator to remove the MSSP's enterprise application in the "
                        "Microsoft Entra admin center (Enterprise applications > the app > Properties > Delete); "

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import requests
+from azure.data.tables import UpdateMode
 
 
 def _active_tenant(onboarding, **invite) -> str:
@@ -25,10 +27,23 @@ def test_the_list_shows_status_health_and_the_portal_link(onboarding):
     entry = next(t for t in response.json()["value"] if t["tenantId"] == tenant)
     assert entry["status"] == "active" and entry["displayName"] == "Listed Co"
     assert entry["portalUrl"] == f"https://security.microsoft.com/?tid={tenant}"
-    assert set(entry["health"]) == {"lastAttempt", "lastSuccess", "lastErrorClass", "lastError", "consecutiveFailures",
-                                   "alertsTotal", "visibilityLag"}
-    # No alert measured yet: the visibility-lag summary (filled by ingestion) is null, not zeros.
-    assert entry["health"]["visibilityLag"] is None
+    # Not fetched yet: every health value is null (no zeros or empty strings that look like a result).
+    assert entry["health"] == {"lastAttempt": None, "lastSuccess": None, "lastErrorClass": None, "lastError": None,
+                               "consecutiveFailures": None, "visibilityLag": None}
+
+
+def test_the_health_shows_what_ingestion_wrote_on_the_tenant_row(onboarding):
+    tenant = _active_tenant(onboarding)
+    attempt, success = datetime(2026, 11, 27, 8, 0, 5, tzinfo=UTC), datetime(2026, 11, 27, 8, 0, 9, tzinfo=UTC)
+    service = onboarding.tables()
+    table = service.get_table_client(next(t.name for t in service.list_tables() if t.name.endswith("Tenants")))
+    table.update_entity({"PartitionKey": "tenant", "RowKey": tenant, "lastAttempt": attempt, "lastSuccess": success,
+                         "lastErrorClass": "throttled", "lastError": "429 from Graph", "consecutiveFailures": 2},
+                        mode=UpdateMode.MERGE)
+    entry = next(t for t in onboarding.api("GET", "tenants").json()["value"] if t["tenantId"] == tenant)
+    assert entry["health"] == {"lastAttempt": attempt.isoformat(), "lastSuccess": success.isoformat(),
+                               "lastErrorClass": "throttled", "lastError": "429 from Graph",
+                               "consecutiveFailures": 2, "visibilityLag": None}
 
 
 def test_the_list_holds_only_tenants_not_their_audit_rows(onboarding):
