@@ -100,6 +100,13 @@ def prepare_digest(ctx: SendContext, spec: dict[str, Any], now: datetime) -> Pre
         if digest.state in (DeliveryState.SENT, DeliveryState.SKIPPED):
             resolved |= digest.covered
     mine = {fp for entry in spec["entries"] for fp in entry["obligations"]}
+    # Another run's digest that still holds a recent claim on some of these obligations may have gone out
+    # already (its sender died between send and mark): sending now could repeat it uncounted. Wait until the
+    # claim is abandoned, when the duplicate policy decides and the possible duplicate is counted.
+    busy = [d for d in earlier if d.state == DeliveryState.CLAIMED and not ctx.log.is_abandoned(d, now)
+            and d.covered & (mine - resolved)]
+    if busy:
+        return PreparedDigest(None, [], send_answer("carry", "another run's digest still claims some of these"))
     abandoned = [d for d in earlier if ctx.log.is_abandoned(d, now) and d.covered & (mine - resolved)]
     skipped = set()
     if abandoned and ctx.log.policy == "skip":

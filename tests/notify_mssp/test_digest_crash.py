@@ -91,3 +91,31 @@ def test_a_host_killed_mid_digest_leaves_nothing_done_unsent_and_counts_the_repe
     assert sorted((r["state"], r["duplicates"], r["coveredCount"]) for r in rows) == \
         [("sent", 0, 4), ("skipped", 1, 3)]
     assert len(live.emails_to(recipient)) == 2
+
+
+def test_a_digest_a_dead_run_still_claims_is_not_sent_again_until_its_claim_is_abandoned(live: World,
+                                                                                       relay: HoldingRelay):
+    # The obligations are claimed at planning, the digest a moment later: a second run can find the
+    # obligations' claims abandoned while the dead run's digest claim is still fresh. That digest may have
+    # gone out; sending again then would be a repeat nobody counts.
+    from datetime import UTC, datetime
+
+    tenant, recipient = live.tenant(), live.recipient()
+    rule = live.rule([tenant], [recipient], mode="digest")
+    titles = [_titled_alert(live, tenant) for _ in range(2)]
+    kill_mid_send(live, relay)
+    _restart(live.stack, "resend")
+    time.sleep(CLAIM_TIMEOUT_S + 0.5)  # the obligations' claims are abandoned now...
+    log = live.table("DeliveryLog")
+    for row in live.deliveries(f"digest|{rule}|{recipient}"):  # ...the dead digest's claim still fresh
+        log.update_entity({**row, "claimedAt": datetime.now(UTC)})
+
+    live.run()
+
+    assert all(_emails_listing(live, recipient, t) == 1 for t in titles)  # not sent again
+    assert _done_without_email(live, tenant, recipient, titles) == []
+    time.sleep(CLAIM_TIMEOUT_S + 0.5)  # now the dead digest's claim is abandoned too
+    live.run()
+    wait_for(lambda: _delivered_and_done(live, tenant, recipient, titles))
+    rows = live.deliveries(f"digest|{rule}|{recipient}")
+    assert sum(r["duplicates"] for r in rows) == 1  # the possible repeat is counted, once
