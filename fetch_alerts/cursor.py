@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
 from fetch_alerts.sources import PassState
+from shared.tables import Outcome, update_row
 from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
 
-_ATTEMPTS = 8
+_ATTEMPTS = 8  # more than shared.tables.CONFLICT_ATTEMPTS: see TenantRow.merge
 
 
 def cursor_ticks(row: dict[str, Any]) -> int | None:
@@ -77,30 +76,26 @@ class TenantRow:
     def merge(self, fields: dict[str, Any], *, cursor: int | None = None) -> None:
         """Merge `fields` under the row's ETag; on a conflict re-read and keep the larger cursor.
 
-        `cursor` (ticks) is written as `cursor` unless the stored one is larger."""
-        for _ in range(_ATTEMPTS):
-            entity = {"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id, **fields}
-            if cursor is not None:
-                entity["cursor"] = format_ticks(cursor)
-            try:
-                if self.etag is None:
-                    raise ResourceModifiedError("no etag")
-                metadata = self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=self.etag,
-                                                    match_condition=MatchConditions.IfNotModified)
-                self.etag = metadata.get("etag", self.etag)
-                return
-            except ResourceModifiedError:
-                try:
-                    fresh = self.table.get_entity(TENANT_PARTITION, self.tenant_id)
-                except ResourceNotFoundError:
-                    logger.warning("tenant %s: row deleted during ingestion; nothing recorded", self.tenant_id)
-                    return
-                self.etag = fresh.metadata["etag"]
-                stored = cursor_ticks(dict(fresh))
-                if cursor is not None and stored is not None and stored >= cursor:
-                    cursor = None  # theirs is ahead: keep it
-                    fields = {k: v for k, v in fields.items() if k != "passState"}
-        logger.warning("tenant %s: row kept changing; update dropped", self.tenant_id)
+        `cursor` (ticks) is written as `cursor` unless the stored one is larger (then `passState` is left
+        alone too: the run that moved the cursor further owns it). Attempts: _ATTEMPTS, as ingestion's own
+        writes to its row (markers, other runs' merges) may interleave; a row that keeps changing drops the
+        update with a warning, as the next tick recomputes it."""
+        keys = {"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id}
+
+        def apply(stored: dict[str, Any]) -> dict[str, Any]:
+            theirs = cursor_ticks(stored)
+            if cursor is not None and theirs is not None and theirs >= cursor:
+                return {**keys, **{k: v for k, v in fields.items() if k != "passState"}}  # theirs is ahead
+            return {**keys, **fields, **({"cursor": format_ticks(cursor)} if cursor is not None else {})}
+
+        update = update_row(self.table, TENANT_PARTITION, self.tenant_id, apply, mode=UpdateMode.MERGE,
+                            attempts=_ATTEMPTS, known=(keys, self.etag) if self.etag else None)
+        if update.outcome is Outcome.MISSING:
+            logger.warning("tenant %s: row deleted during ingestion; nothing recorded", self.tenant_id)
+        elif update.outcome is Outcome.CONTENDED:
+            logger.warning("tenant %s: row kept changing; update dropped", self.tenant_id)
+        elif update.etag:
+            self.etag = update.etag
 
     def set_marker(self) -> None:
         """pendingNotifications = true, unconditionally (a marker set for nothing is harmless)."""

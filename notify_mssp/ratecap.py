@@ -36,12 +36,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableClient
 
 from shared.settings import Settings, get_settings
+from shared.tables import Missing, Outcome, update_row
 
 logger = logging.getLogger(__name__)
 
@@ -223,30 +224,40 @@ class SendRateCap:
             logs[w.name] = {i: c for i, c in logs[w.name].items() if c > 0}
         return logs
 
+    def _logs(self, row: dict[str, Any]) -> dict[str, Buckets]:
+        """Each window's buckets in the row; a row without any (not created yet) starts from the rows of
+        the earlier fixed-window cap."""
+        if not any(w.name in row for w in self._windows):
+            return self._from_fixed_windows()
+        return {w.name: decode(row.get(w.name)) for w in self._windows}
+
     def _update(self, change: Callable[[dict[str, Buckets], int], tuple[dict[str, Buckets], Grant] | None]
                 ) -> Grant | None:
-        """Apply `change` to the row under its ETag, again on a conflict; what it returned, None if it
-        changed nothing (or the row stayed contended)."""
-        for attempt in range(_MAX_CONFLICTS):
-            logs, etag = self._read()
-            result = change(logs, self._now_ms())
+        """Apply `change` to the row under its ETag, again on a conflict (up to _MAX_CONFLICTS: every send of
+        every instance takes this one row); what it returned, None if it changed nothing (or the row stayed
+        contended)."""
+        granted: list[Grant] = []  # of the last attempt
+
+        def apply(row: dict[str, Any]) -> dict[str, Any] | None:
+            granted.clear()
+            result = change(self._logs(row), self._now_ms())
             if result is None:
                 return None
             updated, grant = result
-            entity = {"PartitionKey": PARTITION, "RowKey": ROW, **{name: encode(b) for name, b in updated.items()}}
-            try:
-                if etag is None:
-                    self._table.create_entity(entity)
-                else:
-                    self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                              match_condition=MatchConditions.IfNotModified)
-                return grant
-            except (ResourceModifiedError, ResourceExistsError):
-                # Another instance changed the log meanwhile: read it again. The jitter spreads out
-                # instances that collided so they do not collide again in lockstep.
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - not for security
-        logger.warning("send rate cap: the log stayed contended; granting nothing now")
-        return None
+            granted.append(grant)
+            return {"PartitionKey": PARTITION, "RowKey": ROW, **{name: encode(b) for name, b in updated.items()}}
+
+        def pause(attempt: int) -> None:
+            # Another instance changed the log meanwhile: read it again. The jitter spreads out instances
+            # that collided so they do not collide again in lockstep.
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - not for security
+
+        update = update_row(self._table, PARTITION, ROW, apply, missing=Missing.CREATE, attempts=_MAX_CONFLICTS,
+                            between_attempts=pause)
+        if update.outcome is Outcome.CONTENDED:
+            logger.warning("send rate cap: the log stayed contended; granting nothing now")
+            return None
+        return granted[0] if granted else None
 
 
 # --- slots of sends that never reached the server ---------------------------------------------------------------

@@ -11,11 +11,15 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.settings import Settings, SettingsError, get_settings
 
@@ -101,3 +105,101 @@ class TableStore:
 def get_table_store() -> TableStore:
     """The process-wide table store, built from settings at first use."""
     return TableStore.from_settings(get_settings())
+
+
+# --- conditional (ETag) writes: the one place that spells them ------------------------------------------------
+
+CONFLICT_ATTEMPTS = 5
+"""Attempts of a read-modify-write (`update_row`) before it reports the row contended, and of an
+entity-group transaction that a writer recomputes after a conflict. A caller that needs another count
+states it (`attempts=`) and says why."""
+
+Row = dict[str, Any]
+
+
+class Missing(Enum):
+    """What `update_row` does when the row does not exist."""
+
+    SKIP = "skip"  # nothing: the outcome is MISSING
+    CREATE = "create"  # mutate a new row holding only its keys, and create it
+
+
+class Outcome(Enum):
+    WRITTEN = "written"  # mutate's row is stored (created or replaced/merged under the ETag)
+    UNCHANGED = "unchanged"  # mutate returned None or the row as read: nothing written
+    MISSING = "missing"  # no row, and Missing.SKIP
+    CONTENDED = "contended"  # another writer won every attempt: the caller decides (raise, drop, retry later)
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    outcome: Outcome
+    row: Row | None = None  # as written (WRITTEN), as read (UNCHANGED), else None
+    etag: str | None = None  # the row's ETag after the write, or as read
+
+    @property
+    def written(self) -> bool:
+        return self.outcome is Outcome.WRITTEN
+
+
+def write_if_unchanged(table: TableClient, entity: Row, etag: str | None, *,
+                       mode: UpdateMode = UpdateMode.REPLACE) -> str | None:
+    """One conditional write: create `entity` when `etag` is None, else replace (or merge) it under `etag`.
+    The new ETag, or None when another writer won (the row exists already, changed or is gone)."""
+    try:
+        if etag is None:
+            metadata = table.create_entity(entity)
+        else:
+            metadata = table.update_entity(entity, mode=mode, etag=etag, match_condition=MatchConditions.IfNotModified)
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return str(metadata.get("etag") or "") or etag or "written"
+
+
+def delete_if_unchanged(table: TableClient, partition: str, row_key: str, etag: str) -> bool:
+    """Delete the row only when its ETag still matches; False when it changed (a missing row raises
+    ResourceNotFoundError for the caller to answer)."""
+    try:
+        table.delete_entity(partition, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+    except ResourceModifiedError:
+        return False
+    return True
+
+
+def update_if_unchanged(entity: Row, etag: str, *, mode: UpdateMode = UpdateMode.MERGE) -> tuple[str, Row, Row]:
+    """The operation of an entity-group transaction that updates `entity` only under `etag`."""
+    return ("update", entity, {"mode": mode, "etag": etag, "match_condition": MatchConditions.IfNotModified})
+
+
+def update_row(table: TableClient, partition: str, row_key: str, mutate: Callable[[Row], Row | None], *,
+               missing: Missing = Missing.SKIP, attempts: int = CONFLICT_ATTEMPTS,
+               mode: UpdateMode = UpdateMode.REPLACE, known: tuple[Row, str] | None = None,
+               between_attempts: Callable[[int], None] | None = None) -> RowUpdate:
+    """Read the row, apply `mutate`, write the result under the row's ETag; on a conflict, again from a fresh
+    read, at most `attempts` times (docs/ARCHITECTURE.md, invariant 12).
+
+    `mutate` gets a copy of the row as read (or, with Missing.CREATE and no row, a new row holding only its
+    keys) and returns the row to write, or None to write nothing; it must depend on its argument only, as it
+    runs again after each conflict. With UpdateMode.MERGE the row it returns may hold only the columns to
+    change. `known` is a (row, ETag) already read, used for the first attempt instead of a read.
+    `between_attempts(attempt)` runs after each conflict (a jittered pause, say)."""
+    for attempt in range(attempts):
+        if attempt == 0 and known is not None:
+            current, etag = dict(known[0]), known[1]
+        else:
+            try:
+                entity = table.get_entity(partition, row_key)
+                current, etag = dict(entity), entity.metadata["etag"]
+            except ResourceNotFoundError:
+                if missing is Missing.SKIP:
+                    return RowUpdate(Outcome.MISSING)
+                current, etag = {"PartitionKey": partition, "RowKey": row_key}, None
+        changed = mutate(dict(current))
+        if changed is None or (changed == current and etag is not None):
+            return RowUpdate(Outcome.UNCHANGED, current, etag)
+        new_etag = write_if_unchanged(table, changed, etag, mode=mode)
+        if new_etag is not None:
+            return RowUpdate(Outcome.WRITTEN, changed, new_etag)
+        if between_attempts is not None:
+            between_attempts(attempt)
+    return RowUpdate(Outcome.CONTENDED)

@@ -25,9 +25,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
+
+from shared.tables import CONFLICT_ATTEMPTS, Missing, Outcome, update_row
 
 logger = logging.getLogger(__name__)
 
@@ -113,36 +114,31 @@ class TenantRegistry:
         return sorted(changes, key=lambda c: c.at)
 
     def change(self, tenant_id: str, mutate: Mutation, now: datetime, *, create: bool = False,
-               attempts: int = 5) -> dict[str, Any] | None:
-        """Apply `mutate` to the tenant row with optimistic concurrency; records a status change in the audit
-        trail. Returns the new row, or None when there is no row (and `create` is false)."""
+               attempts: int = CONFLICT_ATTEMPTS) -> dict[str, Any] | None:
+        """Apply `mutate` to the tenant row under its ETag (shared.tables.update_row); records a status change
+        in the audit trail. Returns the new row, or None when there is no row (and `create` is false); raises
+        Conflict when the row changed under every attempt."""
         tenant_id = tenant_id.lower()
-        for _ in range(attempts):
-            try:
-                entity = self._table.get_entity(TENANT_PARTITION, tenant_id)
-                row, etag = dict(entity), entity.metadata["etag"]
-            except ResourceNotFoundError:
-                if not create:
-                    return None
-                row, etag = {"PartitionKey": TENANT_PARTITION, "RowKey": tenant_id}, None
-            before, original = row.get("status"), dict(row)
+        status_change: list[tuple[str | None, str, str]] = []  # of the last attempt
+
+        def apply(row: dict[str, Any]) -> dict[str, Any]:
+            status_change.clear()
+            before = row.get("status")
             changed = mutate(row)
             if changed is not None and changed[0] != before:
                 row.update(status=changed[0], statusReason=changed[1][:1000], statusChangedAt=now)
-            elif row == original and etag is not None:
-                return row  # nothing to write
-            try:
-                if etag is None:
-                    self._table.create_entity(row)
-                else:
-                    self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
-                                              match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue
-            if changed is not None and changed[0] != before:
-                self._record(tenant_id, before, changed[0], changed[1], now)
+                status_change.append((before, changed[0], changed[1]))
             return row
-        raise Conflict(f"tenant {tenant_id} changed concurrently {attempts} times")
+
+        update = update_row(self._table, TENANT_PARTITION, tenant_id, apply, attempts=attempts,
+                            missing=Missing.CREATE if create else Missing.SKIP)
+        if update.outcome is Outcome.MISSING:
+            return None
+        if update.outcome is Outcome.CONTENDED:
+            raise Conflict(f"tenant {tenant_id} changed concurrently {attempts} times")
+        if update.written and status_change:
+            self._record(tenant_id, *status_change[0], now)
+        return update.row
 
     def set_status(self, tenant_id: str, status: TenantStatus, reason: str, now: datetime,
                    **fields: Any) -> dict[str, Any] | None:
