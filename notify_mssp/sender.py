@@ -259,6 +259,14 @@ def send_chunk(ctx: SendContext, *, run_id: str, token: str, messages: list[dict
             answers[index] = send_answer("carry", "over the send rate cap", duplicate=duplicate)
             continue
         outcome = _send_one(ctx, spec, key)
+        if outcome.status == "transient" and outcome.submitted:
+            # The message may have reached the server (the connection dropped after it went out, a timeout, a
+            # 5xx): not known to be unsent, so it is not released for a retry. Its claim stays; once abandoned,
+            # the duplicate policy decides and a resend is counted as a possible duplicate.
+            logger.warning("run %s: e-mail %s/%s may have been delivered (%s); left to the duplicate policy",
+                           run_id, key.partition, key.row, outcome.detail[:200])
+            answers[index] = send_answer("carry", f"outcome unknown: {outcome.detail}"[:300], duplicate=duplicate)
+            continue
         answer = answers[index] = send_answer(outcome.status, outcome.detail[:300], duplicate=duplicate)
         if outcome.status == "sent":
             # Marked at once; if the mark fails (storage), the run marks it (conditional on the claim).
@@ -296,7 +304,7 @@ def _send_one(ctx: SendContext, spec: dict[str, Any], key: DeliveryKey) -> SendO
     except Exception as exc:  # a rendering bug must not stop the other e-mails; retried, then carried
         logger.exception("rendering e-mail %s/%s failed", key.partition, key.row)
         settle_send(submitted=False)
-        return SendOutcome("transient", f"rendering failed ({type(exc).__name__})", None)
+        return SendOutcome("transient", f"rendering failed ({type(exc).__name__})", None, submitted=False)
     try:
         return ctx.transport.send(message)
     except Exception as exc:  # transports classify their errors; anything else is taken as transient

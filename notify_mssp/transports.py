@@ -389,13 +389,13 @@ class GraphTransport:
                 return SendOutcome("sent", "Graph sendMail accepted")
             code, text = _graph_error(response)
             reply = f"Graph sendMail answered {response.status_code}{' ' + code if code else ''}: {text}"
-            if response.status_code == 429 or response.status_code >= 500:
+            if response.status_code in (429, 503):
+                # Refused before processing (throttled, unavailable: RFC 9110 §15.6.4): sending again repeats
+                # nothing. Other 5xx answers leave unknown whether the mail went; they are not resent here.
                 asked = retry_after_seconds(response.headers.get("Retry-After"))
                 pause = asked if asked is not None else wait
                 if time.monotonic() + pause > deadline:
-                    # A 429 refused the request; after a 5xx whether the mail went is unknown.
-                    return SendOutcome("transient", reply, retry_after=pause,
-                                       submitted=response.status_code != 429)
+                    return SendOutcome("transient", reply, retry_after=pause, submitted=False)
                 logger.info("Graph sendMail answered %s; retrying in %.1f s", response.status_code, pause)
                 self._sleep(pause)
                 wait *= 2

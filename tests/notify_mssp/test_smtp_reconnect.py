@@ -240,3 +240,29 @@ def test_the_delivery_log_keeps_the_transport_error_when_the_cap_defers_the_retr
     row = world.table("DeliveryLog").get_entity(key.partition, key.row)
     assert row["state"] == "deferred" and "rate cap" in row["lastError"]
     assert row["lastTransportError"].startswith("SMTP server closing the connection at MAIL FROM: 421")
+
+
+@pytest.mark.parametrize("policy, resends", [("resend", 1), ("skip", 0)])
+def test_an_email_that_may_have_been_delivered_is_left_to_the_duplicate_policy_and_counted(world, cap, policy,
+                                                                                         resends):
+    # The connection dropped after the whole message went out: the server may have taken it. It is not
+    # released for a retry (which would resend it as if known unsent); the claim stays, and once abandoned
+    # the duplicate policy decides, counting the possible repeat either way.
+    spec = alert_email(world)
+    key = delivery_key(spec, "run-1")
+    with ClosingSmtpServer([("END", "close")]) as server:
+        (answer,) = send_chunk(context(world, smtp_to(server.port), cap), run_id="run-1", token="t1",
+                               messages=[spec], now=datetime.now(UTC))
+        assert answer["outcome"] == "carry" and "outcome unknown" in answer["detail"]
+        assert world.table("DeliveryLog").get_entity(key.partition, key.row)["state"] == "claimed"
+        later = datetime.now(UTC) + timedelta(minutes=11)  # past the claim timeout: abandoned
+        log = DeliveryLog(world.table("DeliveryLog"), policy=policy, stale_after=timedelta(minutes=10),
+                          give_up_after_runs=5)
+        retry = SendContext(alerts=world.table("Alerts"), tenants=world.table("Tenants"),
+                            rules_table=world.table("NotificationRules"), log=log, transport=smtp_to(server.port),
+                            acquire=cap.try_acquire)
+        (answer,) = send_chunk(retry, run_id="run-2", token="t2", messages=[spec], now=later)
+    assert answer["duplicate"] is True
+    assert len(server.accepted) == resends
+    row = world.table("DeliveryLog").get_entity(key.partition, key.row)
+    assert row["duplicates"] == 1 and row["state"] == ("sent" if resends else "skipped")

@@ -230,6 +230,17 @@ def test_graph_5xx_is_retried_and_recovers(mail_tenant):
     assert len(mail_tenant.delivered_to(to)) == 1
 
 
+def test_a_graph_500_is_not_resent_in_the_same_send_since_the_mail_may_have_gone(mail_tenant):
+    # A 500 leaves unknown whether Graph sent the message; resending now could deliver it twice uncounted.
+    # The send reports it as possibly submitted, and the delivery log's duplicate policy decides later.
+    to = recipient()
+    mail_tenant.fault(kind="server_error", count=1)
+    waits: list[float] = []
+    outcome = GraphTransport(mail_tenant.settings(), sleep=waits.append).send(message(to))
+    assert outcome.status == "transient" and outcome.submitted and "500" in outcome.detail
+    assert waits == []  # not retried inside the send
+
+
 def test_graph_429_beyond_the_retry_budget_is_transient_with_the_wait(mail_tenant):
     to = recipient()
     mail_tenant.fault(kind="throttle", count=1, retryAfter=30)
