@@ -33,7 +33,7 @@ from shared.errors import (
     NotLicensed,
     PermissionMissing,
 )
-from shared.mssp_credential import (  # noqa: F401 - close_mssp_incident is the runner's, from here
+from shared.incidents import (  # noqa: F401 - close_mssp_incident is the runner's, from here
     close_mssp_incident,
     record_mssp_credential_failure,
 )

@@ -7,7 +7,7 @@ check itself (token, role, one alert API call) is shared.access_check's.
 
 Failures that are the MSSP's own (its credential or app registration, `mssp_credential`) are never the
 customer's: the tenant stays `verifying`, the attempt is not counted, the MSSP credential incident is
-recorded (shared.mssp_credential, the one ingestion raises, announced once by the ops notices), and the
+recorded (shared.incidents, the one ingestion raises, announced once by the ops notices), and the
 customer's clock stops: the time from the first such check to the next check that meets anything else is
 added to `verifyPausedSeconds`, and the timeout counts only the rest. AADSTS700016 (`app_not_found`) is
 retried until it has persisted through shared.access_check's propagation window, then `consent_revoked`.
@@ -129,7 +129,7 @@ def _note_mssp_credential(tenant_id: str, result: CheckResult, *, app_missing_ev
     if result.outcome not in ("mssp_credential", "active") and not app_missing_everywhere:
         return
     from shared.errors import MsspCredentialError
-    from shared.mssp_credential import close_mssp_incident, record_mssp_credential_failure
+    from shared.incidents import close_mssp_incident, record_mssp_credential_failure
     from shared.tables import Table, get_table_store
 
     try:

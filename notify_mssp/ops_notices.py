@@ -5,14 +5,14 @@ tenant per UTC day); the MSSP credential failing or about to expire.
 
 Each incident gets one notice when it opens and one when it clears (the backfill count is a one-off and
 never clears). Incident state is stored in the Incidents table, so a restarted host or a second instance
-never repeats a notice: PartitionKey `notice`, RowKey `<kind>|<subject>` (subject: a tenant GUID, or
-`mssp`), columns `kind`, `subject`, `open`, `summary`, `openedAt`, `occurrences`, `notice` and
-`clearNotice` (`pending` until the e-mail went out, then `sent`; `none` when no ops address is set or the
+never repeats a notice: PartitionKey `notice`, RowKey `<kind>|<subject>` (shared.incidents.notice_key;
+subject: a tenant GUID, or `mssp`), columns `kind`, `subject`, `open`, `summary`, `openedAt`, `occurrences`,
+`notice` and `clearNotice` (`pending` until the e-mail went out, then `sent`; `none` when no ops address is set or the
 clear is silent), `noticeSentAt`, `clearedAt`, `clearNoticeSentAt`. Opening and closing are conditional
 (ETag) writes, so of two evaluators only one opens an incident; a notice that could not be sent stays
-`pending` and goes out at the next evaluation. The record of the MSSP credential failing (PartitionKey
-`mssp`, RowKey `credential`, shared.mssp_credential), written by ingestion and by onboarding verification
-alike, is read, never written, here: one notice however many tenants and callers met the failure.
+`pending` and goes out at the next evaluation. The record of the MSSP credential failing (shared.incidents,
+which owns the table's keys), written by ingestion and by onboarding verification alike, is read, never
+written, here: one notice however many tenants and callers met the failure.
 
 `check_operations` evaluates every condition from stored state; the ops timer (notify_mssp.ops_timer)
 runs it. Other code may call `raise_incident` / `clear_incident` directly.
@@ -29,23 +29,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient
 
 from notify_mssp.email import Sender, render_notice_email
 from notify_mssp.ratecap import SendRateCap
 from notify_mssp.transports import Transport, get_transport
 from shared.alerts import ALERT_PREFIX, ALERT_RANGE_END
-from shared.mssp_credential import INCIDENT_PARTITION, INCIDENT_ROW
+from shared.incidents import MSSP_SUBJECT, mssp_credential_incident, new_notice, read_notice, write_notice
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
 from shared.tenants import TENANT_PARTITION, TenantStatus
 
 logger = logging.getLogger(__name__)
 
-PARTITION = "notice"
-MSSP = "mssp"
+MSSP = MSSP_SUBJECT
 ACCESS_KINDS = {
     TenantStatus.CONSENT_REVOKED.value:
         "consent to the MSSP's app was revoked (the enterprise app is missing or disabled)",
@@ -55,7 +52,6 @@ ACCESS_KINDS = {
 }
 # The MSSP did this itself: incidents close without a notice.
 _QUIET_STATUSES = {TenantStatus.DISABLED, TenantStatus.OFFBOARDED}
-_INGESTION_INCIDENT = (INCIDENT_PARTITION, INCIDENT_ROW)  # shared.mssp_credential
 
 
 @dataclass(frozen=True)
@@ -79,29 +75,13 @@ class NoticeContext:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-def _key(kind: str, subject: str) -> str:
-    return f"{kind}|{subject}"
-
-
 def _read(ctx: NoticeContext, kind: str, subject: str) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        entity = ctx.incidents.get_entity(PARTITION, _key(kind, subject))
-    except ResourceNotFoundError:
-        return None, None
-    return dict(entity), entity.metadata["etag"]
+    return read_notice(ctx.incidents, kind, subject)
 
 
 def _write(ctx: NoticeContext, row: dict[str, Any], etag: str | None) -> str | None:
     """Create (no etag) or replace under the etag; the new etag, or None when someone else won."""
-    try:
-        if etag is None:
-            meta = ctx.incidents.create_entity(row)
-        else:
-            meta = ctx.incidents.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
-                                               match_condition=MatchConditions.IfNotModified)
-    except (ResourceExistsError, ResourceModifiedError):
-        return None
-    return str(meta.get("etag"))
+    return write_notice(ctx.incidents, row, etag)
 
 
 def _deliver(ctx: NoticeContext, subject: str, lines: list[str], token: str) -> bool:
@@ -137,13 +117,10 @@ def raise_incident(ctx: NoticeContext, incident: Incident) -> bool:
         if row.get("notice") != "pending":
             return False  # open and already announced: nothing to repeat
     else:
-        row = {
-            "PartitionKey": PARTITION, "RowKey": _key(incident.kind, incident.subject), "kind": incident.kind,
-            "subject": incident.subject, "open": True, "summary": incident.summary[:500],
-            "openedAt": ctx.clock(), "occurrences": int((row or {}).get("occurrences") or 0) + 1,
-            "notice": "pending" if ctx.recipients else "none", "clearNotice": "",
-            "clears": incident.clears,
-        }
+        row = new_notice(
+            incident.kind, incident.subject, open=True, summary=incident.summary[:500],
+            openedAt=ctx.clock(), occurrences=int((row or {}).get("occurrences") or 0) + 1,
+            notice="pending" if ctx.recipients else "none", clearNotice="", clears=incident.clears)
         etag = _write(ctx, row, etag)
         if etag is None:
             return False  # another evaluator opened it at the same moment and announces it
@@ -335,10 +312,7 @@ def _certificate_expiry(settings: Settings) -> datetime | None:
 
 
 def _check_mssp(ctx: NoticeContext, settings: Settings, limits: Thresholds, now: datetime) -> None:
-    try:
-        record = dict(ctx.incidents.get_entity(*_INGESTION_INCIDENT))
-    except ResourceNotFoundError:
-        record = {}
+    record = mssp_credential_incident(ctx.incidents)
     if record.get("open"):
         since = _aware(record.get("firstSeen")) or now
         raise_incident(ctx, Incident("mssp_credential", MSSP, "The MSSP app's credential is failing", (

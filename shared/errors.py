@@ -102,7 +102,7 @@ class MsspCredentialError(MicrosoftError):
     """The MSSP's own app credential or app registration is broken (wrong or expired secret, unknown or
     invalid certificate, no matching federated credential, no managed identity): every tenant is affected
     and none of them is at fault. It never changes a tenant's status or uses up a customer's verification
-    time; it opens the one MSSP credential incident (shared.mssp_credential)."""
+    time; it opens the one MSSP credential incident (shared.incidents)."""
 
     kind = "mssp_credential"
 

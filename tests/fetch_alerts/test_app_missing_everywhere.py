@@ -9,7 +9,7 @@ import pytest
 
 from local.run.stack import LocalStack
 from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
-from shared.mssp_credential import INCIDENT_PARTITION, INCIDENT_ROW
+from shared.incidents import CREDENTIAL_KEY
 from tests.fetch_alerts.harness import add_tenant, hours_ago, run_tick, start_stack, table, tenant_row
 
 
@@ -37,5 +37,5 @@ def test_app_not_found_for_every_tenant_revokes_none_and_raises_the_mssps_incide
     run_tick(stack)
 
     assert {tenant_row(stack, t)["status"] for t in tenants} == {"active"}
-    incident = table(stack, "Incidents").get_entity(INCIDENT_PARTITION, INCIDENT_ROW)
+    incident = table(stack, "Incidents").get_entity(*CREDENTIAL_KEY)
     assert incident["open"] is True and "AADSTS700016" in str(incident.get("lastError") or incident)
