@@ -2,7 +2,9 @@
 
 `fetch_alerts` runs on FETCH_ALERTS_SCHEDULE: it ingests every active tenant (fetch_alerts.runner) and
 then starts the notification run for this tick, passing nothing but the run id (docs/NOTIFICATIONS.md, "Run ids").
-`retention_cleanup` runs daily on RETENTION_SCHEDULE (fetch_alerts.retention).
+`retention_cleanup` runs daily on RETENTION_SCHEDULE (fetch_alerts.retention). `list_alerts` is the SIEM
+pull API (fetch_alerts.pull_request, .feed_reader, .pull_render). Each trigger parses, calls the plain
+functions with their dependencies (fetch_alerts.wiring), and shapes the response.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from datetime import UTC, datetime
 import azure.durable_functions as df
 import azure.functions as func
 
+from fetch_alerts import wiring
+from fetch_alerts.feed_reader import customer_names, read_page
+from fetch_alerts.pull_render import render
+from fetch_alerts.pull_request import parse_request
 from fetch_alerts.retention import run_retention
 from fetch_alerts.runner import run_tick
 from shared.names import NOTIFY_ORCHESTRATOR
+from shared.problems import run_api
 from shared.runs import MANUAL, RERUN, distinct_run_id, is_timer_start, run_id_for, tick_time
-from shared.settings import get_settings
-from shared.tables import Table, get_table_store
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestration
         logger.warning("fetch_alerts tick %s is past due", run_id)
     # Blocking I/O on a worker thread: the event loop stays free for other invocations.
     try:
-        await asyncio.to_thread(run_tick, run_id)
+        await asyncio.to_thread(lambda: run_tick(wiring.run_context(run_id)))
     finally:
         # Even after a failed tick: pending markers left by earlier ticks still need their run.
         await start_notification_run(client, run_id)
@@ -49,10 +54,9 @@ async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestration
 @bp.function_name("retention_cleanup")
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def retention_cleanup(timer: func.TimerRequest) -> None:
-    settings = get_settings()
-    store = get_table_store()
-    run_retention(store.table(Table.ALERTS), store.table(Table.ALERT_FEED), store.table(Table.TENANTS),
-                  settings.get("RETENTION_DAYS"), budget_seconds=settings.get("FETCH_TIME_BUDGET_SECONDS"))
+    config, tables = wiring.retention_config(), wiring.tables()
+    run_retention(tables.alerts, tables.feed, tables.tenants, config.retention_days,
+                  budget_seconds=config.budget_seconds)
 
 
 _ENDED = frozenset({df.OrchestrationRuntimeStatus.Completed, df.OrchestrationRuntimeStatus.Failed,
@@ -81,13 +85,25 @@ async def start_notification_run(client: df.DurableOrchestrationClient, run_id: 
     return run_id
 
 
-# --- the SIEM pull API (fetch_alerts/pull_api.py) ----------------------------------------------------------
+# --- the SIEM pull API ---------------------------------------------------------------------------------------
 
 
 @bp.function_name("list_alerts")
 @bp.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_alerts(req: func.HttpRequest) -> func.HttpResponse:
-    """Alerts of every customer in the order they were stored, a bounded page at a time, for SIEM tools."""
-    from fetch_alerts import pull_api  # imported at first call: a storage client is never built at import
+    """Alerts of every customer in the order they were stored, a bounded page at a time, for SIEM tools.
+    Errors are problem+json without internals (shared.problems.run_api)."""
 
-    return pull_api.handle(req)
+    def handle() -> func.HttpResponse:
+        key = wiring.siem_token_key()
+        request = parse_request(dict(req.params), req.headers.get("accept"), key)
+        tables = wiring.tables()
+        decode_payload = wiring.payload_decoder() if request.include_payload else None
+        page = read_page(request, alerts=tables.alerts, feed=tables.feed,
+                         settle_seconds=wiring.pull_config().settle_seconds)
+        names = customer_names(page, tables.tenants)
+        logger.info("SIEM pull: %d alerts, %d rows read, more=%s, tenant=%s", len(page.alerts),
+                    page.counter.rows, page.has_more, request.filters.tenant_id or "all")
+        return render(request, page, names, decode_payload, key)
+
+    return run_api(handle, logger)

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from fetch_alerts.config import ApiCallConfig
 from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
 from shared.alert_sources import AlertSource, alert_request_headers
 from shared.errors import (
@@ -28,7 +29,6 @@ from shared.errors import (
     json_object,
 )
 from shared.identity import TenantTokens
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,13 @@ _DEFAULT_RETRY_AFTER = 10.0
 class ApiClient:
     """Alert API calls on behalf of tenants."""
 
-    def __init__(self, settings: Settings, tokens: TenantTokens, limiter: RateLimiter, pool_size: int = 32) -> None:
+    def __init__(self, config: ApiCallConfig, tokens: TenantTokens, limiter: RateLimiter,
+                 pool_size: int = 32) -> None:
         self._tokens = tokens
         self._limiter = limiter
-        self._timeout = settings.get("HTTP_TIMEOUT_SECONDS")
-        self._attempts = settings.get("FETCH_MAX_ATTEMPTS")
-        self._backoff = settings.get("FETCH_BACKOFF_MS") / 1000.0
+        self._timeout = config.timeout_seconds
+        self._attempts = config.max_attempts
+        self._backoff = config.backoff_ms / 1000.0
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)

@@ -17,6 +17,7 @@ from typing import Any
 from azure.data.tables import TableClient
 
 from fetch_alerts import feed, visibility
+from fetch_alerts.config import IngestionConfig
 from fetch_alerts.cursor import TenantRow, activated_ticks, completed_cursor, cursor_ticks, start_state
 from fetch_alerts.http import ApiClient
 from fetch_alerts.normalise import InvalidAlert, normalise
@@ -54,7 +55,8 @@ _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
 class RunContext:
     """What every tenant run of one tick shares."""
 
-    settings: Settings
+    settings: Settings  # hosts and credentials of the alert sources (shared.alert_sources)
+    config: IngestionConfig
     api: ApiClient
     alerts: TableClient
     feed: TableClient
@@ -93,7 +95,7 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
     now = datetime.now(UTC)
     tenant = TenantRow(ctx.tenants, tenant_id, etag)
     health: dict[str, Any] = {"lastAttempt": now}
-    overlap = ctx.settings.get("FETCH_OVERLAP_MINUTES") * 60
+    overlap = ctx.config.overlap_minutes * 60
     outcome.overlap_seconds, outcome.lag_stats = overlap, row.get("lagStats")
     outcome.measure = _steady(row, now, overlap)
     if not isinstance(row.get("activatedAt"), datetime):
@@ -150,7 +152,7 @@ def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
 
 
 def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome) -> None:
-    settings = ctx.settings
+    config = ctx.config
     tenant_id = tenant.tenant_id
     source = AlertSource(str(row.get("alertSource") or "graph"))
     now = datetime.now(UTC)
@@ -159,12 +161,12 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
         logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
         feed.publish(ctx.feed, tenant_id, leftover)
         tenant.merge({"feedPublished": leftover[-1]})
-    state = start_state(row, settings.get("FETCH_OVERLAP_MINUTES"), settings.get("FETCH_LOOKBACK_DAYS"), now)
+    state = start_state(row, config.overlap_minutes, config.lookback_days, now)
     previous_cursor = cursor_ticks(row)
     writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker,
                          optimistic=previous_cursor is None)
-    portal = settings.get("PORTAL_HOST")
-    pager = Pager(settings, ctx.api, tenant_id, source, state, settings.get("FETCH_MAX_PAGES_PER_TENANT"),
+    portal = config.portal_host
+    pager = Pager(ctx.settings, config, ctx.api, tenant_id, source, state, config.max_pages_per_tenant,
                   ctx.deadline, api_host=str(row.get("apiHost") or ""))
 
     def prepare(page: Page) -> tuple[Page, list[Prepared]]:

@@ -12,8 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from fetch_alerts.config import RateLimits
 from shared.alert_sources import AlertSource
-from shared.settings import Settings
 
 # Requests arrive a little after we count them; a slightly longer window keeps us under the service's.
 _MARGIN_SECONDS = 1.0
@@ -40,13 +40,12 @@ class _Window:
 class RateLimiter:
     """Blocks callers until a call fits every window that applies to it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, limits: RateLimits) -> None:
         self._limits = {
-            AlertSource.GRAPH: ((settings.get("GRAPH_CALLS_PER_MINUTE"), 60.0),),
-            AlertSource.DEFENDER: ((settings.get("DEFENDER_CALLS_PER_MINUTE"), 60.0),
-                                   (settings.get("DEFENDER_CALLS_PER_HOUR"), 3600.0)),
+            AlertSource.GRAPH: ((limits.graph_per_minute, 60.0),),
+            AlertSource.DEFENDER: ((limits.defender_per_minute, 60.0), (limits.defender_per_hour, 3600.0)),
         }
-        self._global = _Window(settings.get("GLOBAL_API_CALLS_PER_MINUTE"), 60.0 + _MARGIN_SECONDS, deque())
+        self._global = _Window(limits.global_per_minute, 60.0 + _MARGIN_SECONDS, deque())
         self._windows: dict[tuple[str, AlertSource], tuple[_Window, ...]] = {}
         self._lock = threading.Lock()
 

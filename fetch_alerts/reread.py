@@ -128,7 +128,7 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
     lags: list[int] = []
     try:
         for kind in KINDS:
-            pages = int(ctx.settings.get("FETCH_REREAD_PAGES_PER_TICK")) - outcome.calls
+            pages = ctx.config.reread_pages_per_tick - outcome.calls
             if pages <= 0:
                 break
             _run_kind(ctx, row, tenant, kind, pages, now, outcome, lags)
@@ -141,7 +141,7 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
         outcome.error = "error"
         logger.exception("tenant %s: re-read failed", tenant_id)
     if lags:
-        overlap = ctx.settings.get("FETCH_OVERLAP_MINUTES") * 60
+        overlap = ctx.config.overlap_minutes * 60
         tenant.merge(visibility.columns(row.get("lagStats"), lags, datetime.now(UTC), overlap, reread=True))
         logger.warning("tenant %s: re-read stored %d alert versions that became visible later than the "
                        "overlap (largest lag %d s)", tenant_id, len(lags), max(lags))
@@ -150,14 +150,14 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
 
 def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kind, pages: int, now: datetime,
               outcome: RereadOutcome, lags: list[int]) -> None:
-    settings = ctx.settings
+    config = ctx.config
     tenant_id = tenant.tenant_id
     saved = _saved(row.get(kind.state_column))
     if saved is None:
         started = row.get(kind.at_column)
         if isinstance(started, datetime) and now - started < kind.period:
             return
-        window = kind.window(settings.get("FETCH_LOOKBACK_DAYS"))
+        window = kind.window(config.lookback_days)
         saved = (PassState(lo=from_datetime(now - window), cap=from_datetime(now)), 0)
         tenant.merge({kind.at_column: now, kind.state_column: _state_json(*saved)})
         logger.info("tenant %s: %s re-read starts (last updates since %s)", tenant_id, kind.name,
@@ -165,9 +165,9 @@ def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kin
     state, calls_before = saved
     source = AlertSource(str(row.get("alertSource") or "graph"))
     writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker, optimistic=False)
-    pager = Pager(settings, ctx.api, tenant_id, source, state, pages, ctx.deadline,
+    pager = Pager(ctx.settings, config, ctx.api, tenant_id, source, state, pages, ctx.deadline,
                   api_host=str(row.get("apiHost") or ""))
-    portal = settings.get("PORTAL_HOST")
+    portal = config.portal_host
     try:
         for page in pager.pages():
             result = writer.write(_prepared(page, source, tenant_id, portal))

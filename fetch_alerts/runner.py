@@ -1,7 +1,7 @@
 """One ingestion tick: every active tenant, in parallel on a bounded pool, within the time budget.
 
-The trigger calls `run_tick`; everything it needs is built here from settings (clients lazily, at the
-first tick, never at import). Tenants are taken in the order of their last attempt, oldest first, so a
+The trigger calls `run_tick` with the tick's context, which fetch_alerts.wiring builds (clients lazily, at
+the first tick, never at import). Tenants are taken in the order of their last attempt, oldest first, so a
 tick that runs out of budget does not always starve the same tenants. Once every tenant's regular pass
 is done, the tenants whose pass completed continue their due re-reads (fetch_alerts/reread.py) in what is
 left of the budget: late-visible alerts are caught without ever delaying a regular pass.
@@ -10,25 +10,16 @@ left of the budget: late-visible alerts are caught without ever delaying a regul
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from fetch_alerts.http import ApiClient
 from fetch_alerts.ingest import RunContext, TenantOutcome, close_mssp_incident, ingest_tenant
-from fetch_alerts.ratelimit import RateLimiter
 from fetch_alerts.reread import RereadOutcome, reread_tenant
-from shared.identity import get_tenant_tokens
-from shared.settings import Settings, get_settings
-from shared.tables import Table, get_table_store
 from shared.tenants import TenantRegistry
 
 logger = logging.getLogger(__name__)
-
-_shared: tuple[ApiClient, RateLimiter] | None = None
-_shared_lock = threading.Lock()
 
 
 @dataclass
@@ -44,17 +35,6 @@ class TickSummary:
     reread_stored: int = 0
 
 
-def _api(settings: Settings) -> ApiClient:
-    """One API client (session, limiter) per worker process: limits hold across ticks."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            limiter = RateLimiter(settings)
-            pool = settings.get("FETCH_CONCURRENCY") * 2 + 4
-            _shared = (ApiClient(settings, get_tenant_tokens(), limiter, pool_size=pool), limiter)
-        return _shared[0]
-
-
 def active_tenants(table: Any) -> list[tuple[dict[str, Any], str | None]]:
     """(row, etag) of every active tenant, least recently attempted first."""
     found = TenantRegistry(table).active_with_etags()
@@ -62,17 +42,12 @@ def active_tenants(table: Any) -> list[tuple[dict[str, Any], str | None]]:
     return found
 
 
-def run_tick(run_id: str, settings: Settings | None = None) -> TickSummary:
-    settings = settings or get_settings()
-    store = get_table_store()
-    ctx = RunContext(
-        settings=settings, api=_api(settings), alerts=store.table(Table.ALERTS), feed=store.table(Table.ALERT_FEED),
-        tenants=store.table(Table.TENANTS), incidents=store.table(Table.INCIDENTS),
-        deadline=time.monotonic() + settings.get("FETCH_TIME_BUDGET_SECONDS"), run_id=run_id)
+def run_tick(ctx: RunContext) -> TickSummary:
+    run_id, concurrency = ctx.run_id, ctx.config.concurrency
     tenants = active_tenants(ctx.tenants)
     summary = TickSummary(run_id, tenants=len(tenants))
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=settings.get("FETCH_CONCURRENCY"), thread_name_prefix="ingest") as pool:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
         outcomes: list[TenantOutcome] = list(pool.map(lambda item: _one(ctx, *item), tenants))
     for outcome in outcomes:
         if outcome.error:
@@ -84,7 +59,7 @@ def run_tick(run_id: str, settings: Settings | None = None) -> TickSummary:
         summary.obligations += outcome.obligations
     due = [o.tenant_id for o in outcomes if o.complete and not o.error]
     if due and not ctx.mssp_broken.is_set() and time.monotonic() < ctx.deadline:
-        with ThreadPoolExecutor(max_workers=settings.get("FETCH_CONCURRENCY"), thread_name_prefix="reread") as pool:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reread") as pool:
             rereads: list[RereadOutcome] = list(pool.map(lambda tenant_id: _reread(ctx, tenant_id), due))
         for reread in rereads:
             summary.reread_calls += reread.calls

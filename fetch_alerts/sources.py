@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from fetch_alerts.config import IngestionConfig
 from fetch_alerts.http import ApiClient
 from fetch_alerts.keys import odata_literal, parse_ticks
 from shared.alert_sources import AlertSource, alerts_url, api_host
@@ -144,9 +145,11 @@ def _alerts_of(body: dict[str, Any], tenant_id: str, api: str) -> list[dict[str,
 class Pager:
     """The pages of one pass for one tenant, at most `max_pages` calls, stopping at `deadline`."""
 
-    def __init__(self, settings: Settings, api: ApiClient, tenant_id: str, source: AlertSource, state: PassState,
-                 max_pages: int, deadline: float, *, api_host: str = "") -> None:
+    def __init__(self, settings: Settings, config: IngestionConfig, api: ApiClient, tenant_id: str,
+                 source: AlertSource, state: PassState, max_pages: int, deadline: float, *,
+                 api_host: str = "") -> None:
         self._settings = settings
+        self._config = config
         # Defender only: the tenant's own (allow-listed) API host, e.g. a geo host near its data.
         self._defender_url = alerts_url(AlertSource.DEFENDER, settings, api_host)
         self._api = api
@@ -197,7 +200,7 @@ class Pager:
         if state.created_le is not None:
             clauses.append(f"createdDateTime le {odata_literal(state.created_le)}")
         params: dict[str, str] | None = {"$filter": " and ".join(clauses),
-                                         "$top": str(self._settings.get("FETCH_GRAPH_PAGE_SIZE"))}
+                                         "$top": str(self._config.graph_page_size)}
         url = alerts_url(AlertSource.GRAPH, self._settings)
         host = urlparse(api_host(AlertSource.GRAPH, self._settings)).netloc
         # Resuming with `createdDateTime le <oldest created time read>` relies on the documented order,
@@ -237,7 +240,7 @@ class Pager:
     # --- Defender --------------------------------------------------------------------------------------
 
     def _defender(self) -> Iterator[Page]:
-        top = min(self._settings.get("FETCH_DEFENDER_PAGE_SIZE"), 10_000)
+        top = min(self._config.defender_page_size, 10_000)
         windows = list(self._state.defender_windows())  # a stack: the last is read next
         width = self._state.width
         self._down = True  # where the next window is cut from a wide one: its newest end (a hint only)

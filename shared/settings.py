@@ -11,18 +11,20 @@ table are checked against it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from shared.validators import is_email, is_guid
 
 Consumer = Literal["code", "host"]
+_Config = TypeVar("_Config")
 
 
 class SettingsError(ValueError):
@@ -403,3 +405,28 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings, validated at first use of each."""
     return Settings(os.environ)
+
+
+# --- typed configuration objects --------------------------------------------------------------------------
+#
+# Each flow reads its settings through frozen dataclasses whose fields name the registered setting they hold
+# (`setting("NAME")`); `load_config` fills one from a `Settings`. Names, defaults and parsing stay in
+# `SETTINGS`: a field only says which registered setting it is, and its type is what the parser returns.
+
+
+def setting(name: str, *, required: bool = False) -> Any:
+    """A config-object field holding the registered setting `name` (`required`: must not be empty)."""
+    if name not in _BY_NAME:
+        raise KeyError(f"{name} is not a registered setting (add it to shared.settings.SETTINGS)")
+    return dataclasses.field(metadata={"setting": name, "required": required})
+
+
+def load_config(cls: type[_Config], settings: Settings | None = None) -> _Config:
+    """A config object read from `settings` (the process-wide settings by default); a missing or malformed
+    value raises SettingsError naming the setting, at the invocation that builds the object."""
+    current = settings or get_settings()
+    values = {
+        f.name: (current.require if f.metadata.get("required") else current.get)(f.metadata["setting"])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    }
+    return cls(**values)

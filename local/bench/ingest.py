@@ -266,13 +266,15 @@ def _raw_backlog_writes(alerts: TableClient, tenant_id: str, sizes: list[int]) -
 
 def _direct_backlog_api_calls(settings: Any, tenant_id: str) -> float:
     """Seconds for the backlog's list calls alone (Graph, following nextLinks), through the app's ApiClient."""
+    from fetch_alerts.config import ApiCallConfig, RateLimits
     from fetch_alerts.http import ApiClient
     from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
     from shared.alert_sources import AlertSource, alerts_url
     from shared.identity import TenantTokens
 
-    api = ApiClient(settings, TenantTokens(settings), RateLimiter(settings))
+    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens(settings),
+                    RateLimiter(RateLimits.from_settings(settings)))
     since = odata_literal(_now_ticks() - int(settings.get("FETCH_LOOKBACK_DAYS")) * 86_400 * 10_000_000)
     url: str | None = alerts_url(AlertSource.GRAPH, settings)
     params: dict[str, str] | None = {"$filter": f"lastUpdateDateTime ge {since}",
@@ -345,6 +347,7 @@ def _on_pool(concurrency: int, work: Callable[[str], None], items: list[str]) ->
 
 def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, calls_per_tenant: int) -> float:
     """The run's API calls again through the app's ApiClient (fresh token cache: a token per tenant too)."""
+    from fetch_alerts.config import ApiCallConfig, RateLimits
     from fetch_alerts.http import ApiClient
     from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
@@ -352,7 +355,8 @@ def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, ca
     from shared.identity import TenantTokens
 
     # A fresh token provider: the process-wide one would keep an earlier scenario's (stopped) cloud.
-    api = ApiClient(settings, TenantTokens(settings), RateLimiter(settings), pool_size=concurrency * 2 + 4)
+    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens(settings),
+                    RateLimiter(RateLimits.from_settings(settings)), pool_size=concurrency * 2 + 4)
     url = alerts_url(AlertSource.GRAPH, settings)
     since = odata_literal(_now_ticks() - 7 * 86_400 * 10_000_000)
     params = {"$filter": f"lastUpdateDateTime ge {since}", "$top": str(settings.get("FETCH_GRAPH_PAGE_SIZE"))}

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from fetch_alerts import store as store_module
+from fetch_alerts.feed_reader import max_rows_read
 from fetch_alerts.keys import TICKS_PER_SECOND
-from fetch_alerts.pull_api import max_rows_read
 from local.run.stack import LocalStack
 from tests.fetch_alerts.writer_seed import SourceAlert, WriterSeeder
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetch_alerts.pull_api import PullRequest, _wants_ndjson, parse_request
+from fetch_alerts.pull_request import PullRequest, _wants_ndjson, parse_request
 from fetch_alerts.siem_token import (
     MAX_TOKEN_LENGTH,
     SEVERITIES,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fetch_alerts.config import RateLimits
 from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
 from fetch_alerts.sources import PassState
 from local.run.stack import LocalStack
@@ -41,7 +42,7 @@ def test_with_the_real_rate_limits_on_a_large_catch_up_gets_no_429(stack: LocalS
 
 
 def test_the_limiter_refuses_a_wait_past_the_deadline() -> None:
-    limiter = RateLimiter(Settings({"GRAPH_CALLS_PER_MINUTE": "2"}))
+    limiter = RateLimiter(RateLimits.from_settings(Settings({"GRAPH_CALLS_PER_MINUTE": "2"})))
     deadline = time.monotonic() + 5
     limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
     limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
@@ -50,7 +51,8 @@ def test_the_limiter_refuses_a_wait_past_the_deadline() -> None:
 
 
 def test_the_limits_are_per_tenant_and_per_api() -> None:
-    limiter = RateLimiter(Settings({"GRAPH_CALLS_PER_MINUTE": "1", "DEFENDER_CALLS_PER_MINUTE": "1"}))
+    limiter = RateLimiter(RateLimits.from_settings(Settings({"GRAPH_CALLS_PER_MINUTE": "1",
+                                                             "DEFENDER_CALLS_PER_MINUTE": "1"})))
     deadline = time.monotonic() + 1
     limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
     # One call a minute each, yet neither of these waits (a wait would pass the 1 s deadline and raise):
@@ -62,7 +64,7 @@ def test_the_limits_are_per_tenant_and_per_api() -> None:
 
 
 def test_the_global_limit_holds_across_tenants() -> None:
-    limiter = RateLimiter(Settings({"GLOBAL_API_CALLS_PER_MINUTE": "2"}))
+    limiter = RateLimiter(RateLimits.from_settings(Settings({"GLOBAL_API_CALLS_PER_MINUTE": "2"})))
     deadline = time.monotonic() + 1
     limiter.acquire(TENANT, AlertSource.GRAPH, deadline)
     limiter.acquire("00000000-0000-0000-0000-000000000002", AlertSource.GRAPH, deadline)
