@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
@@ -50,7 +49,12 @@ from shared.alerts import (
     severity_rank,
     severity_reason,
 )
-from shared.tables import MAX_FILTER_COMPARISONS, MAX_TRANSACTION_OPERATIONS
+from shared.tables import (
+    CONFLICT_ATTEMPTS,
+    MAX_FILTER_COMPARISONS,
+    MAX_TRANSACTION_OPERATIONS,
+    update_if_unchanged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ MAX_TRANSACTION_BYTES = 3_400_000
 _ROW_OVERHEAD_BYTES = 4_000
 # Comparisons per $filter are limited to 15; one goes to the PartitionKey.
 _IDS_PER_QUERY = MAX_FILTER_COMPARISONS - 1
-_ATTEMPTS = 4
+# Attempts of one transaction on transient storage failures (5xx, dropped connections); a transaction that
+# fails on a conflict is recomputed up to shared.tables.CONFLICT_ATTEMPTS times instead.
+_TRANSIENT_ATTEMPTS = 4
 _SELECT = ["RowKey", "lastUpdateTicks", "payloadHash", "maxSeverity", "firstSeenAt"]
 
 
@@ -167,7 +173,7 @@ class AlertWriter:
     def _write_group(self, group: list[Prepared]) -> WriteResult:
         """Alerts whose operations fit one transaction (at most 2 each plus the feed row)."""
         stored: dict[str, Stored] | None = {} if self._optimistic else None
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(CONFLICT_ATTEMPTS):
             if stored is None:
                 stored = self._stored_versions([a.alert_id for a in group])
             operations, result = self._operations(group, stored)
@@ -196,7 +202,7 @@ class AlertWriter:
                 continue
             result.transactions = 1
             return result
-        raise RuntimeError(f"tenant {self._tenant}: rows kept changing under {_ATTEMPTS} transactions")
+        raise RuntimeError(f"tenant {self._tenant}: rows kept changing under {CONFLICT_ATTEMPTS} transactions")
 
     def _operations(self, group: list[Prepared], stored: dict[str, Stored]) -> tuple[list[Any], WriteResult]:
         now = datetime.now(UTC)
@@ -225,8 +231,7 @@ class AlertWriter:
                 rises = severity_rank(severity) > severity_rank(previous.max_severity)
                 row.update(firstSeenAt=previous.first_seen or now,
                            maxSeverity=severity if rises else previous.max_severity)
-                operations.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": previous.etag,
-                                                   "match_condition": MatchConditions.IfNotModified}))
+                operations.append(update_if_unchanged(row, previous.etag, mode=UpdateMode.REPLACE))
                 # Like `new`, no severity-rise e-mail for an alert created before the tenant became active
                 # (the onboarding backfill boundary): its rise is part of the history, not news.
                 if rises and norm.updated_ticks > previous.ticks and norm.created_ticks >= self._activated:
@@ -251,7 +256,7 @@ class AlertWriter:
     def _submit(self, operations: list[Any]) -> None:
         """One transaction, retried on transient storage failures. A retry of a transaction that did commit
         fails on its own rows (they exist now, or their ETag moved) and the caller re-reads: never twice."""
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(_TRANSIENT_ATTEMPTS):
             try:
                 self._table.submit_transaction(operations)
                 return
@@ -269,7 +274,7 @@ class AlertWriter:
             feed_row = operations[-1][1]
             if str(feed_row.get("RowKey", "")).startswith(FEED_PREFIX):
                 self._uncertain_feed.append(feed_row["RowKey"])
-            if attempt == _ATTEMPTS - 1:
+            if attempt == _TRANSIENT_ATTEMPTS - 1:
                 raise error
             time.sleep(0.2 * 2 ** attempt)
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient
 
 from grant_access.consent_state import new_state, state_hash
+from shared.tables import write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +203,7 @@ class InvitationStore:
         invitation changed meanwhile. A newer consent redirect replaces an older claim."""
         row = dict(invitation.row)
         row.update(claimedTenantId=tenant_id, nonceHash=nonce_hash, claimedAt=now)
-        try:
-            self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=invitation.etag,
-                                      match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError):
+        if write_if_unchanged(self._table, row, invitation.etag) is None:
             return False
         invitation.row = row
         return True
@@ -217,10 +214,7 @@ class InvitationStore:
         row = dict(invitation.row)
         row.update(outcome=outcome, outcomeReason=reason[:500], outcomeAt=now, completionHash=completion_hash,
                    tenantId=tenant_id or "")
-        try:
-            self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=invitation.etag,
-                                      match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError):
+        if write_if_unchanged(self._table, row, invitation.etag) is None:
             return False
         invitation.row = row
         logger.info("invitation %s %s (tenant %s)", invitation.id, outcome, tenant_id or "unknown")

@@ -42,11 +42,10 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.tables import MAX_TRANSACTION_OPERATIONS
+from shared.tables import MAX_TRANSACTION_OPERATIONS, update_if_unchanged, write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -285,13 +284,8 @@ class DeliveryLog:
 
     def _update(self, row: Any, changes: dict[str, Any]) -> str:
         """Merge `changes` into the row if nobody changed it since it was read; the new ETag, "" if not."""
-        try:
-            result = self._table.update_entity(
-                {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes}, mode=UpdateMode.MERGE,
-                etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-            return str(result.get("etag") or "updated")
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return ""
+        return write_if_unchanged(self._table, {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                                                **changes}, row.metadata["etag"], mode=UpdateMode.MERGE) or ""
 
     def _update_own(self, key: DeliveryKey, token: str, changes: dict[str, Any]) -> bool:
         """Apply `changes` only while the claim is still ours (same token, still `claimed`)."""
@@ -320,10 +314,9 @@ class DeliveryLog:
             for start in range(0, len(group), MAX_TRANSACTION_OPERATIONS):
                 part = group[start:start + MAX_TRANSACTION_OPERATIONS]
                 if all(etag for _, etag in part) and len({k.row for k, _ in part}) == len(part):
-                    operations = [("update", {"PartitionKey": k.partition, "RowKey": k.row,
-                                              "state": DeliveryState.SENT.value, "sentAt": now, "lastError": ""},
-                                   {"mode": UpdateMode.MERGE, "etag": etag,
-                                    "match_condition": MatchConditions.IfNotModified}) for k, etag in part]
+                    operations = [update_if_unchanged({"PartitionKey": k.partition, "RowKey": k.row,
+                                                       "state": DeliveryState.SENT.value, "sentAt": now,
+                                                       "lastError": ""}, etag) for k, etag in part]
                     try:
                         self._table.submit_transaction(operations)
                     except TableTransactionError:
@@ -339,13 +332,9 @@ class DeliveryLog:
         sender marks each e-mail itself, so a crash leaves at most the one in flight unmarked."""
         if not etag:
             return False
-        try:
-            self._table.update_entity({"PartitionKey": key.partition, "RowKey": key.row,
-                                       "state": DeliveryState.SENT.value, "sentAt": now, "lastError": ""},
-                                      mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)
-            return True
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
+        return write_if_unchanged(self._table, {"PartitionKey": key.partition, "RowKey": key.row,
+                                                "state": DeliveryState.SENT.value, "sentAt": now, "lastError": ""},
+                                  etag, mode=UpdateMode.MERGE) is not None
 
     def earlier_digests(self, partition: str, now: datetime) -> list[EarlierDigest]:
         """The digest rows to one (rule, recipient) claimed within DIGEST_LOOKBACK, with their coverage."""

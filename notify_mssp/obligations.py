@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.alerts import OBLIGATION_PREFIX, OBLIGATION_RANGE_END, ObligationState
-from shared.tables import MAX_TRANSACTION_OPERATIONS
+from shared.tables import MAX_TRANSACTION_OPERATIONS, update_if_unchanged, write_if_unchanged
 from shared.tenants import TENANT_PARTITION
 
 logger = logging.getLogger(__name__)
@@ -120,9 +119,8 @@ class ObligationStore:
         updated: list[Any] = []
         for start in range(0, len(rows), MAX_TRANSACTION_OPERATIONS):
             part = rows[start:start + MAX_TRANSACTION_OPERATIONS]
-            operations = [("update", {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes(row)},
-                           {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
-                            "match_condition": MatchConditions.IfNotModified}) for row in part]
+            operations = [update_if_unchanged({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                                               **changes(row)}, row.metadata["etag"]) for row in part]
             if len(part) > 1:
                 try:
                     self._alerts.submit_transaction(operations)
@@ -136,10 +134,5 @@ class ObligationStore:
 
     @staticmethod
     def _update_table(table: TableClient, row: Any, changes: dict[str, Any]) -> bool:
-        try:
-            table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes},
-                                mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-            return True
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
+        return write_if_unchanged(table, {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes},
+                                  row.metadata["etag"], mode=UpdateMode.MERGE) is not None

@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from notify_mssp.blueprint import bp
@@ -34,7 +33,7 @@ from shared.problems import Problem, json_response, run_api
 from shared.request_body import check_transport, parse_body
 from shared.rules import RULE_PARTITION
 from shared.settings import get_settings
-from shared.tables import Table, get_table_store
+from shared.tables import Table, delete_if_unchanged, get_table_store, write_if_unchanged
 from shared.tenants import TenantRegistry
 from shared.validators import is_guid
 
@@ -140,14 +139,11 @@ def update_rule(table: TableClient, rule_id: str, body: dict[str, Any], if_match
         body = changed
     rule = validate_body(dict(body), rule_id)
     _refuse_duplicate(table, rule)
-    try:
-        table.update_entity({"PartitionKey": RULE_PARTITION, "RowKey": rule_id, "rule": json.dumps(rule.to_json()),
-                             "name": rule.name, "enabled": rule.enabled, "updatedAt": now},
-                            mode=UpdateMode.MERGE, etag=current.etag, match_condition=MatchConditions.IfNotModified)
-    except ResourceModifiedError:
-        raise Problem(412, "the rule was changed meanwhile; read it again", field="If-Match") from None
-    except ResourceNotFoundError:
-        raise Problem(404, "no such notification rule", field="ruleId") from None
+    if write_if_unchanged(table, {"PartitionKey": RULE_PARTITION, "RowKey": rule_id,
+                                  "rule": json.dumps(rule.to_json()), "name": rule.name, "enabled": rule.enabled,
+                                  "updatedAt": now}, current.etag, mode=UpdateMode.MERGE) is None:
+        get_rule(table, rule_id)  # 404 when it was deleted meanwhile
+        raise Problem(412, "the rule was changed meanwhile; read it again", field="If-Match")
     logger.info("notification rule %s updated", rule_id)
     return get_rule(table, rule_id)
 
@@ -155,10 +151,8 @@ def update_rule(table: TableClient, rule_id: str, body: dict[str, Any], if_match
 def delete_rule(table: TableClient, rule_id: str, if_match: str | None) -> None:
     current = get_rule(table, rule_id)
     _check_if_match(current, if_match)
-    try:
-        table.delete_entity(RULE_PARTITION, rule_id, etag=current.etag, match_condition=MatchConditions.IfNotModified)
-    except ResourceModifiedError:
-        raise Problem(412, "the rule was changed meanwhile; read it again", field="If-Match") from None
+    if not delete_if_unchanged(table, RULE_PARTITION, rule_id, current.etag):
+        raise Problem(412, "the rule was changed meanwhile; read it again", field="If-Match")
     logger.info("notification rule %s deleted", rule_id)
 
 

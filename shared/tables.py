@@ -153,7 +153,7 @@ def write_if_unchanged(table: TableClient, entity: Row, etag: str | None, *,
             metadata = table.update_entity(entity, mode=mode, etag=etag, match_condition=MatchConditions.IfNotModified)
     except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
         return None
-    return str(metadata.get("etag") or "") or etag or "written"
+    return str(metadata.get("etag") or "written")  # "written" (no ETag heard) never matches a later condition
 
 
 def delete_if_unchanged(table: TableClient, partition: str, row_key: str, etag: str) -> bool:

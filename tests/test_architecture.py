@@ -159,3 +159,40 @@ def test_the_literal_rule_catches_each_hand_written_form(source):
 ])
 def test_the_literal_rule_leaves_other_uses_of_the_same_words_alone(source):
     assert not hand_written_keys(source)
+
+
+CONDITIONAL_NAMES = {"MatchConditions", "IfNotModified", "ResourceModifiedError"}
+
+
+def conditional_writes(source: str, filename: str = "<source>") -> list[tuple[int, str]]:
+    """(line, name) for every ETag condition a module spells itself: MatchConditions, IfNotModified or
+    ResourceModifiedError. shared/tables.py holds the one conditional-update helper (update_row, with
+    write_if_unchanged, delete_if_unchanged and update_if_unchanged for transactions), so a new
+    read-modify-write loop of its own, with its own attempts and conflict handling, shows up here."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Name) and node.id in CONDITIONAL_NAMES:
+            found.append((node.lineno, node.id))
+        elif isinstance(node, ast.Attribute) and node.attr in CONDITIONAL_NAMES:
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.ImportFrom):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name in CONDITIONAL_NAMES]
+    return found
+
+
+def test_every_etag_condition_goes_through_the_one_helper_in_shared_tables():
+    modules = [*_all_flow_modules(), *sorted((ROOT / "shared").rglob("*.py"))]
+    found = [f"{path.relative_to(ROOT)}:{line}: {name}" for path in modules if path != ROOT / "shared" / "tables.py"
+             for line, name in conditional_writes(path.read_text(), str(path))]
+    assert not found, "read-modify-writes use shared.tables.update_row (conditional writes: write_if_unchanged, " \
+                      "delete_if_unchanged, update_if_unchanged):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("source", [
+    "from azure.core import MatchConditions",
+    "table.update_entity(row, etag=etag, match_condition=MatchConditions.IfNotModified)",
+    "from azure.core.exceptions import ResourceModifiedError",
+    "ops = [('update', row, {'match_condition': azure.core.MatchConditions.IfNotModified})]",
+])
+def test_the_conditional_write_rule_catches_each_form(source):
+    assert conditional_writes(source)
