@@ -43,7 +43,6 @@ from shared.problems import Problem, error_response, json_response, run_api
 from shared.request_body import check_transport, parse_body
 from shared.settings import SettingsError
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from shared.tables import Table, get_table_store
 from shared.tenant_lookup import resolve_tenant_id
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def _raw_query(req: func.HttpRequest) -> str:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness plus a cheap storage check; says which dependency fails, never why in detail."""
     try:
-        table = get_table_store().table(Table.TENANTS)
+        table = wiring.tenants_table()
         next(iter(table.query_entities("PartitionKey eq @pk", parameters={"pk": "health"},
                                        results_per_page=1)), None)
     except (AzureError, SettingsError, OSError) as exc:
@@ -80,28 +79,27 @@ def create_invitation_http(req: func.HttpRequest) -> func.HttpResponse:
     """The onboarding webhook: an invitation and its admin-consent link."""
 
     def handle() -> func.HttpResponse:
-        settings = wiring.settings()
+        config = wiring.config()
         body = req.get_body()
         now = wiring.utcnow()
         signed = check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"),
-                                 req.headers.get(SIGNATURE_HEADER), str(settings.get("ONBOARDING_WEBHOOK_SECRET")),
+                                 req.headers.get(SIGNATURE_HEADER), config.webhook_secret,
                                  timestamp=req.headers.get(TIMESTAMP_HEADER), now=now.timestamp())
-        request = validate_request(parse_body(body), allow_loopback=bool(settings.get("OUTBOUND_ALLOW_LOOPBACK")))
+        request = validate_request(parse_body(body), allow_loopback=config.allow_loopback)
         if signed is not None:
             # A repeat carrying an externalId is answered by create_invitation's idempotency lookup (the
             # same invitation, 200, no new consent link), so only a request without one is refused.
-            refuse_replay(get_table_store().table(Table.INVITATIONS), signed, idempotent=bool(request.external_id))
-        authority = str(settings.get("ENTRA_AUTHORITY_HOST"))
-        timeout = float(settings.get("HTTP_TIMEOUT_SECONDS"))
+            refuse_replay(wiring.invitations_table(), signed, idempotent=bool(request.external_id))
+        authority, timeout = config.authority_host, config.http_timeout_seconds
         try:
             result = create_invitation(
                 request, invitations=wiring.invitations(), tenants=wiring.tenants(),
                 resolve_domain=lambda domain: resolve_tenant_id(authority, domain, timeout=timeout),
-                link=wiring.consent_link(), now=now, ttl_seconds=int(settings.get("INVITATION_TTL")))
+                link=wiring.consent_link(), now=now, ttl_seconds=config.invitation_ttl_seconds)
         except (Problem, AzureError, SettingsError) as exc:
             if signed is not None and (not isinstance(exc, Problem) or exc.status >= 500):
                 # Our failure, not the request's: its identical retry must not be refused as a replay.
-                forget_signature(get_table_store().table(Table.INVITATIONS), signed)
+                forget_signature(wiring.invitations_table(), signed)
             raise
         return json_response(result.body, result.status, {"Location": result.body["href"]})
 
@@ -190,7 +188,7 @@ async def _report_results(client: df.DurableOrchestrationClient, notifications: 
 def list_tenants(req: func.HttpRequest) -> func.HttpResponse:
     """Every known customer tenant with its status, health and portal link."""
     return run_api(lambda: json_response(
-        management.list_tenants(wiring.tenants(), str(wiring.settings().get("PORTAL_HOST")))), logger)
+        management.list_tenants(wiring.tenants(), wiring.config().portal_host)), logger)
 
 
 @bp.function_name("get_tenant")
@@ -201,7 +199,7 @@ def get_tenant(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
         return json_response(
-            management.get_tenant(wiring.tenants(), tenant_id, str(wiring.settings().get("PORTAL_HOST"))))
+            management.get_tenant(wiring.tenants(), tenant_id, wiring.config().portal_host))
 
     return run_api(handle, logger)
 
@@ -216,10 +214,10 @@ def patch_tenant(req: func.HttpRequest) -> func.HttpResponse:
         body = req.get_body()
         check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"), None, "")
         changes = management.validate_patch(parse_body(body))
-        settings = wiring.settings()
+        config = wiring.config()
         return json_response(management.patch_tenant(
             wiring.tenants(), tenant_id, changes, wiring.access_checker(), wiring.utcnow,
-            int(settings.get("VERIFICATION_TIMEOUT")), str(settings.get("PORTAL_HOST"))))
+            config.verification_timeout_seconds, config.portal_host))
 
     return run_api(handle, logger)
 
@@ -275,9 +273,8 @@ def fresh_consent(req: func.HttpRequest) -> func.HttpResponse:
 
     def handle() -> func.HttpResponse:
         tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
-        settings = wiring.settings()
         result = management.fresh_consent(wiring.tenants(), wiring.invitations(), tenant_id, wiring.consent_link(),
-                                          wiring.utcnow(), int(settings.get("INVITATION_TTL")))
+                                          wiring.utcnow(), wiring.config().invitation_ttl_seconds)
         return json_response(result.body, result.status, {"Location": result.body["href"]})
 
     return run_api(handle, logger)
@@ -291,7 +288,7 @@ def fresh_consent(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Retry access verification of tenants whose consent has not propagated yet."""
-    timeout = int(wiring.settings().get("VERIFICATION_TIMEOUT"))
+    timeout = wiring.config().verification_timeout_seconds
     # First what an interrupted consent request left undone, so its tenant is verified in this same run.
     await asyncio.to_thread(lambda: complete_interrupted(
         wiring.callback_deps(), wiring.utcnow() - timedelta(seconds=timeout)))
@@ -299,7 +296,7 @@ async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrati
         lambda: verify_pending_tenants(wiring.tenants(), wiring.access_checker(), wiring.utcnow, timeout))
     # Recorded webhook signatures are only needed while their timestamps are accepted.
     pruned = await asyncio.to_thread(
-        lambda: prune_signatures(get_table_store().table(Table.INVITATIONS), wiring.utcnow()))
+        lambda: prune_signatures(wiring.invitations_table(), wiring.utcnow()))
     if pruned:
         logger.info("verification: %d expired webhook signatures pruned", pruned)
     await _report_results(client, [Notification(v.invitation_id, v.status) for v in finished if v.invitation_id])
@@ -317,11 +314,10 @@ def notify_onboarding_result(context: df.DurableOrchestrationContext):  # type: 
 @bp.function_name(POST_ONBOARDING_RESULT_ACTIVITY)
 @bp.activity_trigger(input_name="result")
 def post_onboarding_result(result: dict) -> dict:
-    settings = wiring.settings()
+    config = wiring.config()
     return dict(notify_callback.post_result(
-        result, invitations=wiring.invitations(), secret=str(settings.get("ONBOARDING_WEBHOOK_SECRET")),
-        allow_loopback=bool(settings.get("OUTBOUND_ALLOW_LOOPBACK")),
-        timeout=float(settings.get("HTTP_TIMEOUT_SECONDS"))))
+        result, invitations=wiring.invitations(), secret=config.webhook_secret,
+        allow_loopback=config.allow_loopback, timeout=config.http_timeout_seconds))
 
 
 @bp.function_name(PURGE_TENANT_ORCHESTRATOR)
@@ -333,4 +329,4 @@ def purge_tenant_alerts(context: df.DurableOrchestrationContext):  # type: ignor
 @bp.function_name(PURGE_ALERTS_BATCH_ACTIVITY)
 @bp.activity_trigger(input_name="tenantId")
 def purge_tenant_alerts_batch(tenantId: str) -> int:  # noqa: N803 - binding name is the Durable input name
-    return purge.purge_batch(get_table_store().table(Table.ALERTS), tenantId)
+    return purge.purge_batch(wiring.alerts_table(), tenantId)

@@ -1,13 +1,17 @@
 """Builds what the onboarding triggers pass to the plain functions: stores over the app's tables, the
-access checker, the consent-link settings. Everything is built at first use, never at import time
-(docs/ARCHITECTURE.md, invariant 6), so a missing setting fails one invocation with a clear message."""
+access checker, the consent-link settings, the typed config (grant_access.config). Everything is built at
+first use, never at import time (docs/ARCHITECTURE.md, invariant 6), so a missing setting fails one
+invocation with a clear message."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
 
+from azure.data.tables import TableClient
+
 from grant_access.callback import CallbackDeps, SignIn
+from grant_access.config import ConsentAppConfig, OnboardingConfig
 from grant_access.invitations import InvitationStore
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
@@ -28,20 +32,35 @@ def settings() -> Settings:
     return get_settings()
 
 
+def config() -> OnboardingConfig:
+    return OnboardingConfig.from_settings(settings())
+
+
+def tenants_table() -> TableClient:
+    return get_table_store().table(Table.TENANTS)
+
+
+def invitations_table() -> TableClient:
+    return get_table_store().table(Table.INVITATIONS)
+
+
+def alerts_table() -> TableClient:
+    return get_table_store().table(Table.ALERTS)
+
+
 def tenants() -> TenantRegistry:
-    return TenantRegistry(get_table_store().table(Table.TENANTS))
+    return TenantRegistry(tenants_table())
 
 
 def invitations() -> InvitationStore:
-    return InvitationStore(get_table_store().table(Table.INVITATIONS))
+    return InvitationStore(invitations_table())
 
 
 def rules() -> RuleStore:
     return RuleStore(get_table_store().table(Table.NOTIFICATION_RULES))
 
 
-def public_base_url() -> str:
-    configured = str(settings().get("PUBLIC_BASE_URL"))
+def public_base_url(configured: str) -> str:
     if configured:
         return configured
     # App Service sets WEBSITE_HOSTNAME to the app's default host name.
@@ -56,10 +75,11 @@ def consent_link() -> ConsentLinkSettings:
     from shared.alert_sources import AlertSource, token_scope
 
     current = settings()
+    app = ConsentAppConfig.from_settings(current)
     return ConsentLinkSettings(
-        authority_host=str(current.get("ENTRA_AUTHORITY_HOST")),
-        client_id=str(current.require("MSSP_APP_CLIENT_ID")),
-        redirect_uri=f"{public_base_url()}/api/{CALLBACK_ROUTE}",
+        authority_host=config().authority_host,
+        client_id=app.client_id,
+        redirect_uri=f"{public_base_url(app.public_base_url)}/api/{CALLBACK_ROUTE}",
         scopes={source: token_scope(AlertSource(source), current) for source in ALERT_SOURCES},
     )
 
@@ -77,12 +97,12 @@ def access_checker() -> AccessChecker:
 
 def sign_in() -> SignIn:
     link = consent_link()
-    timeout = float(settings().get("HTTP_TIMEOUT_SECONDS"))
+    timeout = config().http_timeout_seconds
     return SignIn(authority_host=link.authority_host, client_id=link.client_id, redirect_uri=link.redirect_uri,
                   keys=signing_keys(link.authority_host, timeout=timeout))
 
 
 def callback_deps() -> CallbackDeps:
     return CallbackDeps(invitations=invitations(), tenants=tenants(), rules=rules(), checker=access_checker(),
-                        now=utcnow, verification_timeout_seconds=int(settings().get("VERIFICATION_TIMEOUT")),
+                        now=utcnow, verification_timeout_seconds=config().verification_timeout_seconds,
                         sign_in=sign_in())
