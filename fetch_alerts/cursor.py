@@ -20,7 +20,7 @@ from azure.data.tables import TableClient, UpdateMode
 from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
 from fetch_alerts.sources import PassState
 from shared.tables import Outcome, update_row
-from shared.tenants import TENANT_PARTITION
+from shared.tenants import TENANT_PARTITION, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -28,26 +28,23 @@ _ATTEMPTS = 8  # more than shared.tables.CONFLICT_ATTEMPTS: see TenantRow.merge
 
 
 def cursor_ticks(row: dict[str, Any]) -> int | None:
-    text = row.get("cursor")
+    text = Tenant(row).cursor
     try:
-        return parse_ticks(text) if isinstance(text, str) and text else None
+        return parse_ticks(text) if text else None
     except ValueError:
         return None
 
 
 def activated_ticks(row: dict[str, Any], now: datetime) -> int:
     """When the tenant became active: the backfill boundary."""
-    for name in ("activatedAt", "statusChangedAt", "consentedAt"):
-        value = row.get(name)
-        if isinstance(value, datetime):
-            return from_datetime(value)
-    return from_datetime(now)
+    tenant = Tenant(row)
+    return from_datetime(tenant.activated_at or tenant.status_changed_at or tenant.consented_at or now)
 
 
 def start_state(row: dict[str, Any], overlap_minutes: int, lookback_days: int, now: datetime) -> PassState:
     """The unfinished pass of the row, or a new one from the cursor (or the look-back)."""
-    saved = row.get("passState")
-    if isinstance(saved, str) and saved:
+    saved = Tenant(row).pass_state
+    if saved:
         state = PassState.from_json(saved)
         if state is not None:
             return state

@@ -40,7 +40,7 @@ from shared.incidents import (  # noqa: F401 - close_mssp_incident is the runner
 )
 from shared.payload import encode
 from shared.settings import Settings
-from shared.tenants import TenantRegistry, TenantStatus
+from shared.tenants import Tenant, TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
     tenant = TenantRow(ctx.tenants, tenant_id, etag)
     health: dict[str, Any] = {"lastAttempt": now}
     overlap = ctx.config.overlap_minutes * 60
-    outcome.overlap_seconds, outcome.lag_stats = overlap, row.get("lagStats")
+    outcome.overlap_seconds, outcome.lag_stats = overlap, Tenant(row).lag_stats
     outcome.measure = _steady(row, now, overlap)
-    if not isinstance(row.get("activatedAt"), datetime):
+    if Tenant(row).activated_at is None:
         # Frozen at the first run: the backfill boundary must not move with later status changes.
         outcome.extra["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
         health.update(outcome.extra)
@@ -136,10 +136,10 @@ def _steady(row: dict[str, Any], now: datetime, overlap_seconds: int) -> bool:
     """Whether this run's lags measure the service rather than us: the tenant was polled steadily (a
     cursor, no backlog being resumed, the previous run succeeded within the overlap). After an outage
     the regular pass reads everything since the cursor and the lags would be the outage's length."""
-    last = row.get("lastSuccess")
-    return (cursor_ticks(row) is not None and not row.get("passState")
-            and not int(row.get("consecutiveFailures") or 0)
-            and isinstance(last, datetime) and (now - last).total_seconds() <= overlap_seconds)
+    tenant = Tenant(row)
+    last = tenant.last_success
+    return (cursor_ticks(row) is not None and not tenant.pass_state and not tenant.consecutive_failures
+            and last is not None and (now - last).total_seconds() <= overlap_seconds)
 
 
 def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
     tenant_id = tenant.tenant_id
     source = AlertSource(str(row.get("alertSource") or "graph"))
     now = datetime.now(UTC)
-    leftover = feed.unpublished(ctx.alerts, tenant_id, row.get("feedPublished"))
+    leftover = feed.unpublished(ctx.alerts, tenant_id, Tenant(row).feed_published)
     if leftover:
         logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
         feed.publish(ctx.feed, tenant_id, leftover)
@@ -232,7 +232,7 @@ def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: P
 
 def _record_failure(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, error: MicrosoftError,
                     health: dict[str, Any]) -> None:
-    failures = int(row.get("consecutiveFailures") or 0) + 1
+    failures = Tenant(row).consecutive_failures + 1
     health.update(lastErrorClass=error.kind, lastError=error.message[:500], consecutiveFailures=failures)
     status = next((s for kind, s in _STATUS_FOR.items() if isinstance(error, kind)), None)
     logger.warning("tenant %s: ingestion failed: %s [%s]", tenant.tenant_id, error.message, error.kind)
@@ -241,8 +241,8 @@ def _record_failure(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, err
         # token): the tenant is consent_revoked only once it persisted through the propagation window.
         # The streak holds while every recorded attempt since its start met the same code; the MSSP's own
         # credential failures record nothing on the tenant, so they neither break nor extend it.
-        previous = row.get(APP_NOT_FOUND_SINCE) if row.get("lastErrorClass") == error.kind else None
-        since, final = app_not_found_streak(previous, row.get("consentedAt"), datetime.now(UTC))
+        previous = row.get(APP_NOT_FOUND_SINCE) if Tenant(row).last_error_class == error.kind else None
+        since, final = app_not_found_streak(previous, Tenant(row).consented_at, datetime.now(UTC))
         health[APP_NOT_FOUND_SINCE] = since
         if not final:
             logger.info("tenant %s: app not found since %s, within the propagation window; retried next tick",

@@ -21,7 +21,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.alerts import OBLIGATION_PREFIX, OBLIGATION_RANGE_END, ObligationState
 from shared.tables import MAX_TRANSACTION_OPERATIONS, update_if_unchanged, write_if_unchanged
-from shared.tenants import TENANT_PARTITION
+from shared.tenants import TENANT_PARTITION, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ObligationStore:
         return counts
 
     def _clear_marker(self, tenant: Any) -> bool:
-        if not tenant.get("pendingNotifications"):
+        if not Tenant(tenant).pending_notifications:
             return True
         if self._update_table(self._tenants, tenant, {"pendingNotifications": False}):
             # Ingestion that set the marker before our read but wrote its obligation after our query would

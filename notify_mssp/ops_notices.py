@@ -38,7 +38,7 @@ from shared.alerts import ALERT_PREFIX, ALERT_RANGE_END
 from shared.incidents import MSSP_SUBJECT, mssp_credential_incident, new_notice, read_notice, write_notice
 from shared.settings import Settings, SettingsError, get_settings
 from shared.tables import Table, get_table_store
-from shared.tenants import TENANT_PARTITION, TenantStatus
+from shared.tenants import TENANT_PARTITION, Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _aware(value: Any) -> datetime | None:
 
 def last_alert_stored(row: dict[str, Any]) -> datetime | None:
     """When the tenant last stored an alert: the time in its last published feed key (`feed|<ns>|...`)."""
-    parts = str(row.get("feedPublished") or "").split("|")
+    parts = (Tenant(row).feed_published or "").split("|")
     if len(parts) >= 2 and parts[1].isdigit():
         return datetime.fromtimestamp(int(parts[1]) / 1e9, UTC)
     return None
@@ -213,7 +213,7 @@ def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> 
     stored by the hourly or daily re-read, their e-mails late. A one-off per day: subject
     `<tenant>|<YYYY-MM-DD>`, never cleared."""
     try:
-        lag = json.loads(str(row.get("lagSummary") or "{}"))
+        lag = json.loads(Tenant(row).lag_summary or "{}")
     except ValueError:
         return
     late, day = int(lag.get("dayBeyondOverlap") or 0), str(lag.get("day") or "")
@@ -236,12 +236,13 @@ def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> 
 
 def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, limits: Thresholds,
                   now: datetime) -> None:
-    tenant_id, status, name = row["RowKey"], str(row.get("status") or ""), _name(row)
+    tenant = Tenant(row)
+    tenant_id, status, name = tenant.id, tenant.status, _name(row)
     quiet = status in _QUIET_STATUSES
     for kind, meaning in ACCESS_KINDS.items():
         if status == kind:
-            reason = str(row.get("statusReason") or "")
-            since = _aware(row.get("statusChangedAt")) or now
+            reason = tenant.status_reason
+            since = _aware(tenant.status_changed_at) or now
             raise_incident(ctx, Incident(kind, tenant_id, f"{name}: {meaning}", (
                 f"Customer: {name}", f"Status: {status} since {since:%Y-%m-%d %H:%M} UTC",
                 f"Reason: {reason or meaning}",
@@ -253,25 +254,25 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
     active = status == TenantStatus.ACTIVE
     if active:
         _check_late_arrivals(ctx, row, name)
-    failures = int(row.get("consecutiveFailures") or 0)
+    failures = tenant.consecutive_failures
     if active and failures >= limits.failing_runs:
         summary = f"{name}: alert fetching failed {failures} runs in a row"
         raise_incident(ctx, Incident("tenant_failing", tenant_id, summary, (
             f"Customer: {name}", f"Consecutive failed runs: {failures}",
-            f"Last error: {row.get('lastErrorClass') or '-'}: {row.get('lastError') or '-'}")))
+            f"Last error: {tenant.last_error_class or '-'}: {tenant.last_error or '-'}")))
     elif failures == 0 or not active:
         clear_incident(ctx, "tenant_failing", tenant_id, notify=active,
                        summary=f"{name}: alert fetching works again")
-    activated = _aware(row.get("activatedAt"))
+    activated = _aware(tenant.activated_at)
     last = last_alert_stored(row) or activated
     if active and last is not None and now - last > timedelta(hours=limits.silent_hours):
         summary = f"{name}: no alert stored for {limits.silent_hours} hours"
         raise_incident(ctx, Incident("tenant_silent", tenant_id, summary, (
             f"Customer: {name}", f"Last alert stored: {last:%Y-%m-%d %H:%M} UTC",
-            f"Last successful fetch: {_aware(row.get('lastSuccess')) or 'never'}")))
+            f"Last successful fetch: {_aware(tenant.last_success) or 'never'}")))
     else:
         clear_incident(ctx, "tenant_silent", tenant_id, notify=active, summary=f"{name}: alerts arrive again")
-    if active and activated is not None and row.get("passComplete") is True \
+    if active and activated is not None and tenant.pass_complete \
             and not is_recorded(ctx, "backfill", tenant_id):
         count = backfill_count(alerts, tenant_id, activated)
         raise_incident(ctx, Incident("backfill", tenant_id, f"{name}: onboarding backfill of {count} alerts", (

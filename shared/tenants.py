@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -58,6 +58,106 @@ class StatusChange:
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "from": self.from_status, "to": self.to_status, "reason": self.reason}
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant row as ingestion and notification read it: one named accessor per column they use, so a
+    reader follows a tenant from onboarding through ingestion to its notifications by name (the columns:
+    the module docstring and fetch_alerts/STORAGE.md). Absent or mistyped values read as None (texts and
+    times), 0 or False. Writers still merge columns by their stored names."""
+
+    row: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.row["RowKey"])
+
+    @property
+    def status(self) -> str:
+        return str(self.row.get("status") or "")
+
+    @property
+    def status_reason(self) -> str:
+        return str(self.row.get("statusReason") or "")
+
+    @property
+    def status_changed_at(self) -> datetime | None:
+        return _when(self.row.get("statusChangedAt"))
+
+    @property
+    def display_name(self) -> str:
+        return str(self.row.get("displayName") or "")
+
+    @property
+    def consented_at(self) -> datetime | None:
+        return _when(self.row.get("consentedAt"))
+
+    @property
+    def activated_at(self) -> datetime | None:
+        """When the tenant became active: ingestion's backfill boundary."""
+        return _when(self.row.get("activatedAt"))
+
+    # ingestion's progress
+    @property
+    def cursor(self) -> str | None:
+        """The last-update watermark of the last completed pass (normalised ISO text)."""
+        return _text(self.row.get("cursor"))
+
+    @property
+    def pass_state(self) -> str | None:
+        """JSON of an unfinished pass, resumed next tick."""
+        return _text(self.row.get("passState"))
+
+    @property
+    def pass_complete(self) -> bool:
+        return self.row.get("passComplete") is True
+
+    @property
+    def feed_published(self) -> str | None:
+        """The last tenant feed RowKey published to AlertFeed."""
+        return _text(self.row.get("feedPublished"))
+
+    @property
+    def pending_notifications(self) -> bool:
+        return bool(self.row.get("pendingNotifications"))
+
+    # health
+    @property
+    def last_attempt(self) -> datetime | None:
+        return _when(self.row.get("lastAttempt"))
+
+    @property
+    def last_success(self) -> datetime | None:
+        return _when(self.row.get("lastSuccess"))
+
+    @property
+    def last_error_class(self) -> str:
+        return str(self.row.get("lastErrorClass") or "")
+
+    @property
+    def last_error(self) -> str:
+        return str(self.row.get("lastError") or "")
+
+    @property
+    def consecutive_failures(self) -> int:
+        return int(self.row.get("consecutiveFailures") or 0)
+
+    @property
+    def lag_stats(self) -> str | None:
+        return _text(self.row.get("lagStats"))
+
+    @property
+    def lag_summary(self) -> str | None:
+        return _text(self.row.get("lagSummary"))
 
 
 class Conflict(RuntimeError):
