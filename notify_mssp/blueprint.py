@@ -4,19 +4,21 @@ their activities (thin triggers over notify_mssp.orchestrator, .planner, .sender
 The run is started once per timer tick with the run id as its only input and finds its work through the
 tenants' `pendingNotifications` markers (docs/ARCHITECTURE.md, "Tables"). Every activity answers with a status
 instead of raising for one tenant or one e-mail: `task_all` fails as soon as any task fails.
-Clients and settings are read at first use, never at import (a failing import hides every function).
+Clients and settings are read at first use, never at import (a failing import hides every function): the
+triggers take what they need from notify_mssp.wiring. The rules API (notify_mssp.rules_http) and the ops
+notices timer (notify_mssp.ops_timer) are registered on this blueprint below, by name.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
 
-from notify_mssp import orchestrator
+from notify_mssp import ops_timer, orchestrator, rules_http, wiring
 from shared.names import (
     COMPLETE_TENANT_ACTIVITY,
     LIST_PENDING_TENANTS_ACTIVITY,
@@ -28,9 +30,7 @@ from shared.names import (
     SEND_EMAILS_ACTIVITY,
     TENANT_GROUP_ORCHESTRATOR,
 )
-from shared.settings import get_settings
-from shared.tables import Table, get_table_store
-from shared.tenants import TenantRegistry
+from shared.tables import Table
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def send_notification_batch(context: df.DurableOrchestrationContext):  # type: i
 @bp.activity_trigger(input_name="runId")
 def list_pending_tenants(runId: str) -> list[str]:  # noqa: N803 - binding name is the Durable input name
     """Tenant ids whose pendingNotifications marker is set."""
-    tenants = TenantRegistry(get_table_store().table(Table.TENANTS)).ids_with_pending_notifications()
+    tenants = wiring.tenants().ids_with_pending_notifications()
     logger.info("notification run %s: %d tenants with pending notifications", runId, len(tenants))
     return tenants
 
@@ -68,10 +68,9 @@ def list_pending_tenants(runId: str) -> list[str]:  # noqa: N803 - binding name 
 @bp.activity_trigger(input_name="runId")
 def notification_run_config(runId: str) -> dict[str, Any]:  # noqa: N803 - binding name is the Durable input name
     """The settings the orchestrators need, read here because orchestrator code must not read them."""
-    settings = get_settings()
-    return {"batchSize": settings.get("NOTIFY_BATCH_SIZE"), "maxAttempts": settings.get("NOTIFY_SEND_MAX_ATTEMPTS"),
-            "backoffSeconds": settings.get("NOTIFY_RETRY_BACKOFF_SECONDS"),
-            "digestMaxItems": settings.get("NOTIFY_DIGEST_MAX_ITEMS")}
+    config = wiring.run_config()
+    return {"batchSize": config.batch_size, "maxAttempts": config.max_attempts,
+            "backoffSeconds": config.backoff_seconds, "digestMaxItems": config.digest_max_items}
 
 
 @bp.function_name(PLAN_TENANT_ACTIVITY)
@@ -86,13 +85,12 @@ def plan_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
     plans: list[dict[str, Any]] = []
     # Read once for all of this activity's tenants, at the first that has something to plan; a failure to
     # read is not cached, so it stays that tenant's.
-    rules = functools.cache(lambda: load_rules(get_table_store().table(Table.NOTIFICATION_RULES)))
+    rules = functools.cache(lambda: load_rules(wiring.table(Table.NOTIFICATION_RULES)))
     for tenant_id in job["tenantIds"]:
         try:
-            store = get_table_store()
-            plans.append(dict(plan_tenant(store.table(Table.ALERTS), store.table(Table.TENANTS), rules,
-                                          run_id=run_id, tenant_id=str(tenant_id), now=datetime.now(UTC),
-                                          stale_after=_claim_timeout())))
+            plans.append(dict(plan_tenant(wiring.table(Table.ALERTS), wiring.table(Table.TENANTS), rules,
+                                          run_id=run_id, tenant_id=str(tenant_id), now=wiring.utcnow(),
+                                          stale_after=wiring.claim_timeout())))
         except Exception as exc:
             logger.exception("run %s: planning tenant %s failed", run_id, tenant_id)
             plans.append({"tenant": tenant_id, "obligations": [], "messages": [], "digest": [],
@@ -109,7 +107,7 @@ def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
 
     messages = list(job["messages"])
     try:
-        context = _send_context()
+        context = wiring.send_context()
     except Exception as exc:  # no transport or storage now: every e-mail of the chunk retries later
         logger.exception("run %s: the send activity cannot start", job["runId"])
         return [send_answer("transient", f"send unavailable ({type(exc).__name__})") for _ in messages]
@@ -123,7 +121,7 @@ def mark_notifications_sent(job: dict[str, Any]) -> int:
     """Mark e-mails the send activity could not mark itself as `sent` (raises on storage failure: retried)."""
     from notify_mssp.sender import mark_sent
 
-    return mark_sent(_delivery_log(), token=str(job["token"]), sent=list(job["sent"]),
+    return mark_sent(wiring.delivery_log(), token=str(job["token"]), sent=list(job["sent"]),
                      now=datetime.now(UTC))
 
 
@@ -132,47 +130,18 @@ def mark_notifications_sent(job: dict[str, Any]) -> int:
 def complete_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
     """For a few tenants: obligations done or given back, then the pending marker cleared if nothing is
     left undone. One result per tenant; a failed one keeps its marker and claims for a later run."""
-    from notify_mssp.obligations import ObligationStore
-
     run_id = str(job["runId"])
     results: list[dict[str, Any]] = []
     for tenant in job["tenants"]:
         tenant_id = str(tenant["tenantId"])
         try:
-            store = get_table_store()
-            obligations = ObligationStore(store.table(Table.ALERTS), store.table(Table.TENANTS))
-            results.append(obligations.complete(tenant_id, run_id, tenant["done"], tenant["released"],
-                                                datetime.now(UTC)))
+            results.append(wiring.obligations().complete(tenant_id, run_id, tenant["done"], tenant["released"],
+                                                         datetime.now(UTC)))
         except Exception as exc:
             logger.exception("run %s: completing tenant %s failed", run_id, tenant_id)
             results.append({"done": 0, "released": 0, "markerCleared": False, "error": type(exc).__name__})
     return results
 
 
-def _claim_timeout() -> timedelta:
-    return timedelta(seconds=int(get_settings().get("NOTIFY_CLAIM_TIMEOUT")))
-
-
-def _delivery_log() -> Any:
-    from notify_mssp.delivery import DeliveryLog
-
-    settings = get_settings()
-    return DeliveryLog(get_table_store().table(Table.DELIVERY_LOG), policy=str(settings.get("DUPLICATE_POLICY")),
-                       stale_after=_claim_timeout(),
-                       give_up_after_runs=int(settings.get("NOTIFY_GIVE_UP_AFTER_RUNS")))
-
-
-def _send_context() -> Any:
-    from notify_mssp.ratecap import SendRateCap
-    from notify_mssp.sender import SendContext
-    from notify_mssp.transports import get_transport
-
-    store = get_table_store()
-    cap = SendRateCap.from_settings(store.table(Table.SEND_RATE))
-    return SendContext(alerts=store.table(Table.ALERTS), tenants=store.table(Table.TENANTS),
-                       rules_table=store.table(Table.NOTIFICATION_RULES), log=_delivery_log(),
-                       transport=get_transport(), acquire=cap.try_acquire)
-
-
-# The notification rules API and the operational-notices timer register their functions on this blueprint.
-from notify_mssp import ops_timer, rules_api  # noqa: E402,F401
+rules_http.register(bp)
+ops_timer.register(bp)

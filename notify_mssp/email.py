@@ -268,9 +268,10 @@ class Sender:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Sender:
-        current = settings or get_settings()
-        return cls(str(current.get("MAIL_SENDER")), str(current.get("MAIL_SENDER_NAME")),
-                   str(current.get("PORTAL_HOST")))
+        from notify_mssp.config import SenderConfig
+
+        config = SenderConfig.from_settings(settings or get_settings())
+        return cls(config.address, config.name, config.portal_host)
 
 
 def _badge(severity: str) -> str:

@@ -112,9 +112,10 @@ class SendRateCap:
 
     @classmethod
     def from_settings(cls, table: TableClient, settings: Settings | None = None) -> SendRateCap:
-        current = settings or get_settings()
-        return cls(table, per_minute=int(current.get("SEND_RATE_PER_MINUTE")),
-                   per_day=int(current.get("SEND_RATE_PER_DAY")))
+        from notify_mssp.config import SendCapConfig
+
+        config = SendCapConfig.from_settings(settings or get_settings())
+        return cls(table, per_minute=config.per_minute, per_day=config.per_day)
 
     def try_acquire(self, n: int) -> int:
         """How many of `n` sends may go now (0..n); the granted ones are counted at once."""

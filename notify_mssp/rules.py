@@ -1,5 +1,6 @@
-"""Notification rules as the notification run applies them: the rule model, reading the
-NotificationRules table, and which rules an obligation (a new alert, or a severity rise) matches.
+"""Notification rules as the notification run applies them: which rules an obligation (a new alert, or a
+severity rise) matches. The rule model (`Rule`) and reading the NotificationRules table (`load_rules`) are
+shared.rules'; they are importable from here too.
 
 The schema and its validation are grant_access.rules' (one validation for onboarding and the rules API);
 rows are the ones grant_access.rules documents: PartitionKey `rule`, RowKey = rule id, column `rule` =
@@ -17,129 +18,19 @@ value) matches only rules that select every severity.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from azure.data.tables import TableClient
-
-from shared.alerts import SEVERITY_LEVELS, ObligationReason, risen_level, severity_level
+from shared.alerts import ObligationReason, risen_level, severity_level
 from shared.payload import decode_payload
-from shared.problems import Problem
-from shared.rules import RULE_PARTITION, validate_rule
+
+# The model and the reading of stored rules live in shared.rules; importable from here as before.
+from shared.rules import Mode as Mode
+from shared.rules import Rule
+from shared.rules import load_rules as load_rules
+from shared.rules import rule_from_row as rule_from_row
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["per-alert", "digest"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One notification rule (the schema in docs/ARCHITECTURE.md, "Notifications"), JSON-serialisable for
-    the Durable boundary."""
-
-    id: str
-    name: str
-    enabled: bool
-    tenants: Literal["all"] | tuple[str, ...]
-    exclude_tenants: tuple[str, ...]
-    severities: tuple[str, ...]
-    device_groups: Literal["all"] | tuple[str, ...]
-    include_organization_name: bool
-    include_tenant_link: bool
-    include_device_information: bool
-    recipients: tuple[str, ...]
-    mode: Mode
-    notify_on_severity_rise: bool
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> Rule:
-        """A rule from its schema JSON (with `id`); raises Problem(400) when it does not validate."""
-        rule_id = value.get("id")
-        if not isinstance(rule_id, str) or not rule_id:
-            raise Problem(400, "must be a rule id", field="id")
-        checked = validate_rule({k: v for k, v in value.items() if k != "id"}, with_scope=True)
-        scope = checked["scope"]
-        groups = checked["deviceGroups"]
-        return cls(
-            id=rule_id,
-            name=checked["name"],
-            enabled=checked["enabled"],
-            tenants="all" if scope["tenants"] == "all" else tuple(scope["tenants"]),
-            exclude_tenants=tuple(scope["excludeTenants"]),
-            severities=tuple(checked["severities"]),
-            device_groups="all" if groups == "all" else tuple(groups),
-            include_organization_name=checked["includeOrganizationName"],
-            include_tenant_link=checked["includeTenantLink"],
-            include_device_information=checked["includeDeviceInformation"],
-            recipients=tuple(checked["recipients"]),
-            mode=checked["mode"],
-            notify_on_severity_rise=checked["notifyOnSeverityRise"],
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The schema JSON (docs/ARCHITECTURE.md, "Notifications"), as the API shows it and the table stores it."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "enabled": self.enabled,
-            "scope": {"tenants": self.tenants if self.tenants == "all" else list(self.tenants),
-                      "excludeTenants": list(self.exclude_tenants)},
-            "severities": list(self.severities),
-            "deviceGroups": self.device_groups if self.device_groups == "all" else list(self.device_groups),
-            "includeOrganizationName": self.include_organization_name,
-            "includeTenantLink": self.include_tenant_link,
-            "includeDeviceInformation": self.include_device_information,
-            "recipients": list(self.recipients),
-            "mode": self.mode,
-            "notifyOnSeverityRise": self.notify_on_severity_rise,
-        }
-
-    def covers_tenant(self, tenant_id: str) -> bool:
-        tenant_id = tenant_id.lower()
-        if tenant_id in self.exclude_tenants:
-            return False
-        return self.tenants == "all" or tenant_id in self.tenants
-
-    def covers_device_group(self, group: str) -> bool:
-        return self.covers_any_device_group((group,))
-
-    def covers_any_device_group(self, groups: tuple[str, ...] | list[str]) -> bool:
-        """Whether any of an alert's device groups is one of the rule's (always, for `"all"`)."""
-        if self.device_groups == "all":
-            return True
-        wanted = {g.strip().casefold() for g in groups} - {""}
-        return any(g.strip().casefold() in wanted for g in self.device_groups)
-
-    def covers_severity(self, severity: str | None) -> bool:
-        if severity is None:  # no rank: only a rule that wants every severity
-            return set(self.severities) == set(SEVERITY_LEVELS)
-        return severity in self.severities
-
-
-def rule_from_row(row: dict[str, Any]) -> Rule:
-    """The rule a NotificationRules row holds; Problem(400) when its JSON does not validate."""
-    try:
-        value = json.loads(str(row.get("rule") or ""))
-    except ValueError:
-        raise Problem(400, "the stored rule is not JSON", field="rule") from None
-    if not isinstance(value, dict):
-        raise Problem(400, "the stored rule is not an object", field="rule")
-    value["id"] = row["RowKey"]
-    return Rule.from_json(value)
-
-
-def load_rules(table: TableClient) -> list[Rule]:
-    """Every stored rule, in id order; a row that no longer validates is skipped and logged, never fatal."""
-    rules = []
-    for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": RULE_PARTITION}):
-        try:
-            rules.append(rule_from_row(dict(row)))
-        except Problem as exc:
-            logger.error("notification rule %s is unusable and skipped: %s: %s", row.get("RowKey"),
-                         exc.field, exc.detail)
-    return sorted(rules, key=lambda r: r.id)
 
 
 def _payload_device_groups(payload: dict[str, Any]) -> list[str]:
