@@ -6,9 +6,9 @@ import { keyVaultSecretNamesType } from 'modules/app-settings.bicep'
 
 // --- naming and placement -----------------------------------------------------------------------------
 
-@description('Required. Short name of this deployment (lower-case letters, digits and hyphens, e.g. prod); part of every generated resource name and the azd-env-name tag.')
+@description('Required. Name of this deployment, as azd allows it (1-64 letters, digits, hyphens, underscores, periods and parentheses, e.g. prod); the azd-env-name tag. Generated resource names use a short form of it (lower-case letters, digits and single hyphens, at most 20 characters) and a token unique to subscription, resource group and name.')
 @minLength(1)
-@maxLength(16)
+@maxLength(64)
 param environmentName string
 
 @description('Optional. Azure region; must offer Flex Consumption. Defaults to the resource group\'s region.')
@@ -23,8 +23,26 @@ param functionAppName string = ''
 @description('Optional. Storage account name; generated when empty.')
 param storageAccountName string = ''
 
-@description('Optional. Key Vault name; generated when empty.')
+@description('Optional. Key Vault name; generated when empty (kv-<token><keyVaultNameSalt>).')
 param keyVaultName string = ''
+
+@description('Optional. Lower-case letters and digits appended to the generated Key Vault name. A deleted vault keeps its name for the soft-delete period (90 days, and with purge protection it cannot be purged), so a redeploy after tearing the resource group down needs a new name: set this to any new value, e.g. 2 (infra/README.md).')
+@maxLength(8)
+param keyVaultNameSalt string = ''
+
+@description('Optional. Purge protection of the Key Vault: a deleted vault or secret cannot be purged before its soft-delete period ends. Irreversible once on. Off only for throw-away environments, so that azd down --purge frees the name.')
+param keyVaultPurgeProtection bool = true
+
+@description('Optional. Object id of the principal running the deployment (azd sets AZURE_PRINCIPAL_ID; make deploy passes the signed-in user). Granted Key Vault Secrets Officer on the vault, which the secrets infra/README.md stores and make deploy\'s siem-token-key need. Empty: no grant.')
+param deployerPrincipalId string = ''
+
+@description('Optional. Type of deployerPrincipalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string = 'User'
 
 // --- scale and retention ------------------------------------------------------------------------------
 
@@ -41,7 +59,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-@description('Optional. Storage replication (the account also holds the app\'s tables).')
+@description('Optional. Storage replication (the account also holds the app\'s tables). Locally redundant by default because zone-redundant storage is not offered in every Flex Consumption region; choose Standard_ZRS where it is (infra/README.md). An existing account keeps the redundancy it was created with: pass that value.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -50,7 +68,7 @@ param maximumInstanceCount int = 100
   'Standard_RAGRS'
   'Standard_RAGZRS'
 ])
-param storageSkuName string = 'Standard_ZRS'
+param storageSkuName string = 'Standard_LRS'
 
 @description('Optional. Days Log Analytics keeps logs.')
 @minValue(30)
@@ -65,7 +83,7 @@ param logDailyQuotaGb int = 5
 @description('Optional. Create the multi-tenant app registration and grant Mail.Send with the Microsoft Graph Bicep extension in this deployment. false: register the app by hand or deploy app-registration.bicep separately, and pass existingMsspAppClientId.')
 param createAppRegistration bool = true
 
-@description('Optional. Unique name of the app registration (its key for the Graph extension).')
+@description('Optional. Unique name of the app registration (its key for the Graph extension); app-registration.bicepparam has the same default.')
 param msspAppUniqueName string = 'mssp-defender-alerts-${environmentName}'
 
 @description('Optional. Display name customers see on the consent screen.')
@@ -93,7 +111,8 @@ param keyVaultSecretNames keyVaultSecretNamesType = {}
 
 // --- settings the code reads (defaults equal shared/settings.py; tests/infra checks that) ---------------
 
-@description('Optional. Prefix of the app\'s table names, for several deployments in one account.')
+@description('Optional. Prefix of the app\'s table names, for several deployments in one account: letters and digits, starting with a letter (Azure table names), at most 20 (what shared/settings.py accepts; the longest table name stays within Azure\'s 63).')
+@maxLength(20)
 param tablesNamePrefix string = ''
 
 @description('Optional. NCRONTAB schedule (six fields, UTC) of alert ingestion.')
@@ -108,7 +127,9 @@ param retentionSchedule string = '0 30 3 * * *'
 @description('Optional. NCRONTAB schedule of the operational-notices check (OPS_NOTICES_SCHEDULE).')
 param opsNoticesSchedule string = '0 */5 * * * *'
 
-@description('Optional. Durable Functions task hub name.')
+@description('Optional. Durable Functions task hub name: 3-45 letters and digits, starting with a letter (https://learn.microsoft.com/azure/azure-functions/durable/durable-functions-task-hubs).')
+@minLength(3)
+@maxLength(45)
 param durableHubName string = 'msspalerts'
 
 @description('Optional. How long a consent link stays valid (30s, 15m, 12h, 7d).')
@@ -167,23 +188,44 @@ var appTableNames = [
   'SendRate'
 ]
 
+// --- names -------------------------------------------------------------------------------------------------
+// Bicep has no regular expressions (no pattern decorator), so names are made valid by construction and the two
+// free-text settings are checked character by character; a bad value stops the deployment before anything is
+// created, with fail() (https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control).
+// Name rules: https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules
+
+@description('value in lower case with every run of characters other than a-z and 0-9 made one hyphen, cut to maxLength, without leading or trailing hyphens (possibly empty).')
+func nameSlug(value string, maxLength int) string => join(filter(split(take(join(filter(split(join(map(range(0, length(value)), i => contains('abcdefghijklmnopqrstuvwxyz0123456789', substring(toLower(value), i, 1)) ? substring(toLower(value), i, 1) : '-'), ''), '-'), part => !empty(part)), '-'), maxLength), '-'), part => !empty(part)), '-')
+
+@description('Whether value holds only ASCII letters and digits and starts with a letter: Durable task hubs, Azure table names.')
+func isLettersAndDigitsFromALetter(value string) bool => (length(value) > 0) && contains('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ', first(value)) && empty(filter(map(range(0, length(value)), i => substring(value, i, 1)), c => !contains('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789', c)))
+
+var checkedDurableHubName = (isLettersAndDigitsFromALetter(durableHubName)) ? durableHubName : fail('durableHubName must be 3-45 letters and digits, starting with a letter.')
+var checkedTablesNamePrefix = (empty(tablesNamePrefix) || isLettersAndDigitsFromALetter(tablesNamePrefix)) ? tablesNamePrefix : fail('tablesNamePrefix must be empty or letters and digits starting with a letter.')
+var checkedKeyVaultNameSalt = (empty(keyVaultNameSalt) || empty(filter(map(range(0, length(keyVaultNameSalt)), i => substring(keyVaultNameSalt, i, 1)), c => !contains('abcdefghijklmnopqrstuvwxyz0123456789', c)))) ? keyVaultNameSalt : fail('keyVaultNameSalt must be lower-case letters and digits.')
+
+// 13 lower-case letters and digits, the same on every deployment of this environment to this resource group.
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var environmentSlug = nameSlug(environmentName, 20)
+// <environment>-<token>, or the token alone when the environment name has no letter or digit.
+var nameStem = empty(environmentSlug) ? resourceToken : '${environmentSlug}-${resourceToken}'
 var allTags = union(tags, { 'azd-env-name': environmentName })
 var names = {
-  identity: 'id-${environmentName}-${resourceToken}'
-  storage: !empty(storageAccountName) ? storageAccountName : 'st${resourceToken}'
-  keyVault: !empty(keyVaultName) ? keyVaultName : 'kv-${resourceToken}'
-  logAnalytics: 'log-${environmentName}-${resourceToken}'
-  applicationInsights: 'appi-${environmentName}-${resourceToken}'
-  plan: 'plan-${environmentName}-${resourceToken}'
-  functionApp: !empty(functionAppName) ? functionAppName : 'func-${environmentName}-${resourceToken}'
+  identity: 'id-${nameStem}' // 3-128
+  storage: empty(storageAccountName) ? 'st${resourceToken}' : storageAccountName // 3-24 lower-case letters and digits
+  keyVault: empty(keyVaultName) ? 'kv-${resourceToken}${checkedKeyVaultNameSalt}' : keyVaultName // 3-24, from a letter
+  logAnalytics: 'log-${nameStem}' // 4-63
+  applicationInsights: 'appi-${nameStem}' // 1-260
+  plan: 'plan-${nameStem}' // 1-60
+  functionApp: empty(functionAppName) ? 'func-${nameStem}' : functionAppName // 2-60, no leading or trailing hyphen
 }
-// One container per app: Flex Consumption reads the package from here with the identity.
-var deploymentContainerName = toLower('app-package-${take(names.functionApp, 32)}')
+var functionAppSlug = nameSlug(names.functionApp, 32)
+// One container per app: Flex Consumption reads the package from here with the identity (3-63, lower case, single hyphens).
+var deploymentContainerName = 'app-package-${functionAppSlug}'
 var consentCallbackPath = '/api/consent/callback'
 
 module identity 'modules/identity.bicep' = {
-  name: 'identity'
+  name: 'identity-${resourceToken}'
   params: {
     name: names.identity
     location: location
@@ -192,19 +234,19 @@ module identity 'modules/identity.bicep' = {
 }
 
 module storage 'modules/storage.bicep' = {
-  name: 'storage'
+  name: 'storage-${resourceToken}'
   params: {
     name: names.storage
     location: location
     tags: allTags
     skuName: storageSkuName
     deploymentContainerName: deploymentContainerName
-    tableNames: [for table in appTableNames: '${tablesNamePrefix}${table}']
+    tableNames: [for table in appTableNames: '${checkedTablesNamePrefix}${table}']
   }
 }
 
 module monitoring 'modules/monitoring.bicep' = {
-  name: 'monitoring'
+  name: 'monitoring-${resourceToken}'
   params: {
     logAnalyticsName: names.logAnalytics
     applicationInsightsName: names.applicationInsights
@@ -216,26 +258,29 @@ module monitoring 'modules/monitoring.bicep' = {
 }
 
 module keyVault 'modules/keyvault.bicep' = {
-  name: 'keyvault'
+  name: 'keyvault-${resourceToken}'
   params: {
     name: names.keyVault
     location: location
     tags: allTags
+    enablePurgeProtection: keyVaultPurgeProtection
   }
 }
 
 module rbac 'modules/rbac.bicep' = {
-  name: 'rbac'
+  name: 'rbac-${resourceToken}'
   params: {
     principalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
   }
 }
 
 module functionApp 'modules/function-app.bicep' = {
-  name: 'function-app'
+  name: 'function-app-${resourceToken}'
   params: {
     name: names.functionApp
     planName: names.plan
@@ -254,7 +299,7 @@ module functionApp 'modules/function-app.bicep' = {
 
 // Needs the site's host name (redirect URI); the app settings below need its client id: one deployment.
 module appRegistration 'app-registration.bicep' = if (createAppRegistration) {
-  name: 'app-registration'
+  name: 'app-registration-${resourceToken}'
   params: {
     uniqueName: msspAppUniqueName
     displayName: msspAppDisplayName
@@ -268,7 +313,7 @@ module appRegistration 'app-registration.bicep' = if (createAppRegistration) {
 var effectiveMsspAppClientId = createAppRegistration ? appRegistration!.outputs.clientId : existingMsspAppClientId
 
 module appSettings 'modules/app-settings.bicep' = {
-  name: 'app-settings'
+  name: 'app-settings-${resourceToken}'
   params: {
     functionAppName: functionApp.outputs.name
     managedIdentityClientId: identity.outputs.clientId
@@ -281,9 +326,9 @@ module appSettings 'modules/app-settings.bicep' = {
     msspAppClientId: effectiveMsspAppClientId
     // SIEM_TOKEN_KEY always comes from the vault: make deploy creates the secret once (random) if it is missing.
     keyVaultSecretNames: union({ SIEM_TOKEN_KEY: 'siem-token-key' }, keyVaultSecretNames)
-    tablesNamePrefix: tablesNamePrefix
+    tablesNamePrefix: checkedTablesNamePrefix
     fetchAlertsSchedule: fetchAlertsSchedule
-    durableHubName: durableHubName
+    durableHubName: checkedDurableHubName
     entraAuthorityHost: entraAuthorityHost
     graphApiHost: graphApiHost
     graphApiResource: graphApiResource

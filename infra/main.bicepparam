@@ -4,6 +4,19 @@ using 'main.bicep'
 
 param environmentName = readEnvironmentVariable('AZURE_ENV_NAME', 'msspalerts')
 
+// Who deploys: granted Key Vault Secrets Officer so the secrets (infra/README.md, make deploy's siem-token-key) can be
+// stored. azd sets both variables; make deploy sets them from `az login`. Empty: no grant.
+param deployerPrincipalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
+param deployerPrincipalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', 'User')
+
+// Storage redundancy: Standard_LRS by default (ZRS is not offered in every Flex Consumption region). Where ZRS is
+// offered, or for an account first created zone-redundant, set STORAGE_SKU_NAME=Standard_ZRS.
+param storageSkuName = readEnvironmentVariable('STORAGE_SKU_NAME', 'Standard_LRS')
+
+// Key Vault: after tearing the resource group down, a redeploy needs a new vault name (the deleted vault keeps its
+// name for 90 days): set KEY_VAULT_NAME_SALT to any new lower-case letters or digits, e.g. 2.
+param keyVaultNameSalt = readEnvironmentVariable('KEY_VAULT_NAME_SALT', '')
+
 // Scale: 2 GB instances and at most 100 of them suit up to a few thousand tenants on a 5-minute schedule.
 param instanceMemoryMB = 2048
 param maximumInstanceCount = 100

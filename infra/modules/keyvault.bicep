@@ -11,6 +11,9 @@ param location string
 @description('Optional. Tags for the vault.')
 param tags object = {}
 
+@description('Optional. Purge protection: a deleted vault or secret cannot be purged before softDeleteRetentionInDays end. Irreversible once on; off only for environments torn down and recreated under the same name (azd down --purge).')
+param enablePurgeProtection bool = true
+
 @description('Optional. Days a deleted vault or secret can be recovered.')
 @minValue(7)
 @maxValue(90)
@@ -19,6 +22,8 @@ param softDeleteRetentionInDays int = 90
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: Key Vault references from a function app without VNet integration resolve over the public endpoint; access is by Entra ID RBAC only.
   // checkov:skip=CKV_AZURE_189: public network access is needed for the same reason as CKV_AZURE_109.
+  // checkov:skip=CKV_AZURE_110: purge protection is the enablePurgeProtection parameter, true by default (main.bicep keyVaultPurgeProtection; tests/infra checks the default); checkov cannot read a parameter's value.
+  // checkov:skip=CKV_AZURE_42: recoverable means soft delete (always on) plus purge protection, which is the enablePurgeProtection parameter, true by default; checkov cannot read a parameter's value.
   name: name
   location: location
   tags: tags
@@ -31,7 +36,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
-    enablePurgeProtection: true
+    // The service accepts only true or no value: false is refused, even on a vault that never had it
+    // (https://learn.microsoft.com/azure/templates/microsoft.keyvault/vaults).
+    enablePurgeProtection: enablePurgeProtection ? true : null
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'

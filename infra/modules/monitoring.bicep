@@ -12,7 +12,7 @@ param location string
 @description('Optional. Tags for both resources.')
 param tags object = {}
 
-@description('Optional. Days logs are kept (30 is included in the Log Analytics price).')
+@description('Optional. Days the workspace keeps logs, Application Insights data included (30 is included in the Log Analytics price).')
 @minValue(30)
 @maxValue(730)
 param retentionInDays int = 30
@@ -48,7 +48,8 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
     WorkspaceResourceId: workspace.id
     DisableLocalAuth: true
     IngestionMode: 'LogAnalytics'
-    RetentionInDays: retentionInDays
+    // No RetentionInDays: a workspace-based component keeps its data in the workspace, whose retentionInDays rules
+    // (https://learn.microsoft.com/azure/azure-monitor/app/convert-classic-resource).
   }
 }
 

@@ -12,6 +12,12 @@ param applicationInsightsName string
 @description('Required. Name of the Key Vault.')
 param keyVaultName string
 
+@description('Optional. Object id of the principal running the deployment, granted Key Vault Secrets Officer on the vault (storing the optional secrets, make deploy\'s siem-token-key). Empty: no grant.')
+param deployerPrincipalId string = ''
+
+@description('Optional. Type of deployerPrincipalId (User, ServicePrincipal or Group).')
+param deployerPrincipalType string = 'User'
+
 var roles = {
   // Storage Blob Data Owner: host leases and timer state, Durable large payloads, the deployment package.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -24,6 +30,10 @@ var roles = {
   // Key Vault Secrets User: resolve Key Vault references in app settings.
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
+
+// Key Vault Secrets Officer, for the deployer only: create and rotate the secrets (read, write, delete; no access policy or role rights).
+// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/security#key-vault-secrets-officer
+var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -94,5 +104,17 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     description: 'Function app identity: Key Vault references.'
+  }
+}
+
+// Key Vault Secrets Officer on the Key Vault, for the principal running the deployment (optional).
+resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(vault.id, deployerPrincipalId, keyVaultSecretsOfficer)
+  scope: vault
+  properties: {
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    description: 'Deployer: stores the app\'s optional secrets and siem-token-key (infra/README.md).'
   }
 }

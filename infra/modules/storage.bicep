@@ -11,7 +11,7 @@ param location string
 @description('Optional. Tags for the account.')
 param tags object = {}
 
-@description('Optional. Replication. Zone-redundant by default: the account holds the app\'s data (tenants, alerts, delivery log), not only host state.')
+@description('Optional. Replication. Locally redundant by default: zone-redundant storage is not offered in every Flex Consumption region (https://learn.microsoft.com/azure/storage/common/redundancy-regions-zrs); choose Standard_ZRS where it is, since the account holds the app\'s data (tenants, alerts, delivery log), not only host state.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -20,7 +20,7 @@ param tags object = {}
   'Standard_RAGRS'
   'Standard_RAGZRS'
 ])
-param skuName string = 'Standard_ZRS'
+param skuName string = 'Standard_LRS'
 
 @description('Required. Name of the blob container Flex Consumption deploys the app package to.')
 param deploymentContainerName string
@@ -36,7 +36,7 @@ param blobSoftDeleteDays int = 7
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over its public endpoint; access is by Entra ID only (shared keys disabled).
   // checkov:skip=CKV_AZURE_59: public network access is needed for the same reason as CKV_AZURE_35; anonymous blob access is disabled separately (allowBlobPublicAccess).
-  // checkov:skip=CKV_AZURE_206: replication is skuName (zone-redundant by default, geo-redundant on request); alerts can be fetched again from Microsoft, so geo-copies are an MSSP's choice, not a default.
+  // checkov:skip=CKV_AZURE_206: replication is skuName (locally redundant by default, zone- or geo-redundant on request); alerts can be fetched again from Microsoft, so geo-copies are an MSSP's choice, not a default.
   name: name
   location: location
   tags: tags
