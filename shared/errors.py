@@ -156,7 +156,7 @@ def from_aadsts(tenant_id: str | None, code: int) -> MicrosoftError:
     return error_type(tenant_id, f"AADSTS{code}: {meaning}", code=f"AADSTS{code}")
 
 
-# --- Graph and Defender API answers (docs/MICROSOFT.md, "API tokens, limits and errors") ------------------------------------
+# --- Graph and Defender API answers (docs/MICROSOFT.md, "API tokens, limits and errors") ------------------------------
 
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""

@@ -143,11 +143,11 @@ def _seed(tables: dict[str, TableClient], tenants: int, per_tenant: int, name: s
 def _bound(stack: LocalStack, tables: dict[str, TableClient], rule_json: dict[str, Any],
            expected: list[tuple[str, str]]) -> float:
     """Seconds to send the same e-mails straight to MailDev over SMTP at the host's activity concurrency."""
-    from shared.alerts import alert_key
     from notify_mssp.delivery import alert_delivery_key
     from notify_mssp.email import Sender, render_alert_email
     from notify_mssp.rules import Rule
     from notify_mssp.transports import SmtpTransport
+    from shared.alerts import alert_key
 
     assert stack.maildev is not None  # noqa: S101 - started with MailDev
     rule = Rule.from_json(rule_json)

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import payload
 from fetch_alerts.cursor import completed_cursor, cursor_ticks, start_state
 from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
 from fetch_alerts.normalise import normalise
 from fetch_alerts.sources import PassState
 from fetch_alerts.store import AlertWriter, Prepared
 from local.run.stack import LocalStack
+from shared import payload
 from shared.alert_sources import AlertSource
 from shared.alerts import alert_key
 from tests.fetch_alerts.harness import (

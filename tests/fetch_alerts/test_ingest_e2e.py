@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.payload import decode_payload
 from local.run.stack import LocalStack
 from shared.alerts import alert_key
+from shared.payload import decode_payload
 from tests.fetch_alerts.harness import (
     add_alert,
     add_tenant,

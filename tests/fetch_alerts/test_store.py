@@ -13,12 +13,12 @@ from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.k
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
-from shared import payload
 from fetch_alerts.keys import format_ticks, from_datetime
 from fetch_alerts.normalise import normalise
 from fetch_alerts.retention import run_retention
 from fetch_alerts.store import AlertWriter, Prepared
 from local.run.services import Azurite
+from shared import payload
 from shared.alert_sources import AlertSource
 from shared.alerts import alert_key, escape_id
 

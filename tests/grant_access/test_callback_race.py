@@ -20,9 +20,9 @@ from azure.data.tables import TableServiceClient
 
 from grant_access.callback import CallbackDeps, SignIn, handle_callback
 from grant_access.invitations import ACCEPTED, InvitationRequest, InvitationStore
-from shared.rules import RuleStore
 from local.run.services import Azurite
 from shared.id_token import SigningKeys
+from shared.rules import RuleStore
 from shared.tenants import TenantRegistry
 
 WAIT = 30

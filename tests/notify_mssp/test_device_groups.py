@@ -13,12 +13,12 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from fetch_alerts.normalise import normalise
-from shared.payload import encode
 from notify_mssp.email import Sender, render_alert_email
 from notify_mssp.planner import plan_tenant
 from notify_mssp.rules import Rule, alert_device_groups, matching_rules
 from shared.alert_sources import AlertSource
 from shared.alerts import alert_key, obligation_key
+from shared.payload import encode
 
 TENANT = "0b6f2a1c-3d4e-4f5a-8b9c-0d1e2f3a4b5c"
 PORTAL = "https://security.microsoft.com"
