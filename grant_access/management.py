@@ -68,7 +68,7 @@ def tenant_json(row: dict[str, Any], portal_host: str) -> dict[str, Any]:
 
 
 def list_tenants(registry: TenantRegistry, portal_host: str) -> dict[str, Any]:
-    return {"value": [tenant_json(row, portal_host) for row in registry.list()]}
+    return {"value": [tenant_json(row, portal_host) for row in registry.all()]}
 
 
 def get_tenant(registry: TenantRegistry, tenant_id: str, portal_host: str) -> dict[str, Any]:

@@ -28,8 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 class CheckResult(Protocol):
-    outcome: str
-    message: str
+    """Read-only, so frozen dataclasses (shared.access_check.AccessCheck, _Failed) satisfy it."""
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 AccessChecker = Callable[[str, str], CheckResult]

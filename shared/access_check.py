@@ -158,7 +158,7 @@ def _outcome_of(error: MicrosoftError, consent_fresh: bool) -> AccessCheck:
     if consent_fresh and isinstance(error, (ConsentRevoked, PermissionMissing)):
         return AccessCheck("retry", f"{error.message} (a new consent can take minutes to reach every "
                                     "Microsoft service; checking again later)", code)
-    outcome = next((o for kind, o in _FINAL_OUTCOMES.items() if isinstance(error, kind)), "error")
+    outcome: Outcome = next((o for kind, o in _FINAL_OUTCOMES.items() if isinstance(error, kind)), "error")
     return AccessCheck(outcome, error.message, code)
 
 

@@ -180,7 +180,7 @@ class TenantRegistry:
         except ResourceNotFoundError:
             return None
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION})
         return sorted((dict(r) for r in rows), key=lambda r: r["RowKey"])
 
