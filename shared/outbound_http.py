@@ -28,8 +28,11 @@ class PinnedAdapter(HTTPAdapter):
         self._netloc = netloc
         super().__init__(max_retries=0)
 
-    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
-                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    # types-requests types the pool kwargs as a closed TypedDict without `server_hostname`, which urllib3's
+    # pools accept (its PoolKey has key_server_hostname): the stub is narrower than the runtime.
+    def build_connection_pool_key_attributes(  # type: ignore[override]
+            self, request: requests.PreparedRequest, verify: Any,
+            cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
         # requests documents this method as the one to override to change how connections are made.
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         parts = urlsplit(request.url or "")

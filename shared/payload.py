@@ -58,7 +58,8 @@ def encode(raw: dict[str, Any]) -> Payload:
 
 def _trimmed(raw: dict[str, Any]) -> bytes:
     """The compressed payload with as much evidence as fits; a marker says how much was kept."""
-    evidence = raw.get("evidence") if isinstance(raw.get("evidence"), list) else []
+    raw_evidence = raw.get("evidence")
+    evidence: list[Any] = raw_evidence if isinstance(raw_evidence, list) else []
     total = len(evidence)
     low, high = 0, total
     best = _compress_with(raw, evidence, 0, total)

@@ -27,7 +27,7 @@ def check_transport(body: bytes, content_type: str | None, content_length: str |
                     secret: str, *, timestamp: str | None = None, now: float = 0.0) -> Signed | None:
     """Size, signature (with its timestamp) and content type; Problem on failure. The verified signature
     when a secret is configured, for refuse_replay."""
-    declared = int(content_length) if (content_length or "").isdigit() else 0
+    declared = int(content_length) if content_length and content_length.isdigit() else 0
     if len(body) > MAX_BODY_BYTES or declared > MAX_BODY_BYTES:
         raise Problem(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
     signed = None

@@ -183,6 +183,7 @@ def update_row(table: TableClient, partition: str, row_key: str, mutate: Callabl
     runs again after each conflict. With UpdateMode.MERGE the row it returns may hold only the columns to
     change. `known` is a (row, ETag) already read, used for the first attempt instead of a read.
     `between_attempts(attempt)` runs after each conflict (a jittered pause, say)."""
+    etag: str | None  # None: no row was read, so the write creates it
     for attempt in range(attempts):
         if attempt == 0 and known is not None:
             current, etag = dict(known[0]), known[1]
