@@ -61,6 +61,7 @@ class Incident:
     summary: str  # the notice's subject line
     lines: tuple[str, ...] = ()
     clears: bool = True  # False: a one-off notice (the backfill count)
+    notify: bool = True  # False: recorded without a notice (a backfill of nothing)
 
 
 @dataclass
@@ -120,13 +121,14 @@ def raise_incident(ctx: NoticeContext, incident: Incident) -> bool:
         row = new_notice(
             incident.kind, incident.subject, open=True, summary=incident.summary[:500],
             openedAt=ctx.clock(), occurrences=int((row or {}).get("occurrences") or 0) + 1,
-            notice="pending" if ctx.recipients else "none", clearNotice="", clears=incident.clears)
+            notice="pending" if ctx.recipients and incident.notify else "none", clearNotice="", clears=incident.clears)
         etag = _write(ctx, row, etag)
         if etag is None:
             return False  # another evaluator opened it at the same moment and announces it
         logger.warning("incident opened: %s (%s)", incident.summary, row["RowKey"])
-        if not ctx.recipients:
-            logger.warning("OPS_EMAIL is not set: the incident is only recorded")
+        if not ctx.recipients or not incident.notify:
+            if not ctx.recipients:
+                logger.warning("OPS_EMAIL is not set: the incident is only recorded")
             return False
     token = f"notice-{row['RowKey']}-{row['occurrences']}-open"
     if not _deliver(ctx, incident.summary, list(incident.lines), token):
@@ -275,11 +277,12 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
     if active and activated is not None and tenant.pass_complete \
             and not is_recorded(ctx, "backfill", tenant_id):
         count = backfill_count(alerts, tenant_id, activated)
+        # Nothing backfilled, nothing to tell: only recorded, so the count is taken once.
         raise_incident(ctx, Incident("backfill", tenant_id, f"{name}: onboarding backfill of {count} alerts", (
             f"Customer: {name}",
             f"{count} alerts created before the tenant became active ({activated:%Y-%m-%d %H:%M} UTC) were stored.",
             "Like Defender, no notification is sent for them; they are available from GET /api/alerts."),
-            clears=False))
+            clears=False, notify=count > 0))
 
 
 def credential_expiry(settings: Settings) -> datetime | None:

@@ -113,19 +113,6 @@ def duplicate_emails(messages: list[dict[str, Any]]) -> int:
     return sum(n - 1 for n in keys.values() if n > 1)
 
 
-def start_live_demo(stack: LocalStack) -> list[dict[str, str]]:
-    """What `make run` does once at start: onboard the demo customers, install the demo rules and run the
-    first ingestion tick now rather than at the next scheduled one. Failures are returned, not raised."""
-    report = CycleReport()
-    for where, step in (("onboarding", onboard_demo_tenants), ("notification rules", install_demo_rules),
-                        ("first tick", lambda s: fire_timer(s, "fetch_alerts"))):
-        try:
-            step(stack)
-        except Exception as exc:
-            report.error(where, f"{type(exc).__name__}: {exc}")
-    return report.errors
-
-
 def run_cycle(stack: LocalStack) -> dict[str, Any]:
     """Run one full cycle from empty storage and return the summary object."""
     report = CycleReport()

@@ -20,7 +20,18 @@ MSSP_APP_CLIENT_ID = "7d2e9c14-6b3a-4f58-8e1d-0a9b8c7d6e5f"
 MAIL_APP_CLIENT_ID = "3a9f1c2e-8d4b-4e6a-b7c5-2f1e0d9c8b7a"
 GRAPH = "https://graph.microsoft.com"
 DEFENDER = "https://api.securitycenter.microsoft.com"
+OPS_EMAIL = "soc-ops@mssp.example"
 DEMO_LAG_SECONDS = 30  # ingestion lag of the demo streams (Graph's is minutes; shortened for the demo)
+
+# What `make run` changes so the product shows itself within minutes: ingestion every minute instead of
+# every 5 (each tick starts its notification run, as in Azure) and the ops check every minute, half a minute
+# after the tick. A minute is the shortest: a tick's run id names its minute (shared/runs.py), and only a
+# schedule of a minute or more is monitored, so a manual start gets an id of its own (local/host/timers.py).
+# Only these local settings change; the product's defaults (shared/settings.py) stay.
+LIVE_SCHEDULES = {
+    "FETCH_ALERTS_SCHEDULE": "0 * * * * *",
+    "OPS_NOTICES_SCHEDULE": "30 * * * * *",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
     cloud = stack.cloud
     app_secret = secrets.token_urlsafe(32)
     mail_secret = secrets.token_urlsafe(32)
+    webhook_secret = secrets.token_urlsafe(32)
     callback = f"http://127.0.0.1:{stack.host_port}/api/consent/callback" if stack.host_port else None
     cloud.control("POST", "tenants", json={"id": MSSP_TENANT_ID, "domains": [MSSP_DOMAIN],
                                            "displayName": "The MSSP", "defenderLicensed": True})
@@ -82,5 +94,7 @@ def setup_demo(stack: LocalStack) -> dict[str, str]:
         "MAIL_APP_CLIENT_ID": MAIL_APP_CLIENT_ID,
         "MAIL_APP_CLIENT_SECRET": mail_secret,
         "MAIL_SENDER": "defender-alerts@mssp.example",
-        "OPS_EMAIL": "soc-ops@mssp.example",
+        "OPS_EMAIL": OPS_EMAIL,
+        # The onboarding webhook is signed, as it should be in Azure (`python -m local.run.try onboard` signs).
+        "ONBOARDING_WEBHOOK_SECRET": webhook_secret,
     }

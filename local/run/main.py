@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from local.run.cycle import api_get, count_alert_rows, run_cycle, start_live_demo
-from local.run.demo import setup_demo
+from local.run.cycle import api_get, count_alert_rows, run_cycle
+from local.run.demo import CUSTOMERS, LIVE_SCHEDULES, setup_demo
+from local.run.live import ALERT_EVERY_SECONDS, LiveDemo, start_live_demo, write_state
 from local.run.services import REPO_ROOT
 from local.run.stack import LocalStack
 from shared.settings import SETTINGS
@@ -40,13 +41,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def banner(stack: LocalStack) -> str:
+def banner(stack: LocalStack, workdir: Path | None = None) -> str:
     assert stack.host is not None
+    key, api = stack.host.function_key, f"{stack.host.url}/api"
+    helper = ".venv/bin/python -m local.run.try"
+    if workdir is not None and workdir.resolve() != (REPO_ROOT / ".local" / "run").resolve():
+        helper += f" --workdir {workdir}"
+    customer = CUSTOMERS[0].domain
+    rule = ('{"name": "Me: every alert", "recipients": ["me@mssp.example"], "mode": "per-alert"}')
     lines = [
         "",
         "MSSP Defender alerts: running locally",
-        f"  API base URL        {stack.host.url}/api",
-        f"  Function key        {stack.host.function_key}   (header x-functions-key, or ?code=)",
+        f"  API base URL        {api}",
+        f"  Function key        {key}   (header x-functions-key, or ?code=)",
         f"  Master key          {stack.host.master_key}   (admin API: {stack.host.url}/admin/...)",
         f"  Local cloud         {stack.cloud.url}   (Entra, Graph, Defender; control API at /control)",
         f"  Local cloud CA      {stack.cloud.ca_path}",
@@ -56,7 +63,22 @@ def banner(stack: LocalStack) -> str:
         lines.append(f"  Mail inbox          {stack.maildev.web_url}   (SMTP on 127.0.0.1:{stack.maildev.smtp_port})")
     lines += [
         f"  Logs                {stack.workdir}",
-        f"  Try                 curl -H 'x-functions-key: {stack.host.function_key}' {stack.host.url}/api/tenants",
+        "",
+        "What happens: ingestion runs every minute and each tick's notification run e-mails the rules' "
+        "recipients;",
+        f"a new alert is raised for a demo customer every {ALERT_EVERY_SECONDS:.0f} s. Watch the mail inbox.",
+        "",
+        "Try, in another terminal (from the repo):",
+        f"  Tenants             curl -s -H 'x-functions-key: {key}' {api}/tenants",
+        f"  SIEM feed           curl -s -H 'x-functions-key: {key}' '{api}/alerts?pageSize=5'",
+        f"  Add a rule          curl -s -H 'x-functions-key: {key}' -H 'content-type: application/json' "
+        f"-d '{rule}' {api}/notification-rules",
+        f"  New alert           curl -s --cacert {stack.cloud.ca_path} -d '{{\"severity\": \"high\"}}' "
+        f"{stack.cloud.url}/control/tenants/{customer}/alerts",
+        f"  Severity rise       {helper} escalate {customer}",
+        f"  Onboard a customer  {helper} onboard 'Tailspin Toys' tailspin.example",
+        "                      (signs the webhook, prints the consent link: open it in a browser and accept the",
+        "                      warning about the local cloud's own CA, or add --accept to consent by script)",
         "  Ctrl-C stops everything.",
         "",
     ]
@@ -76,28 +98,63 @@ def _tenant_text(stack: LocalStack) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(tenants.items())) or "none yet"
 
 
-def status_line(stack: LocalStack) -> str:
-    emails = (lambda: len(stack.maildev.messages())) if stack.maildev is not None else (lambda: 0)
+def status_line(stack: LocalStack, live: LiveDemo | None = None) -> str:
     alive = "up" if stack.host is not None and stack.host.alive else "DOWN"
+    if live is not None:
+        mail = _or_unavailable(lambda: live.status_text(live.inbox()))
+    else:
+        emails = (lambda: len(stack.maildev.messages())) if stack.maildev is not None else (lambda: 0)
+        mail = f"e-mails in inbox: {_or_unavailable(emails)}"
     return (f"[{time.strftime('%H:%M:%S')}] host {alive}; tenants: {_or_unavailable(lambda: _tenant_text(stack))}; "
-            f"alerts stored: {_or_unavailable(lambda: count_alert_rows(stack))}; "
-            f"e-mails in inbox: {_or_unavailable(emails)}")
+            f"alerts stored: {_or_unavailable(lambda: count_alert_rows(stack))}; {mail}")
 
 
-def start_demo_stack(workdir: Path, port: int) -> LocalStack:
-    """Azurite, MailDev and the local cloud, the demo world in the cloud, then the host with the real app.
+def start_demo_stack(workdir: Path, port: int, *, live: bool = True) -> LocalStack:
+    """Azurite, MailDev and the local cloud, the demo world in the cloud, then the host with the real app;
+    `live` (what `make run` shows) runs ingestion and the ops check every minute (demo.LIVE_SCHEDULES),
+    without it the timers keep the product's defaults (`--once`).
 
     Only registered settings reach the app: what the demo creates for later features (credentials of the
     MSSP's app registrations) flows in once the code that reads it registers it."""
     stack = LocalStack.start(workdir, host_port=port, start_app=False)
     try:
         demo = setup_demo(stack)
+        if live:
+            demo.update(LIVE_SCHEDULES)
         stack.settings.update({k: v for k, v in demo.items() if k in REGISTERED})
         stack.start_host()
+        write_state(stack)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def run_live(stack: LocalStack, live: LiveDemo, status_every: float) -> None:
+    """Until Ctrl-C: a new demo alert when one is due, a status line every `status_every` seconds, and a line
+    of its own when the first alert e-mail is in the inbox."""
+    next_status = 0.0
+    while True:
+        try:
+            live.raise_if_due()
+        except Exception as exc:  # the local cloud is a child process: say so, keep showing the rest
+            print(f"  raising a demo alert failed: {type(exc).__name__}: {exc}", flush=True)
+        now = time.monotonic()
+        if live.first_alert_email is None:
+            try:
+                live.inbox()
+            except Exception:  # noqa: BLE001,S110 - the status line reports the inbox as unavailable
+                pass
+            if live.first_alert_email is not None:
+                first = live.first_alert_email
+                to = ", ".join(str(t.get("address")) for t in first.get("to") or [])
+                after = live.first_alert_email_after or 0.0
+                print(f"[{time.strftime('%H:%M:%S')}] first alert e-mail in the inbox, {after:.0f} s after start: "
+                      f"\"{first.get('subject')}\" to {to}", flush=True)
+        if now >= next_status:
+            print(status_line(stack, live), flush=True)
+            next_status = now + status_every
+        time.sleep(1.0)
 
 
 def failed_summary(where: str, message: str) -> dict[str, object]:
@@ -112,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C, so every child process is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     stack = None
+    started = time.monotonic()
     try:
         try:
-            stack = start_demo_stack(args.workdir, args.port)
+            stack = start_demo_stack(args.workdir, args.port, live=not args.once)
             summary = run_cycle(stack) if args.once else None
         except Exception as exc:
             if not args.once:
@@ -124,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         if summary is not None:
             print(json.dumps(summary), flush=True)
             return 1 if summary["errors"] else 0
-        print(banner(stack), flush=True)
-        print("onboarding the demo customers and running the first ingestion tick...", flush=True)
-        for error in start_live_demo(stack):
+        print(banner(stack, args.workdir), flush=True)
+        print("onboarding the demo customers, raising a first new alert and running the first ingestion "
+              "tick...", flush=True)
+        live = LiveDemo(stack, started=started)
+        for error in start_live_demo(stack, live):
             print(f"  {error['where']}: {error['message']}", flush=True)
-        while True:
-            print(status_line(stack), flush=True)
-            time.sleep(args.status_every)
+        run_live(stack, live, args.status_every)
     except KeyboardInterrupt:
         print("stopping...", file=sys.stderr)
         return 0

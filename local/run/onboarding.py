@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
@@ -34,15 +35,23 @@ def _api(stack: LocalStack, method: str, path: str, **kwargs: Any) -> requests.R
     return requests.request(method, f"{stack.host.url}/api/{path}", headers=headers, timeout=60, **kwargs)
 
 
-def _invite(stack: LocalStack, customer: DemoCustomer) -> dict[str, Any]:
-    """What the MSSP's onboarding system sends; the tenant is named by its domain, as a customer knows it."""
-    body = json.dumps({"customerName": customer.name, "tenantId": customer.domain, "alertSource": customer.alert_source,
-                       "externalId": f"demo-{customer.domain}", "contactEmail": f"it@{customer.domain}"}).encode()
-    headers = {"Content-Type": "application/json"}
-    secret = stack.settings.get("ONBOARDING_WEBHOOK_SECRET", "")
+def post_invitation(host_url: str, function_key: str, secret: str, payload: dict[str, Any]) -> requests.Response:
+    """POST /api/tenants as the MSSP's onboarding system does: the function key and, when the webhook has a
+    secret, both signature headers computed for this body now (each signature is accepted once)."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "x-functions-key": function_key}
     if secret:
         headers.update(signature_headers(secret, body))
-    response = _api(stack, "POST", "tenants", data=body, headers=headers)
+    return requests.post(f"{host_url}/api/tenants", data=body, headers=headers, timeout=60)
+
+
+def _invite(stack: LocalStack, customer: DemoCustomer) -> dict[str, Any]:
+    """What the MSSP's onboarding system sends; the tenant is named by its domain, as a customer knows it."""
+    assert stack.host is not None
+    response = post_invitation(stack.host.url, stack.host.function_key,
+                               stack.settings.get("ONBOARDING_WEBHOOK_SECRET", ""), {
+        "customerName": customer.name, "tenantId": customer.domain, "alertSource": customer.alert_source,
+        "externalId": f"demo-{customer.domain}", "contactEmail": f"it@{customer.domain}"})
     if response.status_code == 409:  # already active (a second run against the same storage)
         return {}
     response.raise_for_status()
@@ -60,11 +69,17 @@ def _fresh_link(stack: LocalStack, customer: DemoCustomer) -> dict[str, Any]:
 
 def _answer(stack: LocalStack, consent_url: str, decision: str) -> str:
     """Submit the local cloud's consent page as the customer's admin; the callback page's heading."""
+    return answer_consent(consent_url, decision, stack.cloud.ca_path)
+
+
+def answer_consent(consent_url: str, decision: str, ca_path: Path) -> str:
+    """Submit the local cloud's consent page (`accept` or `cancel`) as the customer's admin would, follow the
+    redirect to the app's callback; the callback page's heading."""
     parts = urlsplit(consent_url)
     query = dict(parse_qsl(parts.query))
     form = {name: query[name] for name in ("client_id", "redirect_uri", "state", "scope")}
     response = requests.post(f"{parts.scheme}://{parts.netloc}{parts.path}", data={**form, "decision": decision},
-                             allow_redirects=False, verify=str(stack.cloud.ca_path), timeout=60)
+                             allow_redirects=False, verify=str(ca_path), timeout=60)
     if response.status_code != 302:
         raise OnboardingError(f"the consent page answered {response.status_code}: {response.text[:200]}")
     page = requests.get(response.headers["Location"], timeout=60)
