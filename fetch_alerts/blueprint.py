@@ -36,9 +36,12 @@ bp = df.Blueprint()
 @bp.durable_client_input(client_name="client")
 async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     now = datetime.now(UTC)
-    scheduled = tick_time(timer.schedule_status, now)
+    # The worker passes azure.functions.timer.TimerRequest, which has schedule_status; the abstract
+    # func.TimerRequest it is annotated with (the type the decorators expect) declares past_due only.
+    schedule_status = timer.schedule_status  # type: ignore[attr-defined]
+    scheduled = tick_time(schedule_status, now)
     run_id = run_id_for(scheduled)
-    if not is_timer_start(timer.schedule_status, now):
+    if not is_timer_start(schedule_status, now):
         # A manual run gets an id of its own: it must never take the id of the tick it runs ahead of.
         run_id = distinct_run_id(run_id, MANUAL, now)
     if timer.past_due:

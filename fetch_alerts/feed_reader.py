@@ -120,7 +120,9 @@ class FeedReader:
                 return []
             rows = [dict(row) for row in page]
             self._counter.add(len(rows))
-            if rows or not pages.continuation_token:
+            # by_page() is typed as a plain Iterator; what it returns is an azure.core PageIterator, which has
+            # the continuation_token attribute.
+            if rows or not pages.continuation_token:  # type: ignore[attr-defined]
                 return rows
         return []
 
@@ -232,7 +234,8 @@ def read_page(request: PullRequest, *, alerts: TableClient, feed: TableClient, s
     filters = request.filters
     entries = (reader.tenant_entries(filters.tenant_id, request.position) if filters.tenant_id
                else reader.global_entries(request.position))
-    position, examined, served = request.position, 0, []
+    position, examined = request.position, 0
+    served: list[dict[str, Any]] = []
     seen: set[tuple[str, str, Any]] = set()
     exhausted = False
     while len(served) < request.page_size and examined < budget:

@@ -96,7 +96,8 @@ class PassState:
         try:
             data = json.loads(text)
             fields = {"lo", "cap", "max_seen", "created_le", "width"}
-            state = cls(**{k: (int(v) if v is not None else None) for k, v in data.items() if k in fields})
+            values: dict[str, Any] = {k: (int(v) if v is not None else None) for k, v in data.items() if k in fields}
+            state = cls(**values)
             if data.get("windows") is not None:
                 state.windows = tuple(_window(w) for w in data["windows"])
             return state
@@ -233,7 +234,7 @@ class Pager:
             # reference left in this frame would keep a second page alive while the next one is parsed.
             del body, alerts
             yield page
-            if page.complete:
+            if page.complete or next_link is None:  # the same test (complete is `not next_link`), typed
                 return
             url, params = next_link, None
 

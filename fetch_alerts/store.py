@@ -192,8 +192,10 @@ class AlertWriter:
             try:
                 self._submit(operations)
             except TableTransactionError as exc:
-                if exc.status_code not in (409, 412) and "EntityAlreadyExists" not in str(exc.error_code) \
-                        and "UpdateConditionNotSatisfied" not in str(exc.error_code):
+                # The SDK sets error_code on the errors it decodes (documented as an ivar, not declared).
+                error_code = str(getattr(exc, "error_code", None))
+                if exc.status_code not in (409, 412) and "EntityAlreadyExists" not in error_code \
+                        and "UpdateConditionNotSatisfied" not in error_code:
                     raise
                 logger.info("tenant %s: rows changed under a transaction (attempt %d); re-reading", self._tenant,
                             attempt + 1)
@@ -296,10 +298,13 @@ class AlertWriter:
             rows = self._table.query_entities(f"PartitionKey eq @pk and ( {clause} )", select=_SELECT,
                                               parameters={"pk": self._tenant, **names})
             for row in rows:
+                etag = row.metadata["etag"]
+                if etag is None:  # the service sends every row's ETag; only entities built locally have none
+                    raise ValueError(f"tenant {self._tenant}: an alert row was read without its ETag")
                 found[by_key[row["RowKey"]]] = Stored(
                     ticks=int_value(row.get("lastUpdateTicks")) or 0, hash=str(row.get("payloadHash") or ""),
                     max_severity=str(row.get("maxSeverity") or ""), first_seen=row.get("firstSeenAt"),
-                    etag=row.metadata["etag"])
+                    etag=etag)
         return found
 
 
