@@ -17,7 +17,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from grant_access import management, notify_callback, pages, purge, wiring
+from grant_access import management, notify_callback, pages, portal_access, purge, wiring
 from grant_access.callback import (
     CallbackResult,
     Notification,
@@ -118,9 +118,28 @@ def get_invitation(req: func.HttpRequest) -> func.HttpResponse:
             raise Problem(404, "no such invitation", field="invitationId")
         body = invitation.to_json(wiring.utcnow())
         body["href"] = f"/api/invitations/{invitation.id}"
+        base = wiring.known_base_url()
+        if portal_access.consented_tenant(invitation) is not None and base:
+            body["portalAccessUrl"] = portal_access.url(base, invitation.id)
         return json_response(body)
 
     return run_api(handle, logger)
+
+
+@bp.function_name("portal_access")
+@bp.route(route="invitations/{invitationId}/portal-access", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_access_page(req: func.HttpRequest) -> func.HttpResponse:
+    """The customer's next step after consent, for their admin (no function key): portal access for the MSSP's
+    analysts. Answers only for an invitation whose consent was granted (docs/SECURITY.md)."""
+    try:
+        invitation_id = req.route_params.get("invitationId", "")
+        return portal_access.page_for(wiring.invitations(), invitation_id, wiring.portal_access_config()).response()
+    except (AzureError, SettingsError) as exc:
+        logger.error("portal-access page could not be shown: %s", type(exc).__name__)
+        return pages.unavailable().response()
+    except Exception:  # a defect: the browser still gets a page, never a stack trace; the log has it
+        logger.exception("portal-access page failed")
+        return pages.unavailable().response()
 
 
 # --- the consent callback ---------------------------------------------------------------------------------
@@ -317,7 +336,8 @@ def post_onboarding_result(result: dict) -> dict:
     config = wiring.config()
     return dict(notify_callback.post_result(
         result, invitations=wiring.invitations(), secret=config.webhook_secret,
-        allow_loopback=config.allow_loopback, timeout=config.http_timeout_seconds))
+        allow_loopback=config.allow_loopback, timeout=config.http_timeout_seconds,
+        public_base_url=wiring.known_base_url()))
 
 
 @bp.function_name(PURGE_TENANT_ORCHESTRATOR)

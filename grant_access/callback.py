@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import requests
 
-from grant_access import pages
+from grant_access import pages, portal_access
 from grant_access.consent_state import well_formed
 from grant_access.invitations import ACCEPTED, DECLINED, EXPIRED, PENDING, VOIDED, Invitation, InvitationStore
 from grant_access.verification import REPORTED_STATUSES, AccessChecker, apply_check, run_check
@@ -197,7 +197,8 @@ def _replay(invitation: Invitation, completion: str, deps: CallbackDeps) -> Call
             deps.rules.store_for_tenant(invitation.rules, tenant_id, invitation.id, now)
     if (tenant or {}).get("invitationId") != invitation.id:
         return CallbackResult(pages.already_onboarded(customer))
-    return CallbackResult(_status_page(customer, str((tenant or {}).get("status") or TenantStatus.VERIFYING)))
+    return CallbackResult(_status_page(customer, str((tenant or {}).get("status") or TenantStatus.VERIFYING),
+                                       invitation.id))
 
 
 def complete_interrupted(deps: CallbackDeps, since: datetime) -> int:
@@ -226,11 +227,12 @@ def complete_interrupted(deps: CallbackDeps, since: datetime) -> int:
     return finished
 
 
-def _status_page(customer: str, status: str) -> pages.Page:
+def _status_page(customer: str, status: str, invitation_id: str) -> pages.Page:
+    # Consent granted: the pages link the customer's next step, portal access for the MSSP's analysts.
     if status == TenantStatus.ACTIVE:
-        return pages.access_granted(customer)
+        return pages.access_granted(customer, portal_access.path(invitation_id))
     if status == TenantStatus.VERIFYING:
-        return pages.consent_received(customer)
+        return pages.consent_received(customer, portal_access.path(invitation_id))
     if status == TenantStatus.NOT_LICENSED:
         return pages.not_licensed(customer)
     return pages.not_verified(customer, status)
@@ -349,7 +351,7 @@ def _accept(invitation: Invitation, tenant_id: str, completion: str, deps: Callb
     row = apply_check(deps.tenants, tenant_id, check, deps.now(), deps.verification_timeout_seconds) or {}
     status = str(row.get("status") or TenantStatus.VERIFYING)
     notifications = [Notification(invitation.id, status)] if status in REPORTED_STATUSES else []
-    return CallbackResult(_status_page(customer, status), notifications)
+    return CallbackResult(_status_page(customer, status, invitation.id), notifications)
 
 
 def _may_bind(invitation: Invitation, row: dict[str, Any] | None) -> bool:

@@ -35,3 +35,21 @@ class ConsentAppConfig:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ConsentAppConfig:
         return load_config(cls, settings)
+
+
+@dataclass(frozen=True)
+class PortalAccessConfig:
+    """What the portal-access page names: the MSSP's public identifiers and the names it chose for the groups,
+    roles, access packages and catalog customers create (grant_access/portal_access.py)."""
+
+    mssp_tenant_id: str = setting("MSSP_TENANT_ID")
+    mssp_tenant_domain: str = setting("MSSP_TENANT_DOMAIN")
+    tier1_group: str = setting("MSSP_TIER1_GROUP")
+    tier2_group: str = setting("MSSP_TIER2_GROUP")
+    approvers_group: str = setting("MSSP_APPROVERS_GROUP")
+    catalog: str = setting("MSSP_ACCESS_CATALOG")
+    portal_host: str = setting("PORTAL_HOST")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PortalAccessConfig:
+        return load_config(cls, settings)

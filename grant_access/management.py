@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from grant_access import portal_access
 from grant_access.invitations import InvitationRequest, InvitationStore
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
@@ -63,6 +64,8 @@ def tenant_json(row: dict[str, Any], portal_host: str) -> dict[str, Any]:
         "apiHost": row.get("apiHost") or None,
         "health": {**{name: _iso(row.get(name)) for name in _HEALTH}, "visibilityLag": _visibility_lag(row)},
         "portalUrl": f"{portal_host}/?tid={tenant_id}",
+        # The customer's guide to giving the MSSP's analysts that portal access (grant_access/portal_access.py).
+        "portalAccessHref": portal_access.path(str(row["invitationId"])) if row.get("invitationId") else None,
         "href": f"/api/tenants/{tenant_id}",
     }
 

@@ -19,7 +19,8 @@ from typing import Any, TypedDict
 
 import requests
 
-from grant_access.invitations import InvitationStore
+from grant_access import portal_access
+from grant_access.invitations import Invitation, InvitationStore
 from shared import outbound_http
 from shared.names import POST_ONBOARDING_RESULT_ACTIVITY
 from shared.outbound_url import HostDoesNotResolve, Resolver, UnsafeUrl, system_resolver
@@ -66,7 +67,11 @@ def orchestrate(context: Any) -> Generator[Any, Any, dict[str, Any]]:
             "delivered": outcome["delivered"], "detail": outcome["detail"]}
 
 
-def result_body(invitation_row: dict[str, Any], payload: ResultInput) -> dict[str, Any]:
+def result_body(invitation_row: dict[str, Any], payload: ResultInput, public_base_url: str = "") -> dict[str, Any]:
+    """The POSTed result; `portalAccessUrl` is the customer's next step (grant_access/portal_access.py), set once
+    the invitation's consent was granted and the app's public base URL is known, else null."""
+    invitation = Invitation(payload["invitationId"], invitation_row)
+    granted = bool(public_base_url) and portal_access.consented_tenant(invitation) is not None
     return {
         "type": "tenant.onboarding.result",
         "invitationId": payload["invitationId"],
@@ -75,18 +80,20 @@ def result_body(invitation_row: dict[str, Any], payload: ResultInput) -> dict[st
         "tenantId": invitation_row.get("tenantId") or invitation_row.get("expectedTenantId") or None,
         "status": payload["status"],
         "occurredAt": payload["occurredAt"],
+        "portalAccessUrl": portal_access.url(public_base_url, invitation.id) if granted else None,
     }
 
 
 def post_result(payload: ResultInput, *, invitations: InvitationStore, secret: str, allow_loopback: bool,
-                timeout: float, resolver: Resolver = system_resolver, verify: bool | str = True) -> Delivery:
+                timeout: float, resolver: Resolver = system_resolver, verify: bool | str = True,
+                public_base_url: str = "") -> Delivery:
     """One delivery attempt, to an address of the callbackUrl's host vetted right before it (the
     connection goes to that address: shared.outbound_http). `resolver` and `verify` are for tests."""
     invitation = invitations.get(payload["invitationId"])
     url = str((invitation.row if invitation else {}).get("callbackUrl") or "")
     if invitation is None or not url:
         return {"delivered": False, "retry": False, "detail": "no callbackUrl"}
-    body = json.dumps(result_body(invitation.row, payload)).encode()
+    body = json.dumps(result_body(invitation.row, payload, public_base_url)).encode()
     headers = {"Content-Type": "application/json"}
     if secret:
         headers.update(signature_headers(secret, body))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import azure.functions as func
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:38em;margin:3em auto;padding:0 1em;color:#1b1b1b;"
-          "line-height:1.5}h1{font-size:1.5em}.note{color:#555}")
+          "line-height:1.5}h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.5em}.note{color:#555}"
+          "code{background:#f3f3f3;padding:0 .2em;overflow-wrap:anywhere}")
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 CONTENT_SECURITY_POLICY = (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
                            "form-action 'none'; frame-ancestors 'none'")
@@ -30,16 +31,73 @@ _TRY_AGAIN = "Ask your security provider for a new consent link, open it, and ac
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link inside a line: its text and target, both escaped when rendered. Only https URLs and the app's
+    own absolute paths are links; anything else is refused at render time (it would be a bug)."""
+
+    text: str
+    href: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """A value the reader copies (a tenant id, a group name), shown as code."""
+
+    text: str
+
+
+# A line of text: plain text, or fragments of plain text, links and values to copy.
+Line = str | tuple[str | Link | Code, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, optional introductory lines, and numbered steps."""
+
+    heading: str
+    intro: tuple[Line, ...] = ()
+    steps: tuple[Line, ...] = ()
+
+
+def _href(href: str) -> str:
+    if not (href.startswith("https://") or (href.startswith("/") and not href.startswith("//"))):
+        raise ValueError(f"not a link a page may carry: {href!r}")
+    return html.escape(href, quote=True)
+
+
+def _line(line: Line) -> str:
+    e = html.escape
+    if isinstance(line, str):
+        return e(line)
+    out = []
+    for part in line:
+        if isinstance(part, Link):
+            out.append(f'<a href="{_href(part.href)}">{e(part.text)}</a>')
+        elif isinstance(part, Code):
+            out.append(f"<code>{e(part.text)}</code>")
+        else:
+            out.append(e(part))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
 class Page:
-    """A page to show: HTTP status, a heading and paragraphs of plain text (escaped when rendered)."""
+    """A page to show: HTTP status, a heading, paragraphs and sections of text (escaped when rendered)."""
 
     status: int
     title: str
-    paragraphs: tuple[str, ...]
+    paragraphs: tuple[Line, ...]
+    sections: tuple[Section, ...] = ()
 
     def render(self) -> str:
         e = html.escape
-        body = "\n".join(f"<p>{e(p)}</p>" for p in self.paragraphs)
+        parts = [f"<p>{_line(p)}</p>" for p in self.paragraphs]
+        for section in self.sections:
+            parts.append(f"<h2>{e(section.heading)}</h2>")
+            parts += [f"<p>{_line(p)}</p>" for p in section.intro]
+            if section.steps:
+                parts.append("<ol>" + "".join(f"<li>{_line(s)}</li>" for s in section.steps) + "</ol>")
+        body = "\n".join(parts)
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f"<title>{e(self.title)}</title><style>{_STYLE}</style></head>\n"
@@ -54,17 +112,32 @@ def _for(customer: str | None) -> str:
     return f" for {customer}" if customer else ""
 
 
-def access_granted(customer: str) -> Page:
+def _next_step(portal_access: str | None) -> Line:
+    if not portal_access:
+        return "Nothing else is needed. You can close this page."
+    return ("Nothing else is needed for the alerts. Next, when you are ready: ",
+            Link("give your security provider's analysts access to the Microsoft Defender portal", portal_access),
+            " (steps for your organization, in your own admin centers).")
+
+
+def access_granted(customer: str, portal_access: str | None = None) -> Page:
     return Page(200, f"Access granted{_for(customer)}", (
         f"Thank you. {customer} has granted your security provider read access to its security alerts.",
-        "Nothing else is needed. You can close this page."))
+        _next_step(portal_access)))
 
 
-def consent_received(customer: str) -> Page:
+def consent_received(customer: str, portal_access: str | None = None) -> Page:
     return Page(200, f"Consent received{_for(customer)}", (
         "Thank you. Your consent was recorded. Microsoft can take a few minutes to apply it everywhere; "
         "your security provider confirms access automatically in the meantime.",
-        "Nothing else is needed. You can close this page."))
+        _next_step(portal_access)))
+
+
+def portal_access_unknown() -> Page:
+    return Page(404, "This page does not exist", (
+        "There is no portal-access guide at this address: the link is incomplete, or the consent it belongs "
+        "to has not been granted.",
+        "Use the link shown after you granted consent, or ask your security provider for it."))
 
 
 def declined(customer: str | None) -> Page:

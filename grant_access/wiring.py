@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from azure.data.tables import TableClient
 
 from grant_access.callback import CallbackDeps, SignIn
-from grant_access.config import ConsentAppConfig, OnboardingConfig
+from grant_access.config import ConsentAppConfig, OnboardingConfig, PortalAccessConfig
 from grant_access.invitations import InvitationStore
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
@@ -69,6 +69,18 @@ def public_base_url(configured: str) -> str:
         raise SettingsError("PUBLIC_BASE_URL is not set and WEBSITE_HOSTNAME is unknown: the consent "
                             "redirect URI cannot be built")
     return f"https://{hostname}"
+
+
+def known_base_url() -> str:
+    """The app's public base URL, or empty when it cannot be built (links that need it are then null)."""
+    try:
+        return public_base_url(settings().get("PUBLIC_BASE_URL"))
+    except SettingsError:
+        return ""
+
+
+def portal_access_config() -> PortalAccessConfig:
+    return PortalAccessConfig.from_settings(settings())
 
 
 def consent_link() -> ConsentLinkSettings:

@@ -160,6 +160,12 @@ param defenderApiResource string = 'https://api.securitycenter.microsoft.com'
 @description('Optional. Defender portal host for alert deep links.')
 param portalHost string = 'https://security.microsoft.com'
 
+@description('Optional. Tenant id of the MSSP analysts\' Entra tenant (MSSP_TENANT_ID), which customers add as a connected organization to give the analysts Defender portal access (the page customers see after consent). Microsoft suggests a dedicated tenant for the analysts; empty: the page names msspTenantDomain only.')
+param msspTenantId string = ''
+
+@description('Optional. A verified domain of the MSSP analysts\' tenant, e.g. mssp.onmicrosoft.com (MSSP_TENANT_DOMAIN).')
+param msspTenantDomain string = ''
+
 @description('Required. How notification e-mail leaves (MAIL_TRANSPORT): graph (sendMail from mailSender\'s mailbox with the app\'s identity, which holds Mail.Send in this tenant) or smtp (an SMTP relay; set SMTP_* through settingOverrides and SMTP_PASSWORD through keyVaultSecretNames). The code\'s default, smtp, suits local development with MailDev.')
 @allowed([
   'graph'
@@ -335,6 +341,8 @@ module appSettings 'modules/app-settings.bicep' = {
     defenderApiHost: defenderApiHost
     defenderApiResource: defenderApiResource
     portalHost: portalHost
+    msspTenantId: msspTenantId
+    msspTenantDomain: msspTenantDomain
     httpTimeoutSeconds: httpTimeoutSeconds
     msspAppCredential: msspAppCredential
     msspAppFederationAudience: msspAppFederationAudience

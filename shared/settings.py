@@ -120,6 +120,31 @@ def _optional_guid(name: str, raw: str) -> str:
     return raw.strip().lower()
 
 
+def _optional_tenant_id(name: str, raw: str) -> str:
+    if raw.strip() and not is_guid(raw.strip()):
+        raise SettingsError(f"{name}: {raw!r} is not a GUID (an Entra tenant id)")
+    return raw.strip().lower()
+
+
+_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+
+
+def _optional_domain(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and not _DOMAIN.fullmatch(value):
+        raise SettingsError(f"{name}: {raw!r} is not a domain name such as contoso.onmicrosoft.com")
+    return value.lower()
+
+
+def _display_name(name: str, raw: str) -> str:
+    """A name shown to customers (pages escape it): one line of printable text, 1..120 characters."""
+    value = raw.strip()
+    if not value or len(value) > 120 or not value.isprintable():
+        raise SettingsError(f"{name}: {raw!r} must be one line of printable text, 1 to 120 characters")
+    return value
+
+
 def _one_of(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -249,6 +274,24 @@ SETTINGS: tuple[Setting, ...] = (
             "verification_failed (a duration).", default="24h", parse=_duration),
     Setting("OUTBOUND_ALLOW_LOOPBACK", "true lets outbound calls to given URLs (callbackUrl) reach loopback "
             "addresses; local development only, never in Azure.", default="false", parse=_bool),
+    # The customer's first step of Microsoft's MSSP setup: portal access for the MSSP's analysts through Entra
+    # B2B and access packages (grant_access/portal_access.py; the page after consent names these).
+    Setting("MSSP_TENANT_ID", "The MSSP analysts' Entra tenant id (a GUID), which customers add as a connected "
+            "organization to give the analysts Defender portal access. Empty: the page names MSSP_TENANT_DOMAIN "
+            "only.", default="", parse=_optional_tenant_id),
+    Setting("MSSP_TENANT_DOMAIN", "A verified domain of the MSSP analysts' tenant, e.g. mssp.onmicrosoft.com "
+            "(customers can search the connected organization by it).", default="", parse=_optional_domain),
+    Setting("MSSP_TIER1_GROUP", "Name of the customer-side group, Defender role and access package for the "
+            "MSSP's Tier 1 analysts (every action except live response and security settings).",
+            default="MSSP Tier 1 Analysts", parse=_display_name),
+    Setting("MSSP_TIER2_GROUP", "Name of the customer-side group, Defender role and access package for the "
+            "MSSP's Tier 2 analysts (Tier 1 plus live response).", default="MSSP Tier 2 Analysts",
+            parse=_display_name),
+    Setting("MSSP_APPROVERS_GROUP", "Name of the customer-side group and access package of the MSSP's analyst "
+            "approvers, who approve the analysts' access requests in My Access.",
+            default="MSSP Analyst Approvers", parse=_display_name),
+    Setting("MSSP_ACCESS_CATALOG", "Name of the Identity Governance catalog that holds the MSSP's access packages "
+            "in the customer's tenant.", default="MSSP Accesses", parse=_display_name),
     # Alert ingestion (fetch_alerts).
     Setting("FETCH_CONCURRENCY", "How many tenants one ingestion tick fetches in parallel.", default="16",
             parse=_positive_int),

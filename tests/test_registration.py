@@ -38,7 +38,8 @@ def test_function_app_registers_one_blueprint_per_feature_folder_and_nothing_els
 def test_functions_are_exactly_the_expected_set(functions):
     assert set(functions) == {
         # grant_access
-        "health", "list_tenants", "create_invitation", "get_invitation", "consent_callback", "consent_sign_in",
+        "health", "list_tenants", "create_invitation", "get_invitation", "portal_access", "consent_callback",
+        "consent_sign_in",
         "get_tenant", "patch_tenant", "offboard_tenant", "get_tenant_purge", "fresh_consent", "verify_tenants",
         "notify_onboarding_result",
         "post_onboarding_result", "purge_tenant_alerts", "purge_tenant_alerts_batch",
@@ -83,6 +84,7 @@ def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durabl
         ("list_tenants", "tenants", ["GET"], "FUNCTION"),
         ("create_invitation", "tenants", ["POST"], "FUNCTION"),
         ("get_invitation", "invitations/{invitationId}", ["GET"], "FUNCTION"),
+        ("portal_access", "invitations/{invitationId}/portal-access", ["GET"], "ANONYMOUS"),
         ("consent_callback", "consent/callback", ["GET"], "ANONYMOUS"),
         ("consent_sign_in", "consent/callback", ["POST"], "ANONYMOUS"),
         ("get_tenant", "tenants/{tenantId}", ["GET"], "FUNCTION"),

@@ -58,6 +58,12 @@ param defenderApiResource string
 @description('Required. Defender portal host for deep links (PORTAL_HOST).')
 param portalHost string
 
+@description('Required. The MSSP analysts\' tenant id, which customers add as a connected organization (MSSP_TENANT_ID); empty: MSSP_TENANT_DOMAIN only.')
+param msspTenantId string
+
+@description('Required. A verified domain of the MSSP analysts\' tenant (MSSP_TENANT_DOMAIN); may be empty.')
+param msspTenantDomain string
+
 @description('Required. Timeout of one outbound HTTP request in seconds (HTTP_TIMEOUT_SECONDS).')
 param httpTimeoutSeconds int
 
@@ -159,6 +165,15 @@ var appSettingValues = {
   VERIFICATION_TIMEOUT: verificationTimeout
   OUTBOUND_ALLOW_LOOPBACK: 'false' // loopback callbacks are for local development only
   SIEM_TOKEN_KEY: keyVaultReference(keyVaultUri, keyVaultSecretNames.?SIEM_TOKEN_KEY ?? '')
+
+  // The customer's portal-access page (grant_access/portal_access.py): the names are the code's defaults,
+  // changed through settingOverrides.
+  MSSP_TENANT_ID: msspTenantId
+  MSSP_TENANT_DOMAIN: msspTenantDomain
+  MSSP_TIER1_GROUP: 'MSSP Tier 1 Analysts'
+  MSSP_TIER2_GROUP: 'MSSP Tier 2 Analysts'
+  MSSP_APPROVERS_GROUP: 'MSSP Analyst Approvers'
+  MSSP_ACCESS_CATALOG: 'MSSP Accesses'
 
   // Ingestion limits and retention: the code's defaults, changed through settingOverrides.
   FETCH_CONCURRENCY: '16'

@@ -190,8 +190,8 @@ class Onboarding:
         return result
 
 
-def start_onboarding(workdir: Path, **settings: str) -> Onboarding:
-    stack = LocalStack.start(workdir, host_port=free_port(), with_maildev=False, start_app=False)
+def start_onboarding(workdir: Path, *, with_maildev: bool = False, **settings: str) -> Onboarding:
+    stack = LocalStack.start(workdir, host_port=free_port(), with_maildev=with_maildev, start_app=False)
     try:
         client_id = str(uuid.uuid4())
         app_secret = secrets.token_urlsafe(24)

@@ -91,6 +91,8 @@ def test_an_active_tenant_is_reported_to_the_callbackUrl_signed(loopback):
     [(headers, raw, body)] = _posts(receiver, invitation["id"])
 
     assert body["status"] == "active" and body["tenantId"] == tenant and body["externalId"] == "crm-1"
+    # The customer's next step: the portal-access page, without a key (grant_access/portal_access.py).
+    assert body["portalAccessUrl"] == f"{env.host_url}/api/invitations/{invitation['id']}/portal-access"
     signed_at = verify(env.webhook_secret, raw, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], time.time())
     assert abs(time.time() - signed_at) < 120
     # The documented scheme, computed independently: HMAC-SHA256 over "<timestamp>.<body>".
@@ -104,7 +106,7 @@ def test_a_decline_is_reported_to_the_callbackUrl(loopback):
     invitation = env.invite(callbackUrl=receiver.url("/onboarded"))
     env.open(env.answer_consent(invitation["consentUrl"], "cancel"))
     [(_, _, body)] = _posts(receiver, invitation["id"])
-    assert body["status"] == "declined" and body["tenantId"] is None
+    assert body["status"] == "declined" and body["tenantId"] is None and body["portalAccessUrl"] is None
 
 
 def test_a_failing_receiver_gets_the_result_again_after_a_backoff(loopback):
