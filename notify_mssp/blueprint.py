@@ -19,6 +19,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from notify_mssp import ops_timer, orchestrator, rules_http, wiring
+from notify_mssp.payloads import SendAnswer
 from shared.names import (
     COMPLETE_TENANT_ACTIVITY,
     LIST_PENDING_TENANTS_ACTIVITY,
@@ -39,19 +40,19 @@ bp = df.Blueprint()
 
 @bp.function_name(NOTIFY_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def notify_mssp(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def notify_mssp(context: df.DurableOrchestrationContext):
     return (yield from orchestrator.notify_run(context))
 
 
 @bp.function_name(TENANT_GROUP_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def notify_tenant_group(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def notify_tenant_group(context: df.DurableOrchestrationContext):
     return (yield from orchestrator.tenant_group(context))
 
 
 @bp.function_name(SEND_BATCH_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def send_notification_batch(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def send_notification_batch(context: df.DurableOrchestrationContext):
     return (yield from orchestrator.send_batch(context))
 
 
@@ -100,7 +101,7 @@ def plan_tenant_notifications(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 @bp.function_name(SEND_EMAILS_ACTIVITY)
 @bp.activity_trigger(input_name="job")
-def send_notification_emails(job: dict[str, Any]) -> list[dict[str, Any]]:
+def send_notification_emails(job: dict[str, Any]) -> list[SendAnswer]:
     """Claim, send and record a chunk of e-mails; one answer per e-mail."""
     from notify_mssp.payloads import send_answer
     from notify_mssp.sender import send_chunk

@@ -440,10 +440,10 @@ def render_digest_email(items: Sequence[DigestEntry], rule: Rule, recipient: str
         device = f" | {item.device}" if item.device else ""
         label = f"{item.severity}, rose {rise.change()}" if rise is not None else item.severity
         text_lines += [f"[{label}] {item.title}{where}{device} | {item.created}", f"  {item.link}"]
-    rest = total - len(facts)
+    unlisted = total - len(facts)
     more = ""
-    if rest > 0:
-        rest_line = f"and {rest} more matching alert{'s' if rest != 1 else ''} not listed here."
+    if unlisted > 0:
+        rest_line = f"and {unlisted} more matching alert{'s' if unlisted != 1 else ''} not listed here."
         more = f'<p style="margin:12px 0 0 0">{_e(rest_line)}</p>'
         text_lines += ["", rest_line]
     inner = (f'<p style="margin:0 0 12px 0">{_e(text_lines[0])}</p>'

@@ -43,8 +43,10 @@ from notify_mssp.payloads import (
     DigestItem,
     DigestListing,
     DigestMessage,
+    GroupPlan,
     GroupResult,
     Message,
+    RunConfig,
     SendAnswer,
     UnmarkedSend,
     read_digest_item,
@@ -75,7 +77,7 @@ RESOLVED = frozenset({SENT, ALREADY_SENT, SKIPPED, PERMANENT})
 Orchestration = Generator[Any, Any, dict[str, Any]]
 
 
-def merge_digests(run_id: str, plans: Iterable[dict[str, Any]], max_items: int
+def merge_digests(run_id: str, plans: Iterable[GroupPlan], max_items: int
                   ) -> tuple[list[tuple[DigestMessage, list[tuple[str, str]]]], set[tuple[str, str]]]:
     """One digest message per (rule, recipient) across all tenants, with the obligations it covers; and
     the obligations left for the next run because a digest covers at most MAX_DIGEST_COVERED.
@@ -131,7 +133,7 @@ def _empty_counts() -> dict[str, int]:
     return {"emails": 0, "duplicates": 0, **{counter: 0 for counter in _OUTCOME_COUNTERS.values()}}
 
 
-def _send_all(context: df.DurableOrchestrationContext, run_id: str, config: dict[str, Any],
+def _send_all(context: df.DurableOrchestrationContext, run_id: str, config: RunConfig,
               messages: list[Message], counts: dict[str, int]) -> Generator[Any, Any, list[str]]:
     """Send `messages` in sub-orchestrations of NOTIFY_BATCH_SIZE; the final outcome of each, counted."""
     outcomes: list[str] = [CARRY] * len(messages)
@@ -141,7 +143,7 @@ def _send_all(context: df.DurableOrchestrationContext, run_id: str, config: dict
         try:
             results: list[BatchResult] = yield context.task_all([
                 context.call_sub_orchestrator(SEND_BATCH_ORCHESTRATOR, BatchJob(
-                    runId=run_id, config=config, messages=messages[start:start + size]))  # type: ignore[typeddict-item]
+                    runId=run_id, config=config, messages=messages[start:start + size]))
                 for start in starts
             ])
         except Exception as exc:  # a failed batch: its obligations go back to pending, nothing is lost
@@ -247,7 +249,7 @@ def tenant_group(context: df.DurableOrchestrationContext) -> Orchestration:
     }
 
 
-def send_batch(context: df.DurableOrchestrationContext) -> Orchestration:
+def send_batch(context: df.DurableOrchestrationContext) -> Generator[Any, Any, BatchResult]:
     """Send one batch of e-mails: chunks in parallel, mark what was sent, retry transient failures later."""
     job = context.get_input(expected_type=dict)
     run_id, config, messages = job["runId"], job["config"], job["messages"]

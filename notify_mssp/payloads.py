@@ -15,14 +15,14 @@ orchestration in flight at deploy time replays to the same decisions and finishe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class AlertMessage(TypedDict):
     """One per-alert e-mail a run owes: (alert, obligation reason, rule, recipient). Names things by id;
     the send activity reads the alert, tenant and rule again when it renders."""
 
-    kind: str  # "alert"
+    kind: Literal["alert"]
     tenant: str
     alertId: str
     reason: str  # the obligation's reason: `new` or `severity-<Level>`
@@ -65,7 +65,7 @@ class DigestMessage(TypedDict):
     """One digest e-mail: the digest id `<run id>|<rule id>|<recipient>` and its alerts; the send
     activity lists the first `maxItems` and counts them all."""
 
-    kind: str  # "digest"
+    kind: Literal["digest"]
     id: str
     rule: str
     recipient: str
