@@ -326,13 +326,13 @@ async def verify_tenants(timer: func.TimerRequest, client: df.DurableOrchestrati
 
 @bp.function_name(ONBOARDING_RESULT_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def notify_onboarding_result(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def notify_onboarding_result(context: df.DurableOrchestrationContext):
     return (yield from notify_callback.orchestrate(context))
 
 
 @bp.function_name(POST_ONBOARDING_RESULT_ACTIVITY)
 @bp.activity_trigger(input_name="result")
-def post_onboarding_result(result: dict) -> dict:
+def post_onboarding_result(result: notify_callback.ResultInput) -> dict:
     config = wiring.config()
     return dict(notify_callback.post_result(
         result, invitations=wiring.invitations(), secret=config.webhook_secret,
@@ -342,7 +342,7 @@ def post_onboarding_result(result: dict) -> dict:
 
 @bp.function_name(PURGE_TENANT_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def purge_tenant_alerts(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def purge_tenant_alerts(context: df.DurableOrchestrationContext):
     return (yield from purge.orchestrate(context))
 
 
