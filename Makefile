@@ -44,8 +44,10 @@ test: setup $(CHROMIUM) $(STAMP_INFRA)
 bench: setup
 	$(PY) -m local.bench $(ARGS)
 
+# Style and types of the product: ruff over the repository, mypy over the folders pyproject.toml's [tool.mypy] names.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m mypy
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .ruff_cache
