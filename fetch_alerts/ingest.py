@@ -25,7 +25,7 @@ from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Page, Pager, Prefetcher
 from fetch_alerts.store import AlertWriter, Prepared
 from shared.access_check import APP_NOT_FOUND_SINCE, app_not_found_is_the_mssps, app_not_found_streak
-from shared.alert_sources import AlertSource
+from shared.alert_sources import AlertSource, ApiHosts
 from shared.errors import (
     AppNotFound,
     ConsentRevoked,
@@ -39,7 +39,6 @@ from shared.incidents import (  # noqa: F401 - close_mssp_incident is the runner
     record_mssp_credential_failure,
 )
 from shared.payload import encode
-from shared.settings import Settings
 from shared.tenants import Tenant, TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
 class RunContext:
     """What every tenant run of one tick shares."""
 
-    settings: Settings  # hosts and credentials of the alert sources (shared.alert_sources)
+    hosts: ApiHosts  # the alert sources' hosts (shared.alert_sources)
     config: IngestionConfig
     api: ApiClient
     alerts: TableClient
@@ -166,7 +165,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
     writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker,
                          optimistic=previous_cursor is None)
     portal = config.portal_host
-    pager = Pager(ctx.settings, config, ctx.api, tenant_id, source, state, config.max_pages_per_tenant,
+    pager = Pager(ctx.hosts, config, ctx.api, tenant_id, source, state, config.max_pages_per_tenant,
                   ctx.deadline, api_host=str(row.get("apiHost") or ""))
 
     def prepare(page: Page) -> tuple[Page, list[Prepared]]:

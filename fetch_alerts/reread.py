@@ -165,7 +165,7 @@ def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kin
     state, calls_before = saved
     source = AlertSource(str(row.get("alertSource") or "graph"))
     writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker, optimistic=False)
-    pager = Pager(ctx.settings, config, ctx.api, tenant_id, source, state, pages, ctx.deadline,
+    pager = Pager(ctx.hosts, config, ctx.api, tenant_id, source, state, pages, ctx.deadline,
                   api_host=str(row.get("apiHost") or ""))
     portal = config.portal_host
     try:

@@ -52,10 +52,9 @@ from urllib.parse import urlparse
 from fetch_alerts.config import IngestionConfig
 from fetch_alerts.http import ApiClient
 from fetch_alerts.keys import odata_literal, parse_ticks
-from shared.alert_sources import AlertSource, alerts_url, api_host
+from shared.alert_sources import AlertSource, ApiHosts, alerts_url, api_host
 from shared.errors import BadResponse, UnpageableAlerts
 from shared.gcpause import gc_paused
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 # Pages of at least this many alerts are a backlog being read: the next is handled with the collector paused.
@@ -146,13 +145,13 @@ def _alerts_of(body: dict[str, Any], tenant_id: str, api: str) -> list[dict[str,
 class Pager:
     """The pages of one pass for one tenant, at most `max_pages` calls, stopping at `deadline`."""
 
-    def __init__(self, settings: Settings, config: IngestionConfig, api: ApiClient, tenant_id: str,
+    def __init__(self, hosts: ApiHosts, config: IngestionConfig, api: ApiClient, tenant_id: str,
                  source: AlertSource, state: PassState, max_pages: int, deadline: float, *,
                  api_host: str = "") -> None:
-        self._settings = settings
+        self._hosts = hosts
         self._config = config
         # Defender only: the tenant's own (allow-listed) API host, e.g. a geo host near its data.
-        self._defender_url = alerts_url(AlertSource.DEFENDER, settings, api_host)
+        self._defender_url = alerts_url(AlertSource.DEFENDER, hosts, api_host)
         self._api = api
         self._tenant = tenant_id
         self._source = source
@@ -202,8 +201,8 @@ class Pager:
             clauses.append(f"createdDateTime le {odata_literal(state.created_le)}")
         params: dict[str, str] | None = {"$filter": " and ".join(clauses),
                                          "$top": str(self._config.graph_page_size)}
-        url = alerts_url(AlertSource.GRAPH, self._settings)
-        host = urlparse(api_host(AlertSource.GRAPH, self._settings)).netloc
+        url = alerts_url(AlertSource.GRAPH, self._hosts)
+        host = urlparse(api_host(AlertSource.GRAPH, self._hosts)).netloc
         # Resuming with `createdDateTime le <oldest created time read>` relies on the documented order,
         # newest first (https://learn.microsoft.com/en-us/graph/api/security-list-alerts_v2), so the order
         # served along this run's nextLink chain is checked: `newest` is the last created time read.

@@ -19,6 +19,7 @@ from fetch_alerts.http import ApiClient
 from fetch_alerts.ingest import RunContext
 from fetch_alerts.pull_request import token_key
 from fetch_alerts.ratelimit import RateLimiter
+from shared.alert_sources import ApiHosts
 from shared.identity import get_tenant_tokens
 from shared.settings import Settings, get_settings
 from shared.tables import Table, get_table_store
@@ -52,7 +53,8 @@ def run_context(run_id: str) -> RunContext:
     config = ingestion_config()
     api = api_client(config)
     store = get_table_store()
-    return RunContext(settings=settings(), config=config, api=api, alerts=store.table(Table.ALERTS),
+    return RunContext(hosts=ApiHosts.from_settings(settings()), config=config, api=api,
+                      alerts=store.table(Table.ALERTS),
                       feed=store.table(Table.ALERT_FEED), tenants=store.table(Table.TENANTS),
                       incidents=store.table(Table.INCIDENTS),
                       deadline=time.monotonic() + config.time_budget_seconds, run_id=run_id)

@@ -232,7 +232,7 @@ def patch_tenant(req: func.HttpRequest) -> func.HttpResponse:
         tenant_id = management.tenant_id_from_route(req.route_params.get("tenantId", ""))
         body = req.get_body()
         check_transport(body, req.headers.get("Content-Type"), req.headers.get("Content-Length"), None, "")
-        changes = management.validate_patch(parse_body(body))
+        changes = management.validate_patch(parse_body(body), wiring.api_hosts())
         config = wiring.config()
         return json_response(management.patch_tenant(
             wiring.tenants(), tenant_id, changes, wiring.access_checker(), wiring.utcnow,

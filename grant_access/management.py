@@ -13,6 +13,7 @@ from grant_access import portal_access
 from grant_access.invitations import InvitationRequest, InvitationStore
 from grant_access.verification import AccessChecker, apply_check, run_check
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings, WebhookResult, invitation_json
+from shared.alert_sources import ApiHosts
 from shared.problems import Problem
 from shared.rules import plain_text
 from shared.tenants import TenantRegistry, TenantStatus
@@ -86,7 +87,7 @@ def get_tenant(registry: TenantRegistry, tenant_id: str, portal_host: str) -> di
     return body
 
 
-def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
+def validate_patch(body: dict[str, Any], hosts: ApiHosts) -> dict[str, Any]:
     unknown = sorted(set(body) - _PATCHABLE)
     if unknown:
         raise Problem(400, "unknown or read-only field", field=unknown[0])
@@ -107,9 +108,8 @@ def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
             # The host receives the tenant's bearer tokens: only Microsoft's documented Defender API hosts
             # (shared.alert_sources.DEFENDER_API_HOSTS) or the configured DEFENDER_API_HOST.
             from shared.alert_sources import allowed_defender_host
-            from shared.settings import get_settings
 
-            origin = allowed_defender_host(host, get_settings())
+            origin = allowed_defender_host(host, hosts)
             if origin is None:
                 raise Problem(400, "must be a Microsoft Defender API host such as "
                               "https://eu.api.security.microsoft.com (see the Defender API documentation)",

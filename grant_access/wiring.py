@@ -15,6 +15,7 @@ from grant_access.config import ConsentAppConfig, OnboardingConfig, PortalAccess
 from grant_access.invitations import InvitationStore
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
+from shared.alert_sources import ApiHosts
 from shared.id_token import signing_keys
 from shared.rules import RuleStore
 from shared.settings import Settings, SettingsError, get_settings
@@ -83,6 +84,10 @@ def portal_access_config() -> PortalAccessConfig:
     return PortalAccessConfig.from_settings(settings())
 
 
+def api_hosts() -> ApiHosts:
+    return ApiHosts.from_settings(settings())
+
+
 def consent_link() -> ConsentLinkSettings:
     from shared.alert_sources import AlertSource, token_scope
 
@@ -92,7 +97,7 @@ def consent_link() -> ConsentLinkSettings:
         authority_host=config().authority_host,
         client_id=app.client_id,
         redirect_uri=f"{public_base_url(app.public_base_url)}/api/{CALLBACK_ROUTE}",
-        scopes={source: token_scope(AlertSource(source), current) for source in ALERT_SOURCES},
+        scopes={source: token_scope(AlertSource(source), api_hosts()) for source in ALERT_SOURCES},
     )
 
 

@@ -4,45 +4,34 @@ the onboarding backfill count; alerts that became visible later than the ingesti
 tenant per UTC day); the MSSP credential failing or about to expire.
 
 Each incident gets one notice when it opens and one when it clears (the backfill count is a one-off and
-never clears). Incident state is stored in the Incidents table, so a restarted host or a second instance
-never repeats a notice: PartitionKey `notice`, RowKey `<kind>|<subject>` (shared.incidents.notice_key;
-subject: a tenant GUID, or `mssp`), columns `kind`, `subject`, `open`, `summary`, `openedAt`, `occurrences`,
-`notice` and `clearNotice` (`pending` until the e-mail went out, then `sent`; `none` when no ops address is set or the
-clear is silent), `noticeSentAt`, `clearedAt`, `clearNoticeSentAt`. Opening and closing are conditional
-(ETag) writes, so of two evaluators only one opens an incident; a notice that could not be sent stays
-`pending` and goes out at the next evaluation. The record of the MSSP credential failing (shared.incidents,
-which owns the table's keys), written by ingestion and by onboarding verification alike, is read, never
-written, here: one notice however many tenants and callers met the failure.
+never clears), however many evaluators run: notify_mssp.incident_records keeps the incidents' records (the
+Incidents table's notice rows, whose columns it describes) and notify_mssp.notice_mail renders and sends the
+notices. This module evaluates each tenant's conditions from stored state; notify_mssp.mssp_checks the MSSP's
+own (its credential failing or about to expire).
 
-`check_operations` evaluates every condition from stored state; the ops timer (notify_mssp.ops_timer)
-runs it. Other code may call `raise_incident` / `clear_incident` directly.
+`check_operations` evaluates every condition once; the ops timer (notify_mssp.ops_timer) runs it with what
+notify_mssp.wiring builds (`notice_context`, `ops_checks`). Other code may call
+notify_mssp.incident_records.raise_incident / clear_incident directly.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from azure.data.tables import TableClient
 
-from notify_mssp.email import Sender, render_notice_email
-from notify_mssp.ratecap import SendRateCap
-from notify_mssp.transports import Transport, get_transport
+from notify_mssp.config import CredentialExpiryConfig, Thresholds
+from notify_mssp.incident_records import Incident, NoticeContext, clear_incident, is_recorded, raise_incident
+from notify_mssp.mssp_checks import CertificateSource, aware, check_mssp
 from shared.alerts import ALERT_PREFIX, ALERT_RANGE_END
-from shared.incidents import MSSP_SUBJECT, mssp_credential_incident, new_notice, read_notice, write_notice
-from shared.settings import Settings, SettingsError, get_settings
-from shared.tables import Table, get_table_store
 from shared.tenants import TENANT_PARTITION, Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
-MSSP = MSSP_SUBJECT
 ACCESS_KINDS = {
     TenantStatus.CONSENT_REVOKED.value:
         "consent to the MSSP's app was revoked (the enterprise app is missing or disabled)",
@@ -55,139 +44,16 @@ _QUIET_STATUSES = {TenantStatus.DISABLED, TenantStatus.OFFBOARDED}
 
 
 @dataclass(frozen=True)
-class Incident:
-    kind: str
-    subject: str  # tenant GUID or "mssp"
-    summary: str  # the notice's subject line
-    lines: tuple[str, ...] = ()
-    clears: bool = True  # False: a one-off notice (the backfill count)
-    notify: bool = True  # False: recorded without a notice (a backfill of nothing)
+class OpsChecks:
+    """What the evaluation reads besides stored state (notify_mssp.wiring.ops_checks builds it)."""
 
-
-@dataclass
-class NoticeContext:
-    """What raising and clearing need: the Incidents table, where notices go and how."""
-
-    incidents: TableClient
-    recipients: tuple[str, ...]
-    transport: Callable[[], Transport]
-    rate_cap: SendRateCap | None = None
-    sender: Sender | None = None
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-
-def _read(ctx: NoticeContext, kind: str, subject: str) -> tuple[dict[str, Any] | None, str | None]:
-    return read_notice(ctx.incidents, kind, subject)
-
-
-def _write(ctx: NoticeContext, row: dict[str, Any], etag: str | None) -> str | None:
-    """Create (no etag) or replace under the etag; the new etag, or None when someone else won."""
-    return write_notice(ctx.incidents, row, etag)
-
-
-def _deliver(ctx: NoticeContext, subject: str, lines: list[str], token: str) -> bool:
-    """Send one notice; False when it must be tried again later (rate cap, transport failure)."""
-    if ctx.rate_cap is not None and ctx.rate_cap.try_acquire(1) < 1:
-        logger.info("operational notice %r waits for the send rate cap", subject)
-        return False
-    message = render_notice_email(subject, lines, list(ctx.recipients), message_id=token, sender=ctx.sender)
-    outcome = ctx.transport().send(message)
-    if outcome.status == "sent":
-        logger.info("operational notice sent: %s", subject)
-        return True
-    if outcome.status == "permanent":
-        # The ops address itself is refused: retrying cannot help, and the incident stays recorded.
-        logger.error("operational notice %r refused for good: %s (check OPS_EMAIL)", subject, outcome.detail)
-        return True
-    logger.warning("operational notice %r not sent yet: %s", subject, outcome.detail)
-    return False
-
-
-def _mark(ctx: NoticeContext, row: dict[str, Any], etag: str | None, column: str) -> None:
-    row[column] = "sent"
-    row[f"{column}SentAt"] = ctx.clock()
-    if _write(ctx, row, etag) is None:
-        logger.warning("incident %s changed while its notice was sent; the notice stays marked pending",
-                       row["RowKey"])
-
-
-def raise_incident(ctx: NoticeContext, incident: Incident) -> bool:
-    """Open the incident if it is not open and send its notice once; True when a notice went out now."""
-    row, etag = _read(ctx, incident.kind, incident.subject)
-    if row is not None and row.get("open"):
-        if row.get("notice") != "pending":
-            return False  # open and already announced: nothing to repeat
-    else:
-        row = new_notice(
-            incident.kind, incident.subject, open=True, summary=incident.summary[:500],
-            openedAt=ctx.clock(), occurrences=int((row or {}).get("occurrences") or 0) + 1,
-            notice="pending" if ctx.recipients and incident.notify else "none", clearNotice="", clears=incident.clears)
-        etag = _write(ctx, row, etag)
-        if etag is None:
-            return False  # another evaluator opened it at the same moment and announces it
-        logger.warning("incident opened: %s (%s)", incident.summary, row["RowKey"])
-        if not ctx.recipients or not incident.notify:
-            if not ctx.recipients:
-                logger.warning("OPS_EMAIL is not set: the incident is only recorded")
-            return False
-    token = f"notice-{row['RowKey']}-{row['occurrences']}-open"
-    if not _deliver(ctx, incident.summary, list(incident.lines), token):
-        return False
-    _mark(ctx, row, etag, "notice")
-    return True
-
-
-def clear_incident(ctx: NoticeContext, kind: str, subject: str, *, summary: str = "",
-                   lines: tuple[str, ...] = (), notify: bool = True) -> bool:
-    """Close an open incident and send its clearing notice once (unless `notify` is False); True when a
-    notice went out now. A one-off incident (`clears` false) is never closed."""
-    row, etag = _read(ctx, kind, subject)
-    if row is None or row.get("clears") is False:
-        return False
-    if row.get("open"):
-        row.update(open=False, clearedAt=ctx.clock(),
-                   clearNotice="pending" if notify and ctx.recipients and row.get("notice") == "sent" else "none")
-        etag = _write(ctx, row, etag)
-        if etag is None:
-            return False
-        logger.info("incident cleared: %s", row["RowKey"])
-    if row.get("clearNotice") != "pending":
-        return False
-    text = summary or f"Resolved: {row.get('summary', row['RowKey'])}"
-    token = f"notice-{row['RowKey']}-{row.get('occurrences', 0)}-clear"
-    if not _deliver(ctx, text, list(lines) or [f"Resolved at {ctx.clock():%Y-%m-%d %H:%M} UTC."], token):
-        return False
-    _mark(ctx, row, etag, "clearNotice")
-    return True
-
-
-def is_recorded(ctx: NoticeContext, kind: str, subject: str) -> bool:
-    return _read(ctx, kind, subject)[0] is not None
-
-
-# --- evaluating every condition from stored state -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    failing_runs: int
-    silent_hours: int
-    expiry_warning_days: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Thresholds:
-        return cls(int(settings.get("OPS_FAILING_RUNS")), int(settings.get("OPS_SILENT_HOURS")),
-                   int(settings.get("OPS_CREDENTIAL_WARNING_DAYS")))
+    limits: Thresholds
+    credential: CredentialExpiryConfig
+    certificate: CertificateSource  # the multi-tenant app's certificate, read only when it is one
 
 
 def _name(row: dict[str, Any]) -> str:
     return f"{row.get('displayName') or 'tenant'} ({row['RowKey']})"
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def last_alert_stored(row: dict[str, Any]) -> datetime | None:
@@ -244,7 +110,7 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
     for kind, meaning in ACCESS_KINDS.items():
         if status == kind:
             reason = tenant.status_reason
-            since = _aware(tenant.status_changed_at) or now
+            since = aware(tenant.status_changed_at) or now
             raise_incident(ctx, Incident(kind, tenant_id, f"{name}: {meaning}", (
                 f"Customer: {name}", f"Status: {status} since {since:%Y-%m-%d %H:%M} UTC",
                 f"Reason: {reason or meaning}",
@@ -265,13 +131,13 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
     elif failures == 0 or not active:
         clear_incident(ctx, "tenant_failing", tenant_id, notify=active,
                        summary=f"{name}: alert fetching works again")
-    activated = _aware(tenant.activated_at)
+    activated = aware(tenant.activated_at)
     last = last_alert_stored(row) or activated
     if active and last is not None and now - last > timedelta(hours=limits.silent_hours):
         summary = f"{name}: no alert stored for {limits.silent_hours} hours"
         raise_incident(ctx, Incident("tenant_silent", tenant_id, summary, (
             f"Customer: {name}", f"Last alert stored: {last:%Y-%m-%d %H:%M} UTC",
-            f"Last successful fetch: {_aware(tenant.last_success) or 'never'}")))
+            f"Last successful fetch: {aware(tenant.last_success) or 'never'}")))
     else:
         clear_incident(ctx, "tenant_silent", tenant_id, notify=active, summary=f"{name}: alerts arrive again")
     if active and activated is not None and tenant.pass_complete \
@@ -285,77 +151,13 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
             clears=False, notify=count > 0))
 
 
-def credential_expiry(settings: Settings) -> datetime | None:
-    """When the multi-tenant app's credential expires: the certificate's notAfter, or the date given for a
-    secret (MSSP_CREDENTIAL_EXPIRES_AT); None when unknown (the federated form has no expiry)."""
-    mode = settings.get("MSSP_APP_CREDENTIAL")
-    if mode == "certificate":
-        return _certificate_expiry(settings)
-    if mode == "secret":
-        return settings.get("MSSP_CREDENTIAL_EXPIRES_AT")  # type: ignore[no-any-return]
-    return None
-
-
-def _certificate_expiry(settings: Settings) -> datetime | None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
-    from shared.app_credentials import certificate_source
-
-    try:
-        source = certificate_source(settings)
-        data = source.get("certificate_data") or Path(source["certificate_path"]).read_bytes()
-        if b"-----BEGIN" in data:
-            certificate = x509.load_pem_x509_certificates(data)[0]
-        else:
-            certificate = pkcs12.load_key_and_certificates(data, None)[1]
-    except (SettingsError, ValueError, OSError, IndexError, KeyError, binascii.Error) as exc:
-        logger.error("MSSP_APP_CERTIFICATE: its expiry could not be read (%s)", type(exc).__name__)
-        return None
-    return certificate.not_valid_after_utc if certificate is not None else None
-
-
-def _check_mssp(ctx: NoticeContext, settings: Settings, limits: Thresholds, now: datetime) -> None:
-    record = mssp_credential_incident(ctx.incidents)
-    if record.get("open"):
-        since = _aware(record.get("firstSeen")) or now
-        raise_incident(ctx, Incident("mssp_credential", MSSP, "The MSSP app's credential is failing", (
-            f"Since {since:%Y-%m-%d %H:%M} UTC, {record.get('count') or 1} failures.",
-            f"Error: {record.get('code') or '-'}: {record.get('message') or '-'}",
-            "Every tenant is affected: no alerts are fetched until the credential is fixed.",
-            "Onboarding waits too: customers who consented stay verifying, their verification time does not "
-            "run, and no onboarding failure is reported for them.")))
-    else:
-        clear_incident(ctx, "mssp_credential", MSSP, summary="The MSSP app's credential works again")
-    expires = credential_expiry(settings)
-    if expires is not None and expires - now < timedelta(days=limits.expiry_warning_days):
-        when = "expired" if expires <= now else "expires"
-        kind = settings.get("MSSP_APP_CREDENTIAL")
-        summary = f"The MSSP app's credential {when} on {expires:%Y-%m-%d}"
-        raise_incident(ctx, Incident("mssp_credential_expiring", MSSP, summary, (
-            f"The {kind} of the multi-tenant app {when} on {expires:%Y-%m-%d %H:%M} UTC.",
-            "Renew it, update the app setting (Key Vault), and set MSSP_CREDENTIAL_EXPIRES_AT for a secret.")))
-    else:
-        clear_incident(ctx, "mssp_credential_expiring", MSSP, summary="The MSSP app's credential was renewed")
-
-
-def check_operations(ctx: NoticeContext, tenants: TableClient, alerts: TableClient, settings: Settings) -> None:
+def check_operations(ctx: NoticeContext, tenants: TableClient, alerts: TableClient, checks: OpsChecks) -> None:
     """Evaluate every operational condition once; one tenant's trouble never stops the others' checks."""
     now = ctx.clock()
-    limits = Thresholds.from_settings(settings)
     for entity in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION}):
         row = dict(entity)
         try:
-            _check_tenant(ctx, row, alerts, limits, now)
+            _check_tenant(ctx, row, alerts, checks.limits, now)
         except Exception as exc:  # noqa: BLE001 - the next tenant's notices must still go out
             logger.error("tenant %s: operational checks failed: %s", row.get("RowKey"), type(exc).__name__)
-    _check_mssp(ctx, settings, limits, now)
-
-
-def notice_context(settings: Settings | None = None) -> NoticeContext:
-    """The context the app uses: the app's tables, OPS_EMAIL, the configured transport and rate cap."""
-    current = settings or get_settings()
-    store = get_table_store()
-    return NoticeContext(incidents=store.table(Table.INCIDENTS), recipients=tuple(current.get("OPS_EMAIL")),
-                         transport=get_transport,
-                         rate_cap=SendRateCap.from_settings(store.table(Table.SEND_RATE), current))
+    check_mssp(ctx, checks.credential, checks.certificate, checks.limits, now)

@@ -28,12 +28,12 @@ is logged with its reason (the server's reply or the error's type; never the mes
 
 from __future__ import annotations
 
-import functools
 import logging
 import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage as MimeMessage
@@ -46,9 +46,10 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
 from notify_mssp import ratecap
+from notify_mssp.config import GraphMailConfig, MailAppSecretConfig, MailConfig, MailCredentialConfig, SmtpConfig
 from notify_mssp.email import EmailMessage
 from shared.errors import retry_after_seconds
-from shared.settings import Settings, SettingsError, get_settings
+from shared.settings import SettingsError
 from shared.tables import managed_identity_credential
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,11 @@ class SmtpTransport:
         self._host, self._port, self._starttls = host, port, starttls
         self._username, self._password, self._timeout = username, password, timeout
         self._local = threading.local()
+
+    @classmethod
+    def from_config(cls, config: SmtpConfig) -> SmtpTransport:
+        return cls(config.host, config.port, starttls=config.starttls, username=config.username,
+                   password=config.password, timeout=float(config.timeout_seconds))
 
     def _open(self) -> _Connection:
         connection = _Connection(self._host, self._port, timeout=self._timeout)
@@ -290,17 +296,21 @@ def _close(connection: smtplib.SMTP) -> None:
 # --- Microsoft Graph sendMail ----------------------------------------------------------------------------------
 
 
-def mail_credential(settings: Settings) -> TokenCredential:
-    """The MSSP's own credential holding Mail.Send (MAIL_CREDENTIAL), built at first use."""
+CredentialFactory = Callable[[], TokenCredential]
+
+
+def mail_credential(config: MailCredentialConfig, app: Callable[[], MailAppSecretConfig]) -> TokenCredential:
+    """The MSSP's own credential holding Mail.Send (MAIL_CREDENTIAL), built at first use; `app` reads the
+    single-tenant app's settings, only for MAIL_CREDENTIAL=secret."""
     from azure.identity import ClientSecretCredential
 
-    if settings.get("MAIL_CREDENTIAL") == "managed_identity":
-        return managed_identity_credential(settings)
+    if config.kind == "managed_identity":
+        return managed_identity_credential(config.managed_identity_client_id)
+    secret = app()
     return ClientSecretCredential(
-        str(settings.require("MAIL_APP_TENANT_ID")), str(settings.require("MAIL_APP_CLIENT_ID")),
-        str(settings.require("MAIL_APP_CLIENT_SECRET")),
-        authority=settings.get("ENTRA_AUTHORITY_HOST"),
-        disable_instance_discovery=settings.get("ENTRA_DISABLE_INSTANCE_DISCOVERY"),
+        secret.tenant_id, secret.client_id, secret.client_secret,
+        authority=config.authority_host,
+        disable_instance_discovery=config.disable_instance_discovery,
         # The send loop below owns retries and their budget.
         retry_total=0,
     )
@@ -335,15 +345,14 @@ def _graph_error(response: requests.Response) -> tuple[str, str]:
 class GraphTransport:
     """`POST {graph}/v1.0/users/{sender}/sendMail` with the MSSP's own token."""
 
-    def __init__(self, settings: Settings, *, credential: TokenCredential | None = None,
-                 sleep: Any = time.sleep) -> None:
-        self._settings = settings
-        sender = str(settings.require("MAIL_SENDER"))
-        self._url = f"{settings.get('GRAPH_API_HOST')}/v1.0/users/{quote(sender, safe='@')}/sendMail"
-        self._scope = f"{settings.get('GRAPH_API_RESOURCE')}/.default"
-        self._timeout = float(settings.get("HTTP_TIMEOUT_SECONDS"))
-        self._budget = float(settings.get("MAIL_RETRY_BUDGET_SECONDS"))
-        self._credential = credential
+    def __init__(self, config: GraphMailConfig, credential: CredentialFactory, *, sleep: Any = time.sleep) -> None:
+        """`credential` builds the mail credential, at the first send (a failure there is that send's)."""
+        self._new_credential = credential
+        self._url = f"{config.api_host}/v1.0/users/{quote(config.sender, safe='@')}/sendMail"
+        self._scope = f"{config.resource}/.default"
+        self._timeout = float(config.timeout_seconds)
+        self._budget = float(config.retry_budget_seconds)
+        self._credential: TokenCredential | None = None
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._sleep = sleep
@@ -352,7 +361,7 @@ class GraphTransport:
     def _token(self) -> str:
         with self._lock:
             if self._credential is None:
-                self._credential = mail_credential(self._settings)
+                self._credential = self._new_credential()
             credential = self._credential
         return credential.get_token(self._scope).token
 
@@ -417,23 +426,14 @@ class GraphTransport:
         return SendOutcome("transient", reply)
 
 
-# --- choice by settings ------------------------------------------------------------------------------------------
+# --- choice by configuration -------------------------------------------------------------------------------------
 
 
-def build_transport(settings: Settings) -> Transport:
-    if settings.get("MAIL_TRANSPORT") == "graph":
-        return GraphTransport(settings)
-    return SmtpTransport(
-        str(settings.require("SMTP_HOST")), int(settings.get("SMTP_PORT")),
-        starttls=bool(settings.get("SMTP_STARTTLS")), username=str(settings.get("SMTP_USERNAME")),
-        password=str(settings.get("SMTP_PASSWORD")), timeout=float(settings.get("HTTP_TIMEOUT_SECONDS")))
-
-
-@functools.cache
-def _process_transport() -> Transport:
-    return build_transport(get_settings())
-
-
-def get_transport(settings: Settings | None = None) -> Transport:
-    """The transport MAIL_TRANSPORT chooses: shared by the process, or a new one for explicit settings."""
-    return _process_transport() if settings is None else build_transport(settings)
+def build_transport(config: MailConfig, credential: CredentialFactory) -> Transport:
+    """The transport MAIL_TRANSPORT chooses; `credential` builds Graph's mail credential at its first send.
+    notify_mssp.wiring keeps one per worker."""
+    if config.graph is not None:
+        return GraphTransport(config.graph, credential)
+    if config.smtp is None:
+        raise SettingsError(f"MAIL_TRANSPORT: {config.transport!r} has no transport settings")
+    return SmtpTransport.from_config(config.smtp)

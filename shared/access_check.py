@@ -20,7 +20,14 @@ from typing import Any, Literal
 import requests
 from requests.adapters import HTTPAdapter
 
-from shared.alert_sources import AlertSource, alert_request_headers, alerts_url, has_alert_role, required_role
+from shared.alert_sources import (
+    AlertSource,
+    ApiHosts,
+    alert_request_headers,
+    alerts_url,
+    has_alert_role,
+    required_role,
+)
 from shared.errors import (
     AppNotFound,
     BadResponse,
@@ -37,7 +44,7 @@ from shared.errors import (
     json_object,
 )
 from shared.identity import TenantTokens, get_tenant_tokens, token_claims
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, load_config, setting
 from shared.tenants import TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
@@ -100,6 +107,17 @@ def app_not_found_streak(previous: Any, consented_at: Any, now: datetime) -> tup
     return start, now - start >= APP_NOT_FOUND_WINDOW
 
 
+@dataclass(frozen=True)
+class HttpTimeout:
+    """The timeout of one outbound HTTP request (the verification's alert call)."""
+
+    seconds: int = setting("HTTP_TIMEOUT_SECONDS")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> HttpTimeout:
+        return load_config(cls, settings)
+
+
 def check_access(
     tenant_id: str,
     source: AlertSource,
@@ -110,11 +128,12 @@ def check_access(
     settings: Settings | None = None,
 ) -> AccessCheck:
     """Verify read access to the tenant's alerts from `source`; never raises for a Microsoft failure."""
-    settings = settings or get_settings()
+    current = settings or get_settings()
+    hosts, timeout = ApiHosts.from_settings(current), HttpTimeout.from_settings(current).seconds
     tokens = tokens or get_tenant_tokens()
     session = session or _default_session()
     try:
-        _read_one_alert(tenant_id, AlertSource(source), tokens, session, settings)
+        _read_one_alert(tenant_id, AlertSource(source), tokens, session, hosts, timeout)
     except MicrosoftError as error:
         result = _outcome_of(error, consent_fresh)
     else:
@@ -125,7 +144,7 @@ def check_access(
 
 
 def _read_one_alert(tenant_id: str, source: AlertSource, tokens: TenantTokens, session: requests.Session,
-                    settings: Settings) -> None:
+                    hosts: ApiHosts, timeout: int) -> None:
     token = tokens.token(tenant_id, source)
     try:
         claims = token_claims(token)
@@ -140,8 +159,8 @@ def _read_one_alert(tenant_id: str, source: AlertSource, tokens: TenantTokens, s
                                 code="RoleMissing")
     headers = {**alert_request_headers(source), "Authorization": f"Bearer {token}"}
     try:
-        response = session.get(alerts_url(source, settings), params={"$top": "1"}, headers=headers,
-                               timeout=settings.get("HTTP_TIMEOUT_SECONDS"))
+        response = session.get(alerts_url(source, hosts), params={"$top": "1"}, headers=headers,
+                               timeout=timeout)
     except requests.RequestException as exc:
         raise from_transport(tenant_id, str(source), exc) from None
     if response.status_code != 200:

@@ -8,10 +8,11 @@ and the local cloud differ only in configuration (docs/ARCHITECTURE.md, invarian
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from shared.settings import Settings
+from shared.settings import Settings, load_config, setting
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ _ALERTS_PATHS: dict[AlertSource, str] = {
 }
 
 
+@dataclass(frozen=True)
+class ApiHosts:
+    """The alert APIs' hosts and token resources (sovereign clouds and the local cloud set other ones)."""
+
+    graph_host: str = setting("GRAPH_API_HOST")
+    graph_resource: str = setting("GRAPH_API_RESOURCE")
+    defender_host: str = setting("DEFENDER_API_HOST")
+    defender_resource: str = setting("DEFENDER_API_RESOURCE")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> ApiHosts:
+        return load_config(cls, settings)
+
+
 def required_role(source: AlertSource) -> str:
     """The application role customers consent to for this source."""
     return ALERT_ROLES[source][0]
@@ -46,15 +61,14 @@ def has_alert_role(source: AlertSource, roles: object) -> bool:
     return isinstance(roles, list) and any(role in roles for role in ALERT_ROLES[source])
 
 
-def token_resource(source: AlertSource, settings: Settings) -> str:
+def token_resource(source: AlertSource, hosts: ApiHosts) -> str:
     """The App ID URI the token is requested for (its `aud`)."""
-    name = "GRAPH_API_RESOURCE" if source is AlertSource.GRAPH else "DEFENDER_API_RESOURCE"
-    return str(settings.get(name))
+    return hosts.graph_resource if source is AlertSource.GRAPH else hosts.defender_resource
 
 
-def token_scope(source: AlertSource, settings: Settings) -> str:
+def token_scope(source: AlertSource, hosts: ApiHosts) -> str:
     """The client-credentials scope: `<resource>/.default` (one resource per token request)."""
-    return f"{token_resource(source, settings)}/.default"
+    return f"{token_resource(source, hosts)}/.default"
 
 
 # The Defender for Endpoint API hosts Microsoft documents; a tenant's `apiHost` receives our bearer
@@ -88,7 +102,7 @@ def _origin(url: str) -> str | None:
     return f"https://{host}" if port in (None, 443) else f"https://{host}:{port}"
 
 
-def allowed_defender_host(url: object, settings: Settings) -> str | None:
+def allowed_defender_host(url: object, hosts: ApiHosts) -> str | None:
     """The origin of `url` when it is a documented Defender API host (default port) or the configured
     DEFENDER_API_HOST; None otherwise. Checked where a tenant's apiHost is accepted and again where it is
     used, so a value written any other way never receives a token."""
@@ -97,29 +111,29 @@ def allowed_defender_host(url: object, settings: Settings) -> str | None:
     origin = _origin(url)
     if origin is None:
         return None
-    if origin == _origin(str(settings.get("DEFENDER_API_HOST"))):
+    if origin == _origin(hosts.defender_host):
         return origin
     host = origin.removeprefix("https://")
     return origin if host in DEFENDER_API_HOSTS else None
 
 
-def api_host(source: AlertSource, settings: Settings, tenant_host: str = "") -> str:
+def api_host(source: AlertSource, hosts: ApiHosts, tenant_host: str = "") -> str:
     """The API host to call: the configured one, or for Defender the tenant's own `apiHost` when it is
     (still) an allowed Defender host; a stored host that is not allowed is ignored with a warning."""
     if source is AlertSource.GRAPH:
-        return str(settings.get("GRAPH_API_HOST"))
+        return hosts.graph_host
     if tenant_host:
-        allowed = allowed_defender_host(tenant_host, settings)
+        allowed = allowed_defender_host(tenant_host, hosts)
         if allowed is not None:
             return allowed
         logger.warning("a tenant apiHost that is not a Microsoft Defender API host was ignored; the "
                        "configured DEFENDER_API_HOST is used")
-    return str(settings.get("DEFENDER_API_HOST"))
+    return hosts.defender_host
 
 
-def alerts_url(source: AlertSource, settings: Settings, tenant_host: str = "") -> str:
+def alerts_url(source: AlertSource, hosts: ApiHosts, tenant_host: str = "") -> str:
     """The list-alerts endpoint of the source (for Defender at the tenant's allowed `apiHost`, if any)."""
-    return api_host(source, settings, tenant_host) + _ALERTS_PATHS[source]
+    return api_host(source, hosts, tenant_host) + _ALERTS_PATHS[source]
 
 
 def alert_request_headers(source: AlertSource) -> dict[str, str]:

@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,10 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, DecodeError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.identity import ManagedIdentityCredential
 from requests.adapters import HTTPAdapter
 
-from shared.alert_sources import AlertSource, token_scope
-from shared.app_credentials import build_credential
+from shared.alert_sources import AlertSource, ApiHosts, token_scope
+from shared.app_credentials import AppCredentialConfig, build_credential
 from shared.errors import (
     BadResponse,
     MicrosoftError,
@@ -36,7 +36,8 @@ from shared.errors import (
     from_aadsts,
     retry_after_seconds,
 )
-from shared.settings import Settings, SettingsError, get_settings
+from shared.settings import Settings, SettingsError, get_settings, load_config, setting
+from shared.tables import managed_identity_credential
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,21 @@ def token_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How tokens are asked for in customer tenants, besides the app's credential (AppCredentialConfig, read
+    when a tenant's credential is built, so a bad one is that tenant's MsspCredentialError): the timeout of a
+    token request, and the managed identity and audience of the federated form."""
+
+    timeout_seconds: int = setting("HTTP_TIMEOUT_SECONDS")
+    federation_audience: str = setting("MSSP_APP_FEDERATION_AUDIENCE")
+    managed_identity_client_id: str = setting("AZURE_CLIENT_ID")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> IdentityConfig:
+        return load_config(cls, settings)
+
+
 @dataclass
 class _TenantSlot:
     lock: threading.Lock
@@ -79,10 +95,15 @@ class _LastEntraResponse(threading.local):
 class TenantTokens:
     """Tokens of the MSSP's multi-tenant app in each customer tenant."""
 
-    def __init__(self, settings: Settings, *, managed_identity: TokenCredential | None = None) -> None:
-        """`managed_identity` is the credential whose token the federated form presents; by default the
-        function app's managed identity (AZURE_CLIENT_ID, or system-assigned), built at first use."""
-        self._settings = settings
+    def __init__(self, config: IdentityConfig, hosts: ApiHosts, credential: Callable[[], AppCredentialConfig], *,
+                 managed_identity: TokenCredential | None = None) -> None:
+        """`credential` reads the app's credential settings when a tenant's credential is built (a bad one is
+        then that tenant's MsspCredentialError). `managed_identity` is the credential whose token the federated
+        form presents; by default the function app's managed identity (AZURE_CLIENT_ID, or system-assigned),
+        built at first use."""
+        self._config = config
+        self._hosts = hosts
+        self._credential_config = credential
         self._managed_identity = managed_identity
         self._slots: dict[str, _TenantSlot] = {}
         self._lock = threading.Lock()
@@ -94,10 +115,15 @@ class TenantTokens:
         if identity_logger.level == logging.NOTSET:
             identity_logger.setLevel(logging.ERROR)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, managed_identity: TokenCredential | None = None) -> TenantTokens:
+        return cls(IdentityConfig.from_settings(settings), ApiHosts.from_settings(settings),
+                   lambda: AppCredentialConfig.from_settings(settings), managed_identity=managed_identity)
+
     def token(self, tenant_id: str, source: AlertSource) -> str:
         """An access token for `source` in the tenant; raises a shared.errors.MicrosoftError subtype."""
         tenant_id = _tenant_guid(tenant_id)
-        scope = token_scope(source, self._settings)
+        scope = token_scope(source, self._hosts)
         slot = self._slot(tenant_id)
         with slot.lock:
             try:
@@ -136,12 +162,13 @@ class TenantTokens:
 
     def _new_credential(self, tenant_id: str) -> TokenCredential:
         try:
+            config = self._credential_config()
             credential = build_credential(
-                tenant_id, self._settings, transport=self._shared_transport(),
+                tenant_id, config, transport=self._shared_transport(),
                 response_hook=self._observe, assertion=lambda: self._federation_assertion(tenant_id))
         except SettingsError as exc:
             raise MsspCredentialError(tenant_id, str(exc), code="Settings") from None
-        logger.info("Credential (%s) created for tenant %s", self._settings.get("MSSP_APP_CREDENTIAL"), tenant_id)
+        logger.info("Credential (%s) created for tenant %s", config.app.kind, tenant_id)
         return credential
 
     def _shared_transport(self) -> RequestsTransport:
@@ -151,7 +178,7 @@ class TenantTokens:
                 session = requests.Session()
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE, max_retries=0)
                 session.mount("https://", adapter)
-                timeout = self._settings.get("HTTP_TIMEOUT_SECONDS")
+                timeout = self._config.timeout_seconds
                 self._transport = RequestsTransport(session=session, session_owner=False,
                                                     connection_timeout=timeout, read_timeout=timeout)
             return self._transport
@@ -163,7 +190,7 @@ class TenantTokens:
 
     def _federation_assertion(self, tenant_id: str) -> str:
         """The managed identity's token for the token-exchange audience: the federated client assertion."""
-        audience = self._settings.get("MSSP_APP_FEDERATION_AUDIENCE")
+        audience = self._config.federation_audience
         try:
             return self._managed_identity_credential().get_token(f"{audience}/.default").token
         except (AzureError, ValueError) as exc:
@@ -174,8 +201,7 @@ class TenantTokens:
     def _managed_identity_credential(self) -> TokenCredential:
         with self._lock:
             if self._managed_identity is None:
-                client_id = self._settings.get("AZURE_CLIENT_ID") or None
-                self._managed_identity = ManagedIdentityCredential(client_id=client_id)
+                self._managed_identity = managed_identity_credential(self._config.managed_identity_client_id)
             return self._managed_identity
 
     def _classify(self, tenant_id: str, exc: AzureError) -> MicrosoftError:
@@ -228,5 +254,5 @@ def get_tenant_tokens() -> TenantTokens:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = TenantTokens(get_settings())
+            _shared = TenantTokens.from_settings(get_settings())
         return _shared

@@ -7,7 +7,7 @@ Row layout (table `Incidents`):
   onboarding verification, announced once by the ops notices (notify_mssp.ops_notices), never per tenant.
 - notice rows: PartitionKey `notice`, RowKey `<kind>|<subject>` (notice_key; subject: a tenant GUID,
   `mssp`, or for one-off daily notices `<tenant>|<YYYY-MM-DD>`), written only by the ops notices; their
-  columns are described in notify_mssp/ops_notices.py.
+  columns are described in notify_mssp/incident_records.py.
 
 A failure of the MSSP's app credential or app registration (shared.errors.MsspCredentialError) is never a
 customer's: it is recorded here, once for every tenant and every caller, and no tenant status changes; the

@@ -21,7 +21,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from shared.settings import Settings, SettingsError, get_settings
+from shared.settings import Settings, SettingsError, get_settings, load_config, setting
 
 logger = logging.getLogger(__name__)
 
@@ -51,44 +51,61 @@ class Table(StrEnum):
     SEND_RATE = "SendRate"
 
 
-def table_name(table: Table, settings: Settings | None = None) -> str:
-    prefix = (settings or get_settings()).get("TABLES_NAME_PREFIX")
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the app's tables are: a connection string (Azurite) or the endpoint reached with the managed
+    identity (AZURE_CLIENT_ID: user-assigned), and the optional table name prefix."""
+
+    connection_string: str = setting("TABLES_CONNECTION_STRING")
+    endpoint: str = setting("TABLES_ENDPOINT")
+    name_prefix: str = setting("TABLES_NAME_PREFIX")
+    managed_identity_client_id: str = setting("AZURE_CLIENT_ID")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> StorageConfig:
+        return load_config(cls, settings)
+
+
+def table_name(table: Table, prefix: str = "") -> str:
+    """The table's name in the account: the base name after TABLES_NAME_PREFIX (StorageConfig.name_prefix)."""
     return f"{prefix}{table.value}"
 
 
-def managed_identity_credential(settings: Settings) -> TokenCredential:
-    """The function app's managed identity (user-assigned when AZURE_CLIENT_ID is set)."""
+def managed_identity_credential(client_id: str = "") -> TokenCredential:
+    """The function app's managed identity (user-assigned when `client_id`, AZURE_CLIENT_ID, is set)."""
     from azure.identity import ManagedIdentityCredential
 
-    client_id = settings.get("AZURE_CLIENT_ID") or None
-    return ManagedIdentityCredential(client_id=client_id)
+    return ManagedIdentityCredential(client_id=client_id or None)
 
 
 class TableStore:
     """Table clients for one storage account, created lazily and shared across threads."""
 
-    def __init__(self, service: TableServiceClient, settings: Settings) -> None:
+    def __init__(self, service: TableServiceClient, name_prefix: str = "") -> None:
         self._service = service
-        self._settings = settings
+        self._prefix = name_prefix
         self._ready: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableStore:
-        connection_string = settings.get("TABLES_CONNECTION_STRING")
-        if connection_string:
-            return cls(TableServiceClient.from_connection_string(connection_string), settings)
-        endpoint = settings.get("TABLES_ENDPOINT")
-        if not endpoint:
+        return cls.from_config(StorageConfig.from_settings(settings))
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> TableStore:
+        if config.connection_string:
+            return cls(TableServiceClient.from_connection_string(config.connection_string), config.name_prefix)
+        if not config.endpoint:
             raise SettingsError(
                 "TABLES_ENDPOINT is not set (and neither is TABLES_CONNECTION_STRING): "
                 "the app needs one of them to reach its tables"
             )
-        return cls(TableServiceClient(endpoint, credential=managed_identity_credential(settings)), settings)
+        credential = managed_identity_credential(config.managed_identity_client_id)
+        return cls(TableServiceClient(config.endpoint, credential=credential), config.name_prefix)
 
     def table(self, table: Table) -> TableClient:
         """A client for one of the app's tables, creating the table on first use if it is missing."""
-        name = table_name(table, self._settings)
+        name = table_name(table, self._prefix)
         if name not in self._ready:
             with self._lock:
                 if name not in self._ready:

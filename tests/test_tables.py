@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from shared.settings import Settings, SettingsError
-from shared.tables import Table, TableStore, table_name
+from shared.tables import StorageConfig, Table, TableStore, table_name
 
 
 def test_a_table_is_created_on_first_use_and_keeps_its_rows(azurite):
@@ -22,8 +22,9 @@ def test_a_table_is_created_on_first_use_and_keeps_its_rows(azurite):
 
 
 def test_table_names_carry_the_prefix():
-    assert table_name(Table.ALERTS, Settings({"TABLES_NAME_PREFIX": "dev1"})) == "dev1Alerts"
-    assert table_name(Table.ALERTS, Settings({})) == "Alerts"
+    assert table_name(Table.ALERTS, StorageConfig.from_settings(Settings({"TABLES_NAME_PREFIX": "dev1"})).name_prefix) \
+        == "dev1Alerts"
+    assert table_name(Table.ALERTS, StorageConfig.from_settings(Settings({})).name_prefix) == "Alerts"
 
 
 def test_without_endpoint_or_connection_string_the_error_names_both_settings():

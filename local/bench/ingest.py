@@ -270,13 +270,13 @@ def _direct_backlog_api_calls(settings: Any, tenant_id: str) -> float:
     from fetch_alerts.http import ApiClient
     from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
-    from shared.alert_sources import AlertSource, alerts_url
+    from shared.alert_sources import AlertSource, ApiHosts, alerts_url
     from shared.identity import TenantTokens
 
-    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens(settings),
+    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens.from_settings(settings),
                     RateLimiter(RateLimits.from_settings(settings)))
     since = odata_literal(_now_ticks() - int(settings.get("FETCH_LOOKBACK_DAYS")) * 86_400 * 10_000_000)
-    url: str | None = alerts_url(AlertSource.GRAPH, settings)
+    url: str | None = alerts_url(AlertSource.GRAPH, ApiHosts.from_settings(settings))
     params: dict[str, str] | None = {"$filter": f"lastUpdateDateTime ge {since}",
                                      "$top": str(settings.get("FETCH_GRAPH_PAGE_SIZE"))}
     started = time.monotonic()
@@ -351,13 +351,13 @@ def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, ca
     from fetch_alerts.http import ApiClient
     from fetch_alerts.keys import odata_literal
     from fetch_alerts.ratelimit import RateLimiter
-    from shared.alert_sources import AlertSource, alerts_url
+    from shared.alert_sources import AlertSource, ApiHosts, alerts_url
     from shared.identity import TenantTokens
 
     # A fresh token provider: the process-wide one would keep an earlier scenario's (stopped) cloud.
-    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens(settings),
+    api = ApiClient(ApiCallConfig.from_settings(settings), TenantTokens.from_settings(settings),
                     RateLimiter(RateLimits.from_settings(settings)), pool_size=concurrency * 2 + 4)
-    url = alerts_url(AlertSource.GRAPH, settings)
+    url = alerts_url(AlertSource.GRAPH, ApiHosts.from_settings(settings))
     since = odata_literal(_now_ticks() - 7 * 86_400 * 10_000_000)
     params = {"$filter": f"lastUpdateDateTime ge {since}", "$top": str(settings.get("FETCH_GRAPH_PAGE_SIZE"))}
     deadline = time.monotonic() + 600

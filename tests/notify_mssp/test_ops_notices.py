@@ -155,7 +155,9 @@ def test_the_expiry_of_a_certificate_credential_is_read_from_the_certificate():
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from notify_mssp.ops_notices import credential_expiry
+    from notify_mssp.config import CredentialExpiryConfig
+    from notify_mssp.mssp_checks import credential_expiry
+    from shared.app_credentials import AppCertificateConfig, certificate_source
     from shared.settings import Settings
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -167,5 +169,10 @@ def test_the_expiry_of_a_certificate_credential_is_read_from_the_certificate():
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()) + certificate.public_bytes(serialization.Encoding.PEM)
     settings = Settings({"MSSP_APP_CREDENTIAL": "certificate", "MSSP_APP_CERTIFICATE": pem.decode()})
-    assert credential_expiry(settings) == not_after
-    assert credential_expiry(Settings({"MSSP_APP_CREDENTIAL": "federated"})) is None
+
+    def certificate_of(settings: Settings):  # type: ignore[no-untyped-def]
+        return lambda: certificate_source(AppCertificateConfig.from_settings(settings).certificate)
+
+    assert credential_expiry(CredentialExpiryConfig.from_settings(settings), certificate_of(settings)) == not_after
+    federated = Settings({"MSSP_APP_CREDENTIAL": "federated"})
+    assert credential_expiry(CredentialExpiryConfig.from_settings(federated), certificate_of(federated)) is None

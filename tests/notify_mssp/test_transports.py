@@ -16,9 +16,17 @@ from typing import Any
 import pytest
 
 from local.run.services import LocalCloud, free_port
+from notify_mssp.config import GraphMailConfig, MailAppSecretConfig, MailConfig, MailCredentialConfig
 from notify_mssp.email import EmailMessage, Sender, render_alert_email
 from notify_mssp.rules import Rule
-from notify_mssp.transports import GraphTransport, SmtpTransport, get_transport
+from notify_mssp.transports import (
+    CredentialFactory,
+    GraphTransport,
+    SmtpTransport,
+    Transport,
+    build_transport,
+    mail_credential,
+)
 from shared.settings import Settings
 
 SENDER = Sender("alerts@mssp.example", "MSSP alerts", "https://security.microsoft.com")
@@ -165,6 +173,20 @@ def test_smtp_login_without_starttls_to_a_remote_server_is_refused():
 # --- Graph sendMail --------------------------------------------------------------------------------------------
 
 
+def credential_of(settings: Settings) -> CredentialFactory:
+    """What notify_mssp.wiring gives the transport: the mail credential, built at the first send."""
+    return lambda: mail_credential(MailCredentialConfig.from_settings(settings),
+                                   lambda: MailAppSecretConfig.from_settings(settings))
+
+
+def transport_of(settings: Settings) -> Transport:
+    return build_transport(MailConfig.from_settings(settings), credential_of(settings))
+
+
+def graph_of(settings: Settings, **options: Any) -> GraphTransport:
+    return GraphTransport(GraphMailConfig.from_settings(settings), credential_of(settings), **options)
+
+
 class MailTenant:
     """The MSSP's own tenant in the local cloud, with a single-tenant app holding Mail.Send."""
 
@@ -204,7 +226,7 @@ def mail_tenant(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def test_graph_sends_from_the_mssp_mailbox_with_the_message_id_and_x_headers(mail_tenant):
     to = recipient()
     sent = message(to, token="graph-stable-1")
-    outcome = get_transport(mail_tenant.settings()).send(sent)
+    outcome = transport_of(mail_tenant.settings()).send(sent)
     assert outcome.status == "sent"
     (record,) = mail_tenant.delivered_to(to)
     assert record["sender"] == "alerts@mssp.example" and record["clientId"] == mail_tenant.client_id
@@ -218,7 +240,7 @@ def test_graph_429_is_retried_after_retry_after_and_recovers(mail_tenant):
     to = recipient()
     mail_tenant.fault(kind="throttle", count=1, retryAfter=1)
     waits: list[float] = []
-    outcome = GraphTransport(mail_tenant.settings(), sleep=waits.append).send(message(to))
+    outcome = graph_of(mail_tenant.settings(), sleep=waits.append).send(message(to))
     assert outcome.status == "sent" and waits == [1.0]  # one retry, after the Retry-After it was given
     assert len(mail_tenant.delivered_to(to)) == 1
 
@@ -226,7 +248,7 @@ def test_graph_429_is_retried_after_retry_after_and_recovers(mail_tenant):
 def test_graph_5xx_is_retried_and_recovers(mail_tenant):
     to = recipient()
     mail_tenant.fault(kind="unavailable", count=2, retryAfter=1)
-    assert GraphTransport(mail_tenant.settings()).send(message(to)).status == "sent"
+    assert graph_of(mail_tenant.settings()).send(message(to)).status == "sent"
     assert len(mail_tenant.delivered_to(to)) == 1
 
 
@@ -236,7 +258,7 @@ def test_a_graph_500_is_not_resent_in_the_same_send_since_the_mail_may_have_gone
     to = recipient()
     mail_tenant.fault(kind="server_error", count=1)
     waits: list[float] = []
-    outcome = GraphTransport(mail_tenant.settings(), sleep=waits.append).send(message(to))
+    outcome = graph_of(mail_tenant.settings(), sleep=waits.append).send(message(to))
     assert outcome.status == "transient" and outcome.submitted and "500" in outcome.detail
     assert waits == []  # not retried inside the send
 
@@ -244,7 +266,7 @@ def test_a_graph_500_is_not_resent_in_the_same_send_since_the_mail_may_have_gone
 def test_graph_429_beyond_the_retry_budget_is_transient_with_the_wait(mail_tenant):
     to = recipient()
     mail_tenant.fault(kind="throttle", count=1, retryAfter=30)
-    outcome = GraphTransport(mail_tenant.settings(MAIL_RETRY_BUDGET_SECONDS="2")).send(message(to))
+    outcome = graph_of(mail_tenant.settings(MAIL_RETRY_BUDGET_SECONDS="2")).send(message(to))
     assert outcome.status == "transient" and outcome.retry_after == 30.0 and "429" in outcome.detail
     assert mail_tenant.delivered_to(to) == []
     assert not outcome.submitted  # throttled: Graph took nothing, the rate cap slot comes back
@@ -254,7 +276,7 @@ def test_graph_rejected_recipient_is_permanent(mail_tenant):
     refused = recipient("customer.example")
     mail_tenant.cloud.control("PUT", "mail/rejected", json={"addresses": [refused]})
     try:
-        outcome = GraphTransport(mail_tenant.settings()).send(message(refused))
+        outcome = graph_of(mail_tenant.settings()).send(message(refused))
     finally:
         mail_tenant.cloud.control("PUT", "mail/rejected", json={"addresses": []})
     assert outcome.status == "permanent" and "ErrorInvalidRecipients" in outcome.detail
@@ -263,7 +285,7 @@ def test_graph_rejected_recipient_is_permanent(mail_tenant):
 
 def test_graph_with_a_wrong_mail_credential_is_transient_and_quotes_no_secret(mail_tenant):
     settings = mail_tenant.settings(MAIL_APP_CLIENT_SECRET="wrong-secret-value")
-    outcome = GraphTransport(settings).send(message(recipient()))
+    outcome = graph_of(settings).send(message(recipient()))
     assert outcome.status == "transient" and "mail credential" in outcome.detail
     assert "wrong-secret-value" not in outcome.detail
 
@@ -294,4 +316,4 @@ def test_the_smtp_transport_needs_a_host():
     from shared.settings import SettingsError
 
     with pytest.raises(SettingsError, match="SMTP_HOST is not set"):
-        get_transport(Settings({"MAIL_TRANSPORT": "smtp"}))
+        transport_of(Settings({"MAIL_TRANSPORT": "smtp"}))

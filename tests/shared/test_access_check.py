@@ -19,7 +19,7 @@ SOURCES = list(AlertSource)
 def check(cloud: LocalCloud, app: dict, tenant_id: str, source: AlertSource, *, fresh: bool = False,
           tokens: TenantTokens | None = None, **values: str) -> AccessCheck:
     settings = cloud_settings(cloud, app["clientId"], **values)
-    return check_access(tenant_id, source, consent_fresh=fresh, tokens=tokens or TenantTokens(settings),
+    return check_access(tenant_id, source, consent_fresh=fresh, tokens=tokens or TenantTokens.from_settings(settings),
                         settings=settings)
 
 
@@ -38,7 +38,7 @@ def test_a_consented_tenant_is_active_after_one_alert_api_call(cloud, app, tenan
 def test_a_consent_still_propagating_is_retry_and_active_once_propagated(cloud, app, source):
     tenant_id = new_tenant(cloud, consentPropagationSeconds=600)["id"]
     consent(cloud, tenant_id, app["clientId"])
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
 
     first = check(cloud, app, tenant_id, source, fresh=True, tokens=tokens)
     cloud.control("POST", "clock", json={"advance_seconds": 601})
@@ -147,7 +147,7 @@ def test_a_fault_gives_its_outcome(cloud, app, tenant, source, kind, where, outc
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_a_check_after_a_transient_fault_is_active(cloud, app, tenant, source):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     add_fault(cloud, tenant, "server_error", api=str(source), count=1)
     assert check(cloud, app, tenant, source, tokens=tokens).outcome == "retry"
     assert check(cloud, app, tenant, source, tokens=tokens).outcome == "active"

@@ -4,11 +4,11 @@ receives a bearer token."""
 
 from __future__ import annotations
 
-from shared.alert_sources import AlertSource, alerts_url
+from shared.alert_sources import AlertSource, ApiHosts, alerts_url
 from shared.settings import Settings
 
-SETTINGS = Settings({"DEFENDER_API_HOST": "https://api.security.microsoft.com",
-                     "GRAPH_API_HOST": "https://graph.microsoft.com"})
+SETTINGS = ApiHosts.from_settings(Settings({"DEFENDER_API_HOST": "https://api.security.microsoft.com",
+                                            "GRAPH_API_HOST": "https://graph.microsoft.com"}))
 
 
 def test_an_allowed_tenant_api_host_is_used_for_defender():

@@ -42,7 +42,7 @@ def consented_tenant(cloud: LocalCloud, client_id: str) -> str:
 
 @pytest.mark.parametrize("source", list(AlertSource))
 def test_a_secret_credential_gets_a_token_for_the_tenant_with_the_alert_role(cloud, app, tenant, source):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     claims = token_claims(tokens.token(tenant, source))
     assert claims["tid"] == tenant
     assert claims["appid"] == app["clientId"]
@@ -55,7 +55,7 @@ def test_a_certificate_given_as_pem_text_gets_a_token(cloud):
     tenant_id = consented_tenant(cloud, app["clientId"])
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="certificate",
                               MSSP_APP_CERTIFICATE=key_pem + cert_pem)
-    claims = TenantTokens(settings).claims(tenant_id, AlertSource.DEFENDER)
+    claims = TenantTokens.from_settings(settings).claims(tenant_id, AlertSource.DEFENDER)
     assert claims["tid"] == tenant_id
     assert claims["appidacr"] == "2"  # authenticated with a client assertion, not a secret
 
@@ -65,7 +65,7 @@ def test_a_certificate_given_as_pem_with_escaped_newlines_gets_a_token(cloud):
     tenant_id = consented_tenant(cloud, app["clientId"])
     one_line = (key_pem + cert_pem).replace("\n", "\\n")
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="certificate", MSSP_APP_CERTIFICATE=one_line)
-    assert TenantTokens(settings).claims(tenant_id, AlertSource.GRAPH)["tid"] == tenant_id
+    assert TenantTokens.from_settings(settings).claims(tenant_id, AlertSource.GRAPH)["tid"] == tenant_id
 
 
 def test_a_certificate_given_as_a_file_path_gets_a_token(cloud, tmp_path):
@@ -74,7 +74,7 @@ def test_a_certificate_given_as_a_file_path_gets_a_token(cloud, tmp_path):
     path = tmp_path / "mssp-app.pem"
     path.write_text(key_pem + cert_pem)
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="certificate", MSSP_APP_CERTIFICATE=str(path))
-    assert TenantTokens(settings).claims(tenant_id, AlertSource.GRAPH)["tid"] == tenant_id
+    assert TenantTokens.from_settings(settings).claims(tenant_id, AlertSource.GRAPH)["tid"] == tenant_id
 
 
 def test_a_certificate_given_as_base64_pkcs12_like_a_key_vault_reference_gets_a_token(cloud):
@@ -85,7 +85,7 @@ def test_a_certificate_given_as_base64_pkcs12_like_a_key_vault_reference_gets_a_
         x509.load_pem_x509_certificate(cert_pem.encode()), None, serialization.NoEncryption())
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="certificate",
                               MSSP_APP_CERTIFICATE=base64.b64encode(pfx).decode())
-    assert TenantTokens(settings).claims(tenant_id, AlertSource.DEFENDER)["tid"] == tenant_id
+    assert TenantTokens.from_settings(settings).claims(tenant_id, AlertSource.DEFENDER)["tid"] == tenant_id
 
 
 class StandInManagedIdentity:
@@ -121,7 +121,7 @@ def test_the_federated_form_presents_the_managed_identity_token_for_the_token_ex
     tenant_id = consented_tenant(cloud, app["clientId"])
     identity = StandInManagedIdentity(cloud, tenant_id, app["clientId"], cert_pem, key_pem)
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="federated", MSSP_APP_CLIENT_SECRET="")
-    tokens = TenantTokens(settings, managed_identity=identity)
+    tokens = TenantTokens.from_settings(settings, managed_identity=identity)
 
     claims = tokens.claims(tenant_id, AlertSource.DEFENDER)
 
@@ -136,7 +136,7 @@ def test_the_federated_audience_is_a_setting_for_sovereign_clouds(cloud):
     identity = StandInManagedIdentity(cloud, tenant_id, app["clientId"], cert_pem, key_pem)
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="federated",
                               MSSP_APP_FEDERATION_AUDIENCE="api://AzureADTokenExchangeUSGov")
-    TenantTokens(settings, managed_identity=identity).token(tenant_id, AlertSource.GRAPH)
+    TenantTokens.from_settings(settings, managed_identity=identity).token(tenant_id, AlertSource.GRAPH)
     assert identity.requested_scopes == [("api://AzureADTokenExchangeUSGov/.default",)]
 
 
@@ -149,7 +149,7 @@ class FailingManagedIdentity:
 
 def test_a_managed_identity_that_cannot_get_a_token_is_an_mssp_credential_error(cloud, app, tenant):
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="federated")
-    tokens = TenantTokens(settings, managed_identity=FailingManagedIdentity())
+    tokens = TenantTokens.from_settings(settings, managed_identity=FailingManagedIdentity())
     with pytest.raises(MsspCredentialError) as error:
         tokens.token(tenant, AlertSource.GRAPH)
     assert error.value.tenant_id == tenant
@@ -163,14 +163,14 @@ def test_the_process_wide_tokens_object_is_built_once():
 
 
 def test_a_token_is_requested_once_and_reused_across_many_calls(cloud, app, tenant):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     issued = {tokens.token(tenant, AlertSource.GRAPH) for _ in range(25)}
     assert len(issued) == 1
     assert token_requests(cloud, tenant) == 1
 
 
 def test_twenty_concurrent_callers_share_one_token_request(cloud, app, tenant):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     add_fault(cloud, tenant, "latency", api="token", latencyMs=300, count=1)  # keep them all waiting at once
     barrier = threading.Barrier(20)
     issued: list[str] = []
@@ -191,7 +191,7 @@ def test_twenty_concurrent_callers_share_one_token_request(cloud, app, tenant):
 
 def test_each_tenant_gets_its_own_token_once_when_called_concurrently(cloud, app):
     tenants = [consented_tenant(cloud, app["clientId"]) for _ in range(4)]
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     claims: list[dict] = []
     threads = [threading.Thread(target=lambda t=t: claims.append(tokens.claims(t, AlertSource.GRAPH)))
                for t in tenants for _ in range(5)]
@@ -204,7 +204,7 @@ def test_each_tenant_gets_its_own_token_once_when_called_concurrently(cloud, app
 
 
 def test_graph_and_defender_tokens_are_separate_and_each_reused(cloud, app, tenant):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     for _ in range(5):
         graph = tokens.claims(tenant, AlertSource.GRAPH)
         defender = tokens.claims(tenant, AlertSource.DEFENDER)
@@ -216,7 +216,7 @@ def test_graph_and_defender_tokens_are_separate_and_each_reused(cloud, app, tena
 def test_an_expired_token_is_replaced_by_a_new_one(cloud, app, tenant):
     cloud.control("PATCH", "settings", json={"tokenLifetimeSeconds": 2})
     try:
-        tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+        tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
         first = tokens.token(tenant, AlertSource.GRAPH)
         time.sleep(2.5)
         second = tokens.token(tenant, AlertSource.GRAPH)
@@ -229,13 +229,13 @@ def test_an_expired_token_is_replaced_by_a_new_one(cloud, app, tenant):
 # --- failures are typed ------------------------------------------------------------------------------
 
 def test_a_tenant_id_that_is_not_a_guid_is_refused_before_any_request(cloud, app):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     with pytest.raises(ValueError, match="GUID"):
         tokens.token("contoso.example/../x", AlertSource.GRAPH)
 
 
 def test_an_unknown_tenant_is_tenant_not_found(cloud, app):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     unknown = str(uuid.uuid4())
     with pytest.raises(TenantNotFound) as error:
         tokens.token(unknown, AlertSource.GRAPH)
@@ -245,12 +245,12 @@ def test_an_unknown_tenant_is_tenant_not_found(cloud, app):
 def test_a_deleted_enterprise_app_is_consent_revoked(cloud, app, tenant):
     cloud.control("DELETE", f"tenants/{tenant}/consents/{app['clientId']}")
     with pytest.raises(ConsentRevoked) as error:
-        TenantTokens(cloud_settings(cloud, app["clientId"])).token(tenant, AlertSource.DEFENDER)
+        TenantTokens.from_settings(cloud_settings(cloud, app["clientId"])).token(tenant, AlertSource.DEFENDER)
     assert error.value.code == "AADSTS700016"
 
 
 def test_a_wrong_secret_is_an_mssp_credential_error(cloud, app, tenant):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"], MSSP_APP_CLIENT_SECRET="not-the-secret"))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"], MSSP_APP_CLIENT_SECRET="not-the-secret"))
     with pytest.raises(MsspCredentialError) as error:
         tokens.token(tenant, AlertSource.GRAPH)
     assert error.value.code == "AADSTS7000215"
@@ -261,7 +261,7 @@ def test_an_expired_secret_is_an_mssp_credential_error(cloud):
     app = new_app(cloud, secrets=[{"value": SECRET, "expires": yesterday}])
     tenant_id = consented_tenant(cloud, app["clientId"])
     with pytest.raises(MsspCredentialError) as error:
-        TenantTokens(cloud_settings(cloud, app["clientId"])).token(tenant_id, AlertSource.GRAPH)
+        TenantTokens.from_settings(cloud_settings(cloud, app["clientId"])).token(tenant_id, AlertSource.GRAPH)
     assert error.value.code == "AADSTS7000222"
 
 
@@ -270,7 +270,7 @@ def test_a_certificate_the_app_does_not_know_is_an_mssp_credential_error(cloud, 
     settings = cloud_settings(cloud, app["clientId"], MSSP_APP_CREDENTIAL="certificate",
                               MSSP_APP_CERTIFICATE=key_pem + cert_pem)
     with pytest.raises(MsspCredentialError) as error:
-        TenantTokens(settings).token(tenant, AlertSource.GRAPH)
+        TenantTokens.from_settings(settings).token(tenant, AlertSource.GRAPH)
     assert error.value.code == "AADSTS700027"
 
 
@@ -288,7 +288,7 @@ def test_a_certificate_the_app_does_not_know_is_an_mssp_credential_error(cloud, 
 )
 def test_unusable_credential_settings_are_an_mssp_credential_error_naming_the_setting(cloud, app, tenant, values,
                                                                                        fragment):
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"], **values))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"], **values))
     with pytest.raises(MsspCredentialError, match=fragment):
         tokens.token(tenant, AlertSource.GRAPH)
     assert token_requests(cloud, tenant) == 0
@@ -297,12 +297,13 @@ def test_unusable_credential_settings_are_an_mssp_credential_error_naming_the_se
 @pytest.mark.parametrize(("name", "raw"), [("MSSP_APP_CLIENT_ID", "not-a-guid"), ("MSSP_APP_CREDENTIAL", "password")])
 def test_malformed_credential_settings_are_rejected_naming_the_setting(cloud, app, tenant, name, raw):
     with pytest.raises(MsspCredentialError, match=name):
-        TenantTokens(cloud_settings(cloud, app["clientId"], **{name: raw})).token(tenant, AlertSource.GRAPH)
+        tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"], **{name: raw}))
+        tokens.token(tenant, AlertSource.GRAPH)
 
 
 def test_no_token_or_secret_reaches_the_logs_when_the_token_response_is_malformed(cloud, app, tenant, caplog):
     caplog.set_level(logging.INFO)
-    tokens = TenantTokens(cloud_settings(cloud, app["clientId"]))
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     add_fault(cloud, tenant, "malformed_json", api="token", count=1)
     with pytest.raises(BadResponse) as error:
         tokens.token(tenant, AlertSource.GRAPH)
