@@ -38,6 +38,17 @@ class ConsentAppConfig:
 
 
 @dataclass(frozen=True)
+class PublicUrlConfig:
+    """The app's public base URL as configured (empty: https://<WEBSITE_HOSTNAME>), for links in answers."""
+
+    public_base_url: str = setting("PUBLIC_BASE_URL")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PublicUrlConfig:
+        return load_config(cls, settings)
+
+
+@dataclass(frozen=True)
 class PortalAccessConfig:
     """What the portal-access page names: the MSSP's public identifiers and the names it chose for the groups,
     roles, access packages and catalog customers create (grant_access/portal_access.py)."""

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from azure.data.tables import TableClient
 
 from grant_access.callback import CallbackDeps, SignIn
-from grant_access.config import ConsentAppConfig, OnboardingConfig, PortalAccessConfig
+from grant_access.config import ConsentAppConfig, OnboardingConfig, PortalAccessConfig, PublicUrlConfig
 from grant_access.invitations import InvitationStore
 from grant_access.verification import AccessChecker, CheckResult
 from grant_access.webhook import ALERT_SOURCES, ConsentLinkSettings
@@ -75,7 +75,7 @@ def public_base_url(configured: str) -> str:
 def known_base_url() -> str:
     """The app's public base URL, or empty when it cannot be built (links that need it are then null)."""
     try:
-        return public_base_url(settings().get("PUBLIC_BASE_URL"))
+        return public_base_url(PublicUrlConfig.from_settings(settings()).public_base_url)
     except SettingsError:
         return ""
 
