@@ -33,6 +33,7 @@ from grant_access.webhook import (
     refuse_replay,
     validate_request,
 )
+from shared import openapi
 from shared.names import (
     ONBOARDING_RESULT_ORCHESTRATOR,
     POST_ONBOARDING_RESULT_ACTIVITY,
@@ -68,6 +69,15 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         logger.error("health: table storage unavailable: %s", type(exc).__name__)
         return json_response({"status": "unhealthy", "storage": "unavailable"}, 503)
     return json_response({"status": "healthy", "storage": "ok"})
+
+
+@bp.function_name("get_openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of every HTTP route, made from the models that validate the requests
+    (shared.openapi; docs/openapi.json is the same document)."""
+    return func.HttpResponse(openapi.document_text(), status_code=200, mimetype="application/json",
+                             headers={"Cache-Control": "no-cache"})
 
 
 # --- the onboarding webhook and invitations ------------------------------------------------------------

@@ -19,20 +19,21 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 
 from grant_access.invitations import Invitation, InvitationRequest, InvitationStore
+from shared.api_models import InvitationInput
+from shared.contract import validate
 from shared.outbound_url import UnsafeUrl, check_url
 from shared.problems import Problem
 from shared.request_body import Signed
-from shared.rules import plain_text, validate_rules
+from shared.rules import rule_dict
 from shared.signing import SIGNATURE_HEADER, TOLERANCE_SECONDS
-from shared.tenant_lookup import LookupUnavailable, TenantNotFound, is_domain
+from shared.tenant_lookup import LookupUnavailable, TenantNotFound
 from shared.tenants import TenantRegistry
-from shared.validators import is_email, is_guid
+from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
 
 ALERT_SOURCES = ("graph", "defender")
 SIGNATURE_PARTITION = "signature"  # accepted webhook signatures, in the Invitations table (refuse_replay)
-_FIELDS = {"customerName", "tenantId", "externalId", "contactEmail", "alertSource", "callbackUrl", "rules"}
 
 
 @dataclass(frozen=True)
@@ -86,45 +87,24 @@ def prune_signatures(table: TableClient, now: datetime) -> int:
     return deleted
 
 
-def _optional_text(body: dict[str, Any], name: str, max_length: int) -> str | None:
-    if body.get(name) is None:
-        return None
-    return plain_text(body[name], name, max_length=max_length)
-
-
 def validate_request(body: dict[str, Any], *, allow_loopback: bool) -> InvitationRequest:
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise Problem(400, "unknown field", field=unknown[0])
-    request = InvitationRequest(
-        customer_name=plain_text(body.get("customerName"), "customerName", max_length=200),
-        alert_source=body["alertSource"] if body.get("alertSource") is not None else "graph",
-        external_id=_optional_text(body, "externalId", 200),
-    )
-    if request.alert_source not in ALERT_SOURCES:
-        raise Problem(400, 'must be "graph" or "defender"', field="alertSource")
-    tenant = body.get("tenantId")
-    if tenant is not None:
-        if not isinstance(tenant, str) or not (is_guid(tenant) or is_domain(tenant)):
-            raise Problem(400, "must be a tenant GUID or a verified domain name", field="tenantId")
-        request.tenant = tenant.lower()
-        request.tenant_id = tenant.lower() if is_guid(tenant) else None
-    email = body.get("contactEmail")
-    if email is not None:
-        if not is_email(email):
-            raise Problem(400, "must be an e-mail address", field="contactEmail")
-        request.contact_email = email
-    callback = body.get("callbackUrl")
-    if callback is not None:
-        if not isinstance(callback, str):
-            raise Problem(400, "must be an https URL", field="callbackUrl")
+    """The webhook's body (shared.api_models.InvitationInput), then what a schema cannot say: whether the
+    callbackUrl points at a public https address."""
+    given = validate(InvitationInput, body)
+    request = InvitationRequest(customer_name=given.customerName, alert_source=given.alertSource or "graph",
+                                external_id=given.externalId)
+    if given.tenantId is not None:
+        request.tenant = given.tenantId
+        request.tenant_id = given.tenantId if is_guid(given.tenantId) else None
+    request.contact_email = given.contactEmail
+    if given.callbackUrl is not None:
         try:
-            check_url(callback, allow_loopback=allow_loopback)
+            check_url(given.callbackUrl, allow_loopback=allow_loopback)
         except UnsafeUrl as exc:
             raise Problem(400, f"callbackUrl {exc}", field="callbackUrl") from None
-        request.callback_url = callback
-    if body.get("rules") is not None:
-        request.rules = validate_rules(body["rules"])
+        request.callback_url = given.callbackUrl
+    if given.rules is not None:
+        request.rules = [rule_dict(rule) for rule in given.rules]
     return request
 
 

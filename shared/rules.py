@@ -2,10 +2,11 @@
 "Notifications") and stored, once the
 tenant GUID is known (on acceptance), with `scope.tenants` set to that tenant.
 
-`validate_rule` is the one validation of the rule schema: onboarding uses it without a scope (the service
-sets it), the notification rules API (notify_mssp.rules_service) with one (`with_scope=True`). `Rule` is
-the validated model, `load_rules` what the notification run reads, `RuleRepository` what the rules API
-reads and changes (under the rows' ETags).
+`RuleInput` (a pydantic model, shared.contract) is the rule schema and `validate_rule` its one validation:
+onboarding uses it without a scope (the service sets it), the notification rules API
+(notify_mssp.rules_service) with one (`with_scope=True`). `Rule` is the validated model, `load_rules`
+what the notification run reads, `RuleRepository` what the rules API reads and changes (under the rows'
+ETags).
 
 Row layout (table `NotificationRules`, read by notify_mssp): PartitionKey `rule`, RowKey = rule id
 (32 hex, assigned here), columns `rule` (the full rule as JSON, the schema below), `name`, `enabled`,
@@ -16,19 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from shared.alerts import SEVERITY_LEVELS
+from shared.contract import Email, Guid, ShortText, StrictModel, validate
 from shared.problems import Problem
 from shared.tables import delete_if_unchanged, write_if_unchanged
-from shared.validators import is_email, is_guid
 
 logger = logging.getLogger(__name__)
 
@@ -38,72 +40,24 @@ MODES = ("per-alert", "digest")
 MAX_RULES = 20
 MAX_RECIPIENTS = 50
 MAX_SCOPE_TENANTS = 1000
-_FIELDS = {"name", "enabled", "scope", "severities", "deviceGroups", "includeOrganizationName",
-           "includeTenantLink", "includeDeviceInformation", "recipients", "mode", "notifyOnSeverityRise"}
+Mode = Literal["per-alert", "digest"]
 _BOOLS = {"enabled": True, "includeOrganizationName": True, "includeTenantLink": True,
           "includeDeviceInformation": True, "notifyOnSeverityRise": False}
 
 
-def plain_text(value: object, field: str, *, max_length: int) -> str:
-    """A non-empty single-line string without control characters."""
-    if not isinstance(value, str) or not value.strip():
-        raise Problem(400, "must be a non-empty string", field=field)
-    if len(value) > max_length:
-        raise Problem(400, f"must be at most {max_length} characters", field=field)
-    # Control and format characters (bidi overrides among them) could disguise a name on a page or in mail.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in value):
-        raise Problem(400, "must not contain control or formatting characters", field=field)
-    return value.strip()
+def _distinct_tenants(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise PydanticCustomError("value_error", "must not name a tenant twice")
+    return value
 
 
-def validate_rules(value: object, field: str = "rules") -> list[dict[str, Any]]:
-    """The rules with defaults filled in; Problem(400) naming the first bad field."""
-    if not isinstance(value, list):
-        raise Problem(400, "must be a list of notification rules", field=field)
-    if len(value) > MAX_RULES:
-        raise Problem(400, f"at most {MAX_RULES} rules", field=field)
-    return [validate_rule(rule, f"{field}[{index}]") for index, rule in enumerate(value)]
+def _distinct(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise PydanticCustomError("value_error", "must not name a value twice")
+    return value
 
 
-def _at(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def validate_rule(rule: object, where: str = "", *, with_scope: bool = False) -> dict[str, Any]:
-    """One rule with defaults filled in; Problem(400) naming the first bad field (prefixed with `where`).
-
-    Without `with_scope` a given scope is checked for shape only and left out of the result (onboarding
-    scopes its rules to the consenting tenant); with it, the scope is validated and returned.
-    """
-    if not isinstance(rule, dict):
-        raise Problem(400, "must be an object", field=where or "body")
-    unknown = sorted(set(rule) - _FIELDS)
-    if unknown:
-        detail = "unknown or read-only field" if with_scope else \
-            "unknown field (rule ids and scope.tenants are set by the service)"
-        raise Problem(400, detail, field=_at(where, unknown[0]))
-    out: dict[str, Any] = {"name": plain_text(rule.get("name"), _at(where, "name"), max_length=200)}
-    for name, default in _BOOLS.items():
-        flag = rule.get(name, default)
-        if not isinstance(flag, bool):
-            raise Problem(400, "must be true or false", field=_at(where, name))
-        out[name] = flag
-    severities = rule.get("severities", list(SEVERITIES))
-    if (not isinstance(severities, list) or not severities
-            or any(s not in SEVERITIES for s in severities) or len(set(severities)) != len(severities)):
-        raise Problem(400, f"must be a non-empty list of distinct values from {', '.join(SEVERITIES)}",
-                      field=_at(where, "severities"))
-    out["severities"] = severities
-    groups = rule.get("deviceGroups", "all")
-    if groups != "all" and not (isinstance(groups, list) and 0 < len(groups) <= 100 and all(
-            isinstance(g, str) and 0 < len(g) <= 256 for g in groups)):
-        raise Problem(400, 'must be "all" or a list of device group names', field=_at(where, "deviceGroups"))
-    out["deviceGroups"] = groups
-    recipients = rule.get("recipients")
-    if (not isinstance(recipients, list) or not 0 < len(recipients) <= MAX_RECIPIENTS
-            or not all(is_email(r) for r in recipients)):
-        raise Problem(400, f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses",
-                      field=_at(where, "recipients"))
+def _unique_recipients(value: list[str]) -> list[str]:
     # One mailbox listed twice ("SOC@x" and "soc@x") would get every alert of the rule twice. Domains are
     # case-insensitive (RFC 5321 section 2.4) and so are Exchange Online's addresses; a local part MAY be
     # case-sensitive by the RFC, but "exploiting the case sensitivity of mailbox local-parts impedes
@@ -111,44 +65,86 @@ def validate_rule(rule: object, where: str = "", *, with_scope: bool = False) ->
     # in lower case. The first spelling given is kept.
     seen: set[str] = set()
     unique = []
-    for address in recipients:
+    for address in value:
         if address.casefold() not in seen:
             seen.add(address.casefold())
             unique.append(address)
-    out["recipients"] = unique
-    mode = rule.get("mode", "per-alert")
-    if mode not in MODES:
-        raise Problem(400, 'must be "per-alert" or "digest"', field=_at(where, "mode"))
-    out["mode"] = mode
-    scope = rule.get("scope", {})
-    if not isinstance(scope, dict) or set(scope) - {"tenants", "excludeTenants"}:
-        raise Problem(400, "must be an object with tenants and excludeTenants only", field=_at(where, "scope"))
-    if with_scope:
-        out["scope"] = _validate_scope(scope, _at(where, "scope"))
+    return unique
+
+
+def _all_severities() -> list[Literal["Informational", "Low", "Medium", "High"]]:
+    return ["Informational", "Low", "Medium", "High"]
+
+
+TenantList = Annotated[list[Guid], Field(max_length=MAX_SCOPE_TENANTS), AfterValidator(_distinct_tenants)]
+DeviceGroup = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ScopeInput(StrictModel):
+    """Which tenants a rule covers: `"all"` or named tenants, less the excluded ones."""
+
+    messages: ClassVar[dict[str, str]] = {
+        "tenants": f'must be "all" or a list of 1 to {MAX_SCOPE_TENANTS} tenant GUIDs',
+        "excludeTenants": f"must be a list of 0 to {MAX_SCOPE_TENANTS} tenant GUIDs"}
+
+    tenants: Literal["all"] | Annotated[TenantList, Field(min_length=1)] = "all"
+    excludeTenants: TenantList = Field(default_factory=list)
+
+    @field_validator("excludeTenants")
+    @classmethod
+    def _not_named(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        tenants = info.data.get("tenants", "all")
+        if tenants != "all" and set(tenants) & set(value):
+            raise PydanticCustomError("value_error", "must not exclude a tenant the rule names")
+        return value
+
+
+class RuleInput(StrictModel):
+    """One notification rule as the rules API and the onboarding webhook take it (docs/ARCHITECTURE.md,
+    "Notifications"); defaults filled in. The service sets `id` (and, at onboarding, `scope`)."""
+
+    messages: ClassVar[dict[str, str]] = {
+        **{name: "must be true or false" for name in _BOOLS},
+        "severities": f"must be a non-empty list of distinct values from {', '.join(SEVERITIES)}",
+        "deviceGroups": 'must be "all" or a list of device group names',
+        "recipients": f"must be a list of 1 to {MAX_RECIPIENTS} e-mail addresses",
+        "mode": 'must be "per-alert" or "digest"',
+        "scope": "must be an object with tenants and excludeTenants only"}
+    closed: ClassVar[tuple[str, ...]] = ("scope",)
+
+    name: ShortText
+    enabled: bool = True
+    scope: ScopeInput = Field(default_factory=ScopeInput)
+    severities: Annotated[list[Literal["Informational", "Low", "Medium", "High"]],
+                          Field(min_length=1, max_length=len(SEVERITIES)), AfterValidator(_distinct)] = \
+        Field(default_factory=_all_severities)
+    deviceGroups: Literal["all"] | Annotated[list[DeviceGroup], Field(min_length=1, max_length=100)] = "all"
+    includeOrganizationName: bool = True
+    includeTenantLink: bool = True
+    includeDeviceInformation: bool = True
+    recipients: Annotated[list[Email], Field(min_length=1, max_length=MAX_RECIPIENTS),
+                          AfterValidator(_unique_recipients)]
+    mode: Mode = "per-alert"
+    notifyOnSeverityRise: bool = False
+
+
+def validate_rule(rule: object, where: str = "", *, with_scope: bool = False) -> dict[str, Any]:
+    """One rule with defaults filled in (RuleInput); Problem(400) naming the first bad field (prefixed with
+    `where`).
+
+    Without `with_scope` the scope is left out of the result (onboarding scopes its rules to the consenting
+    tenant); with it, it is returned.
+    """
+    checked = validate(RuleInput, rule, prefix=where)
+    return rule_dict(checked, with_scope=with_scope)
+
+
+def rule_dict(checked: RuleInput, *, with_scope: bool = False) -> dict[str, Any]:
+    """A validated rule as the dict the stores and `Rule.from_json` read."""
+    out = checked.model_dump(mode="json")
+    if not with_scope:
+        del out["scope"]
     return out
-
-
-def _tenant_list(value: object, field: str, *, allow_empty: bool) -> list[str]:
-    if (not isinstance(value, list) or (not value and not allow_empty) or len(value) > MAX_SCOPE_TENANTS
-            or not all(isinstance(t, str) and is_guid(t) for t in value)):
-        least = 0 if allow_empty else 1
-        raise Problem(400, f"must be a list of {least} to {MAX_SCOPE_TENANTS} tenant GUIDs", field=field)
-    tenants = [t.lower() for t in value]
-    if len(set(tenants)) != len(tenants):
-        raise Problem(400, "must not name a tenant twice", field=field)
-    return tenants
-
-
-def _validate_scope(scope: dict[str, Any], where: str) -> dict[str, Any]:
-    tenants = scope.get("tenants", "all")
-    if tenants != "all":
-        if not isinstance(tenants, list):
-            raise Problem(400, 'must be "all" or a list of tenant GUIDs', field=f"{where}.tenants")
-        tenants = _tenant_list(tenants, f"{where}.tenants", allow_empty=False)
-    excluded = _tenant_list(scope.get("excludeTenants", []), f"{where}.excludeTenants", allow_empty=True)
-    if tenants != "all" and set(tenants) & set(excluded):
-        raise Problem(400, "must not exclude a tenant the rule names", field=f"{where}.excludeTenants")
-    return {"tenants": tenants, "excludeTenants": excluded}
 
 
 class RuleStore:
@@ -179,9 +175,6 @@ class RuleStore:
 
 
 # --- the rule model and the stored rules ---------------------------------------------------------------------
-
-
-Mode = Literal["per-alert", "digest"]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ def test_function_app_registers_one_blueprint_per_feature_folder_and_nothing_els
 def test_functions_are_exactly_the_expected_set(functions):
     assert set(functions) == {
         # grant_access
+        "get_openapi",
         "health", "list_tenants", "create_invitation", "get_invitation", "portal_access", "consent_callback",
         "consent_sign_in",
         "get_tenant", "patch_tenant", "offboard_tenant", "get_tenant_purge", "fresh_consent", "verify_tenants",
@@ -81,6 +82,7 @@ def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durabl
     ("name", "route", "methods", "auth_level"),
     [
         ("health", "health", ["GET"], "ANONYMOUS"),
+        ("get_openapi", "openapi.json", ["GET"], "FUNCTION"),
         ("list_tenants", "tenants", ["GET"], "FUNCTION"),
         ("create_invitation", "tenants", ["POST"], "FUNCTION"),
         ("get_invitation", "invitations/{invitationId}", ["GET"], "FUNCTION"),
