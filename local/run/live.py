@@ -4,8 +4,8 @@ tick's notification run e-mails the rules' recipients (demo.LIVE_SCHEDULES); and
 from the inbox (alert e-mails apart from the ops notices).
 
 The first alert is raised before the first ingestion tick and is visible at once, so it is e-mailed within
-seconds of start; every later one obeys the streams' ingestion lag (demo.DEMO_LAG_SECONDS) and reaches the
-inbox through a scheduled tick, a minute or so after it was raised.
+seconds of start; every later one, raised at second 20 of each minute, obeys the streams' ingestion lag
+(demo.DEMO_LAG_SECONDS) and reaches the inbox through the scheduled tick on the next minute.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from local.run.stack import LocalStack, cloud_now
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "demo.json"  # where `python -m local.run.try` finds the running demo
-ALERT_EVERY_SECONDS = 45.0
+ALERT_EVERY_SECONDS = 60.0
+# Each later alert is raised at this second of the minute, so with the streams' 30 s lag it is visible 10 s
+# before the ingestion tick on the minute (demo.LIVE_SCHEDULES) and e-mailed some 40 s after it was raised.
+ALERT_SECOND = 20.0
 # Rotations of different lengths, so each customer sees every severity and device group in turn. High and
 # medium reach the SOC rule, servers the server team's, every alert the lead's digest (demo_rules.py).
 SEVERITIES = ("high", "medium", "low", "medium", "high")
@@ -64,6 +67,7 @@ class LiveDemo:
     every: float = ALERT_EVERY_SECONDS
     started: float = field(default_factory=time.monotonic)
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time  # when alerts are due: aligned on the ingestion ticks' minutes
     raised: list[dict[str, Any]] = field(default_factory=list)
     next_at: float = 0.0
     first_alert_email: dict[str, Any] | None = None
@@ -80,13 +84,21 @@ class LiveDemo:
         alert = self.stack.cloud.control("POST", f"tenants/{customer.tenant_id}/alerts", json=fields).json()
         alert["customer"] = customer.name
         self.raised.append(alert)
-        self.next_at = self.clock() + self.every
+        self.next_at = self._next_slot()
         logger.info("new %s alert for %s in the local cloud: %s", fields["severity"], customer.name,
                     alert.get("title"))
         return alert
 
+    def _next_slot(self) -> float:
+        """The next second ALERT_SECOND of a minute at least 10 s away (wall clock)."""
+        now = self.wall()
+        slot = now - now % 60 + ALERT_SECOND
+        while slot < now + 10:
+            slot += self.every
+        return slot
+
     def raise_if_due(self) -> dict[str, Any] | None:
-        return self.raise_alert() if self.clock() >= self.next_at else None
+        return self.raise_alert() if self.wall() >= self.next_at else None
 
     def inbox(self) -> Inbox:
         inbox = Inbox.of(self.stack.maildev.messages() if self.stack.maildev is not None else [])
@@ -96,7 +108,7 @@ class LiveDemo:
         return inbox
 
     def status_text(self, inbox: Inbox) -> str:
-        wait = max(0, round(self.next_at - self.clock()))
+        wait = max(0, round(self.next_at - self.wall()))
         text = (f"demo alerts raised: {len(self.raised)} (next in {wait} s); "
                 f"inbox: {len(inbox.alert_emails)} alert e-mails, {len(inbox.notices)} ops notices")
         if inbox.alert_emails:

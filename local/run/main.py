@@ -20,7 +20,7 @@ from pathlib import Path
 
 from local.run.cycle import api_get, count_alert_rows, run_cycle
 from local.run.demo import CUSTOMERS, LIVE_SCHEDULES, setup_demo
-from local.run.live import ALERT_EVERY_SECONDS, LiveDemo, start_live_demo, write_state
+from local.run.live import LiveDemo, start_live_demo, write_state
 from local.run.services import REPO_ROOT
 from local.run.stack import LocalStack
 from shared.settings import SETTINGS
@@ -66,7 +66,7 @@ def banner(stack: LocalStack, workdir: Path | None = None) -> str:
         "",
         "What happens: ingestion runs every minute and each tick's notification run e-mails the rules' "
         "recipients;",
-        f"a new alert is raised for a demo customer every {ALERT_EVERY_SECONDS:.0f} s. Watch the mail inbox.",
+        "a new alert is raised for a demo customer every minute, e-mailed after the next tick. Watch the inbox.",
         "",
         "Try, in another terminal (from the repo):",
         f"  Tenants             curl -s -H 'x-functions-key: {key}' {api}/tenants",
