@@ -120,9 +120,12 @@ def escalate(demo: Demo, tenant: str, to: str) -> int:
     candidates = [a for a in response.json()["alerts"]
                   if _RANK.get(str(a["severity"]).lower(), 0) < _RANK[to] and str(a["createdDateTime"]) >= activated]
     if not candidates:
-        print(f"no alert below {to} raised in {tenant} since it became active; raise one first: "
-              f"python -m local.run.try alert {tenant} --severity low")
-        return 1
+        # A rise needs an alert the product has already stored at the lower level: raise one now; the
+        # same command run again after the next ingestion tick (a minute in the demo) raises its severity.
+        alert(demo, tenant, "low")
+        print(f"no alert below {to} was raised in {tenant} since it became active, so a low one was raised "
+              "now; run this command again after the next ingestion tick (about a minute) to raise its severity")
+        return 0
     newest = max(candidates, key=lambda a: str(a["createdDateTime"]))
     changed = demo.control("PATCH", f"tenants/{tenant}/alerts/{newest['id']}", json={"severity": to})
     _fail(changed, "changing the severity")
