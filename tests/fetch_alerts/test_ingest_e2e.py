@@ -189,6 +189,9 @@ def test_the_host_killed_between_pages_resumes_without_loss_or_duplicate_obligat
     stack.start_host()
     _clear(stack, tenant)
     assert tenant_row(stack, tenant).get("passState")  # progress was kept
+    run_tick(stack)  # finishes the killed pass
+    # An alert updated while the killed pass ran, after that pass had read it, is read by the next pass
+    # (the cursor never moves past a pass's start: fetch_alerts/sources.py); on a slow machine there is one.
     run_tick(stack)
     report = assert_table_matches_ground_truth(stack, tenant, "graph")
     assert report.alerts == 40 and 0 < report.new_obligations < 40

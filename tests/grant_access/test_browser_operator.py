@@ -7,6 +7,7 @@ admin API), and find the e-mail in MailDev's web inbox, its link carrying the cu
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -86,8 +87,7 @@ def test_the_operators_path_from_onboarding_to_the_alert_email(operator):
             page.goto(env.stack.maildev.web_url)
             page.get_by_text("Operator path: suspicious PowerShell").first.click()
             frame = page.frame_locator("iframe").first
-            frame.locator("a[href*='?tid=']").first.wait_for(timeout=15_000)
-            mail_links = frame.locator("a[href*='?tid=']").evaluate_all("links => links.map(a => a.href)")
+            mail_links = _links_in_message(frame)
         finally:
             browser.close()
 
@@ -103,3 +103,18 @@ def test_the_operators_path_from_onboarding_to_the_alert_email(operator):
     messages = requests.get(f"{env.stack.maildev.web_url}/api/email", timeout=10).json()
     mine = [m for m in messages if m["to"][0]["address"] == recipient]
     assert len(mine) == 1 and "Operator path: suspicious PowerShell" in mine[0]["subject"]
+
+
+def _links_in_message(frame) -> list[str]:
+    """The message's `?tid=` links. MailDev's inbox re-renders the message frame when it refreshes (a new
+    message arriving, say), which destroys a script's context mid-call: read again until it holds still."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            frame.locator("a[href*='?tid=']").first.wait_for(timeout=15_000)
+            return frame.locator("a[href*='?tid=']").evaluate_all("links => links.map(a => a.href)")
+        except PlaywrightError as exc:
+            if "context was destroyed" not in str(exc) or time.monotonic() > deadline:
+                raise
