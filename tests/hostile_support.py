@@ -12,7 +12,6 @@ import re
 import secrets
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,7 @@ from urllib.parse import quote
 
 import requests
 
-from local.run.services import free_port
-from local.run.stack import LocalStack
-from tests.grant_access.conftest import DEFENDER, GRAPH, MSSP_TENANT, NEVER, Onboarding
+from tests.grant_access.conftest import Onboarding, start_onboarding
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTE_PREFIX = json.loads((REPO / "host.json").read_text()).get("extensions", {}).get("http", {}).get(
@@ -85,31 +82,9 @@ def http_routes() -> list[Route]:
 def start_hostile_stack(workdir: Path) -> tuple[Onboarding, str]:
     """The onboarding stack (the MSSP's app in the local cloud) with MailDev, so the rules' test-email route
     can really send; the MSSP app's client secret is returned for forging HS256 id_tokens with it."""
-    stack = LocalStack.start(workdir, host_port=free_port(), with_maildev=True, start_app=False)
-    try:
-        client_id = str(uuid.uuid4())
-        app_secret = secrets.token_urlsafe(24)
-        webhook_secret = secrets.token_urlsafe(24)
-        base = f"http://127.0.0.1:{stack.host_port}"
-        stack.cloud.control("POST", "tenants", json={"id": MSSP_TENANT, "domains": ["mssp-tests.example"],
-                                                     "defenderLicensed": True})
-        created = stack.cloud.control("POST", "apps", json={
-            "clientId": client_id, "displayName": "MSSP alerts", "homeTenant": MSSP_TENANT,
-            "multiTenant": True, "secrets": [{"value": app_secret}],
-            "redirectUris": [f"{base}/api/consent/callback"],
-            "requiredResourceAccess": {GRAPH: ["SecurityAlert.Read.All"], DEFENDER: ["Alert.Read.All"]}})
-        assert created.status_code == 201, created.text
-        stack.settings.update({
-            "MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": app_secret,
-            "PUBLIC_BASE_URL": base, "ONBOARDING_WEBHOOK_SECRET": webhook_secret,
-            "VERIFICATION_SCHEDULE": NEVER, "FETCH_ALERTS_SCHEDULE": NEVER, "RETENTION_SCHEDULE": NEVER,
-            "OPS_NOTICES_SCHEDULE": NEVER, "SEND_RATE_PER_MINUTE": "0", "SEND_RATE_PER_DAY": "0",
-            "MAIL_SENDER": "alerts@mssp.example"})
-        stack.start_host()
-    except BaseException:
-        stack.stop()
-        raise
-    return Onboarding(stack, client_id, webhook_secret), app_secret
+    env = start_onboarding(workdir, with_maildev=True, SEND_RATE_PER_MINUTE="0", SEND_RATE_PER_DAY="0",
+                           MAIL_SENDER="alerts@mssp.example")
+    return env, env.stack.settings["MSSP_APP_CLIENT_SECRET"]
 
 
 def enc(value: str) -> str:

@@ -40,6 +40,7 @@ from local.cloud.directory import (
     RESOURCE_NAMES,
     App,
     Directory,
+    Tenant,
     canonical_resource,
 )
 from local.cloud.entra import EntraError, app_not_found, tenant_not_found
@@ -108,6 +109,21 @@ def _requested_resources(req: ConsentRequest, app: App) -> set[str] | None:
                              f"request: {resource_uri}.")
         resources.add(resource)
     return resources
+
+
+def signing_in_tenant(directory: Directory, path_tenant: str, form: Mapping[str, str],
+                      app: App) -> Tenant | web.Response:
+    """The tenant an admin signs in to (the path's, or the form's for `organizations`/`common`), or the
+    error page Entra shows when it is unknown or the app is single-tenant elsewhere."""
+    tenant_ref = path_tenant
+    if tenant_ref.lower() in MULTI_TENANT_ALIASES:
+        tenant_ref = form.get("tenant", "").strip()
+    tenant = directory.resolve(tenant_ref) if tenant_ref else None
+    if tenant is None:
+        return error_page(tenant_not_found(tenant_ref))
+    if not app.multi_tenant and tenant.id != app.home_tenant:
+        return error_page(app_not_found(app.client_id, tenant.display_name))
+    return tenant
 
 
 def check_client(directory: Directory, path_tenant: str, client_id: str, redirect_uri: str) -> App:
@@ -205,14 +221,9 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
             return self._refuse(req, exc)
         if form.get("decision") != "accept":
             return self._cancelled(req)
-        tenant_ref = req.path_tenant
-        if tenant_ref.lower() in MULTI_TENANT_ALIASES:
-            tenant_ref = form.get("tenant", "").strip()
-        tenant = self.state.directory.resolve(tenant_ref) if tenant_ref else None
-        if tenant is None:
-            return error_page(tenant_not_found(tenant_ref))
-        if not app.multi_tenant and tenant.id != app.home_tenant:
-            return error_page(app_not_found(app.client_id, tenant.display_name))
+        tenant = signing_in_tenant(self.state.directory, req.path_tenant, form, app)
+        if isinstance(tenant, web.Response):
+            return tenant
         wanted = set(app.required_roles) if resources is None else resources
         if DEFENDER in wanted and not tenant.defender_licensed:
             logger.info("Consent for app %s refused in tenant %s: no Defender", app.client_id, tenant.id)

@@ -43,9 +43,9 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud.consent import PAGE_ONLY_CODES, check_client, error_description, error_page
+from local.cloud.consent import PAGE_ONLY_CODES, check_client, error_description, error_page, signing_in_tenant
 from local.cloud.directory import MULTI_TENANT_ALIASES, App, Tenant
-from local.cloud.entra import EntraError, TokenSigner, app_not_found, tenant_not_found
+from local.cloud.entra import EntraError, TokenSigner
 from local.cloud.faults import FaultPlan
 from local.cloud.state import CloudState
 
@@ -194,14 +194,9 @@ button{{padding:.4em 1.4em;margin-right:.6em}}#accept{{background:#0067b8;color:
             return self._refuse(req, exc)
         if form.get("decision") != "accept":
             return self._post_error(req, "access_denied", 65004, "User declined to consent to access the app.")
-        tenant_ref = req.path_tenant
-        if tenant_ref.lower() in MULTI_TENANT_ALIASES:
-            tenant_ref = form.get("tenant", "").strip()
-        tenant = self.state.directory.resolve(tenant_ref) if tenant_ref else None
-        if tenant is None:
-            return error_page(tenant_not_found(tenant_ref))
-        if not app.multi_tenant and tenant.id != app.home_tenant:
-            return error_page(app_not_found(app.client_id, tenant.display_name))
+        tenant = signing_in_tenant(self.state.directory, req.path_tenant, form, app)
+        if isinstance(tenant, web.Response):
+            return tenant
         username = form.get("username", "").strip() or req.get("login_hint") or self._default_username(tenant)
         plan = self.state.faults.plan(tenant.id, "signin")
         self.state.stats.served(tenant.id, "signin", plan)

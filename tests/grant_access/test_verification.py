@@ -6,52 +6,21 @@ has persisted through the propagation window."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local.cloud.tls import server_ssl_context
 from local.run.cycle import finished_invocations, fire_timer
 from shared.access_check import APP_NOT_FOUND_SINCE, APP_NOT_FOUND_WINDOW
 from tests.grant_access.conftest import Onboarding, start_onboarding
 from tests.grant_access.result_runs import finished_result_runs
+from tests.grant_access.test_result_callback import Receiver
 
 REPORT_WAIT = 8.0  # seconds a result report would take at most to arrive (the first POST is immediate)
-
-
-class Receiver:
-    """The onboarding system's callbackUrl: an https server on loopback that records every POST."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.received: list[bytes] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                receiver.received.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = server_ssl_context(state_dir).wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +46,8 @@ def _reports(receiver: Receiver, invitation_id: str, *, wait_for: int, deadline:
     """The results POSTed about an invitation, once `wait_for` have arrived or the deadline passed."""
     end = time.monotonic() + deadline
     while True:
-        found = [json.loads(raw) for raw in list(receiver.received) if json.loads(raw)["invitationId"] == invitation_id]
+        bodies = [json.loads(raw) for _, raw in list(receiver.received)]
+        found = [body for body in bodies if body["invitationId"] == invitation_id]
         if len(found) >= wait_for or time.monotonic() > end:
             return found
         time.sleep(0.1)

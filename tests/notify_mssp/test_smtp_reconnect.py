@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -24,43 +23,22 @@ from notify_mssp.ratecap import SendRateCap
 from notify_mssp.sender import SendContext, delivery_key, send_chunk
 from notify_mssp.transports import SmtpTransport
 from tests.notify_mssp.conftest import World
-from tests.notify_mssp.test_transports import message, recipient
+from tests.notify_mssp.test_transports import StubSmtpServer, message, recipient
 
 # Where a session gives up: at the greeting, a command, or the reply to the message's content ("END").
 STAGES = ("greeting", "EHLO", "MAIL", "RCPT", "DATA", "END")
 
 
-class ClosingSmtpServer:
+class ClosingSmtpServer(StubSmtpServer):
     """Accepts mail, except that the n-th session follows `plan[n]` = (stage, how[, nth]): at the nth time
     (1st by default) it reaches `stage` it answers `421 ... closing transmission channel` and closes
     (`421`), closes without a reply (`close`) or resets the connection (`reset`). Sessions beyond the plan
     serve normally."""
 
     def __init__(self, plan: list[tuple[str, str] | tuple[str, str, int]]) -> None:
+        super().__init__()
         self.plan = list(plan)
         self.accepted: list[bytes] = []
-        self.sessions = 0
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ClosingSmtpServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._session, "127.0.0.1", self.port))
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stage, how, nth = (*self.plan[self.sessions], 1)[:3] if self.sessions < len(self.plan) else ("", "", 1)

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -48,21 +48,18 @@ def message(to: str, token: str | None = None) -> EmailMessage:
 # --- SMTP ------------------------------------------------------------------------------------------------------
 
 
-class RefusingSmtpServer:
-    """A minimal SMTP responder on a free loopback port: accepts mail, but answers RCPT for the addresses in
-    `refuse` with the given reply (550 by default), as a real server refuses an unknown mailbox."""
+class StubSmtpServer:
+    """An asyncio server on a free loopback port, run on its own thread while the `with` block lasts; a
+    subclass answers each connection in `_session`."""
 
-    def __init__(self, refuse: dict[str, str]) -> None:
-        self.refuse = {k.lower(): v for k, v in refuse.items()}
-        self.accepted: list[str] = []
+    def __init__(self) -> None:
         self.sessions = 0
-        self._writers: list[asyncio.StreamWriter] = []
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RefusingSmtpServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         assert self._ready.wait(10)
         return self
@@ -70,12 +67,6 @@ class RefusingSmtpServer:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
-
-    def drop_connections(self) -> None:
-        """Close every open session, as a server does with idle connections."""
-        for writer in self._writers:
-            self._loop.call_soon_threadsafe(writer.close)
-        time.sleep(0.2)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -85,6 +76,26 @@ class RefusingSmtpServer:
         server.close()
         self._loop.run_until_complete(server.wait_closed())
         self._loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class RefusingSmtpServer(StubSmtpServer):
+    """A minimal SMTP responder: accepts mail, but answers RCPT for the addresses in `refuse` with the given
+    reply (550 by default), as a real server refuses an unknown mailbox."""
+
+    def __init__(self, refuse: dict[str, str]) -> None:
+        super().__init__()
+        self.refuse = {k.lower(): v for k, v in refuse.items()}
+        self.accepted: list[str] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def drop_connections(self) -> None:
+        """Close every open session, as a server does with idle connections."""
+        for writer in self._writers:
+            self._loop.call_soon_threadsafe(writer.close)
+        time.sleep(0.2)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def reply(line: str) -> None:
