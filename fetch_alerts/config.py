@@ -37,8 +37,8 @@ class ApiCallConfig:
 
 @dataclass(frozen=True)
 class IngestionConfig:
-    """One ingestion tick: parallelism, budgets, windows and page sizes (fetch_alerts.runner, .ingest,
-    .reread, .sources)."""
+    """One tenant's ingestion (a queue message): the instance's parallelism, the budget, windows and page sizes
+    (fetch_alerts.runner, .ingest, .reread, .sources)."""
 
     concurrency: int = setting("FETCH_CONCURRENCY")
     time_budget_seconds: int = setting("FETCH_TIME_BUDGET_SECONDS")
@@ -52,6 +52,20 @@ class IngestionConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> IngestionConfig:
+        return load_config(cls, settings)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Ingestion on a queue (fetch_alerts.tenant_queue, .lease, .runner): the messages' time-to-live, how long
+    the timer waits for its tick's messages, the per-tenant lease."""
+
+    message_ttl_seconds: int = setting("FETCH_MESSAGE_TTL_SECONDS")
+    drain_wait_seconds: int = setting("FETCH_DRAIN_WAIT_SECONDS")
+    lease_seconds: int = setting("FETCH_LEASE_SECONDS")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> QueueConfig:
         return load_config(cls, settings)
 
 

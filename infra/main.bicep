@@ -192,6 +192,13 @@ var appTableNames = [
   'Incidents'
   'AlertFeed'
   'SendRate'
+  'IngestLeases'
+]
+
+// Ingestion's work queue and the poison queue the Functions host moves failed messages to (fetch_alerts/tenant_queue.py).
+var appQueueNames = [
+  'ingest-tenants'
+  'ingest-tenants-poison'
 ]
 
 // --- names -------------------------------------------------------------------------------------------------
@@ -248,6 +255,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSkuName
     deploymentContainerName: deploymentContainerName
     tableNames: [for table in appTableNames: '${checkedTablesNamePrefix}${table}']
+    queueNames: appQueueNames
   }
 }
 

@@ -293,8 +293,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSSP_ACCESS_CATALOG", "Name of the Identity Governance catalog that holds the MSSP's access packages "
             "in the customer's tenant.", default="MSSP Accesses", parse=_display_name),
     # Alert ingestion (fetch_alerts).
-    Setting("FETCH_CONCURRENCY", "How many tenants one ingestion tick fetches in parallel.", default="16",
-            parse=_positive_int),
+    Setting("FETCH_CONCURRENCY", "How many tenants one instance ingests at once (the worker threads of the "
+            "ingest_tenant queue function); keep it equal to host.json's queues batchSize + newBatchThreshold.",
+            default="16", parse=_positive_int),
     Setting("FETCH_OVERLAP_MINUTES", "Each run re-reads this many minutes before the tenant's cursor, so "
             "alerts that become visible late (ingestion lag) are caught.", default="15", parse=_positive_int),
     Setting("FETCH_LOOKBACK_DAYS", "How far back a new tenant's first runs read (the backfill).", default="7",
@@ -303,10 +304,23 @@ SETTINGS: tuple[Setting, ...] = (
             "at the next tick, so one tenant cannot starve the others.", default="100", parse=_positive_int),
     Setting("FETCH_REREAD_PAGES_PER_TICK", "Pages (API calls) per tenant per tick at most for the slower re-reads "
             "that catch alerts visible later than the overlap (hourly over the last 26 h, daily over the "
-            "look-back), after every tenant's regular pass.", default="4", parse=_positive_int),
-    Setting("FETCH_TIME_BUDGET_SECONDS", "Ingestion stops starting new pages after this many seconds of a tick "
-            "(keep it well below host.json functionTimeout); progress is kept.", default="480",
+            "look-back), right after the tenant's own regular pass when it completed.", default="4",
             parse=_positive_int),
+    Setting("FETCH_TIME_BUDGET_SECONDS", "Ingestion of one tenant (one queue message: its regular pass, then its "
+            "re-reads) stops starting new pages after this many seconds (keep it well below host.json "
+            "functionTimeout); progress is kept. The daily retention clean-up has the same budget.", default="480",
+            parse=_positive_int),
+    Setting("FETCH_MESSAGE_TTL_SECONDS", "Time-to-live of the per-tenant messages each ingestion tick enqueues: "
+            "about one FETCH_ALERTS_SCHEDULE interval, so a message no instance reached before the next tick "
+            "expires instead of piling up behind that tick's own message for the tenant.", default="300",
+            parse=_positive_int),
+    Setting("FETCH_DRAIN_WAIT_SECONDS", "How long after its start the ingestion timer waits for its tenants' "
+            "messages to be processed before it starts the tick's notification run (keep it below the "
+            "schedule interval); what is still in the queue then is e-mailed by the next tick's run.",
+            default="240", parse=_positive_int),
+    Setting("FETCH_LEASE_SECONDS", "Length of the per-tenant ingestion lease that keeps two instances off one "
+            "tenant; renewed every third of it while the tenant is ingested, taken over by another instance "
+            "only once it expired.", default="60", parse=_positive_int),
     Setting("FETCH_GRAPH_PAGE_SIZE", "$top of Graph alerts_v2 list calls (1..1000).", default="1000",
             parse=_positive_int),
     Setting("FETCH_DEFENDER_PAGE_SIZE", "$top of Defender list calls (1..10000); a time window that comes back "

@@ -49,6 +49,7 @@ class Table(StrEnum):
     INCIDENTS = "Incidents"
     ALERT_FEED = "AlertFeed"
     SEND_RATE = "SendRate"
+    INGEST_LEASES = "IngestLeases"
 
 
 @dataclass(frozen=True)

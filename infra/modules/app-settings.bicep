@@ -131,9 +131,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' existing = {
 var appSettingValues = {
   // Platform settings (not in shared/settings.py): each line says why the host needs it.
   AzureWebJobsStorage__credential: 'managedidentity' // host storage through Entra ID: the account has no usable keys
-  AzureWebJobsStorage__clientId: managedIdentityClientId // which identity the host uses (it is user-assigned)
+  AzureWebJobsStorage__clientId: managedIdentityClientId // which identity the host (and the ingestion timer's queue client) uses: user-assigned
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint // host leases, timer status and Durable large payloads
-  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint // Durable control and work-item queues
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint // Durable control and work-item queues; ingestion's queue (trigger and timer)
   AzureWebJobsStorage__tableServiceUri: storageTableEndpoint // Durable history and instance tables
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString // where the host and worker send telemetry
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${managedIdentityClientId};Authorization=AAD' // Entra auth for telemetry: local auth is disabled
@@ -182,6 +182,9 @@ var appSettingValues = {
   FETCH_MAX_PAGES_PER_TENANT: '100'
   FETCH_REREAD_PAGES_PER_TICK: '4'
   FETCH_TIME_BUDGET_SECONDS: '480'
+  FETCH_MESSAGE_TTL_SECONDS: '300'
+  FETCH_DRAIN_WAIT_SECONDS: '240'
+  FETCH_LEASE_SECONDS: '60'
   FETCH_GRAPH_PAGE_SIZE: '1000'
   FETCH_DEFENDER_PAGE_SIZE: '1000'
   FETCH_MAX_ATTEMPTS: '5'

@@ -21,7 +21,8 @@ param deployerPrincipalType string = 'User'
 var roles = {
   // Storage Blob Data Owner: host leases and timer state, Durable large payloads, the deployment package.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  // Storage Queue Data Contributor: Durable control and work-item queues.
+  // Storage Queue Data Contributor: Durable control and work-item queues, and ingestion's queue (the timer sends
+  // and reads the queue's length, the queue trigger receives, deletes and moves poison messages).
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   // Storage Table Data Contributor: Durable history and instances, and the app's own tables.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -67,7 +68,7 @@ resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
-    description: 'Function app identity: Durable queues.'
+    description: 'Function app identity: Durable queues, ingestion queue.'
   }
 }
 

@@ -28,6 +28,9 @@ param deploymentContainerName string
 @description('Required. Full names (prefix included) of the app\'s tables, created here so the app never needs table-create rights at runtime.')
 param tableNames array
 
+@description('Optional. Names of the app\'s own queues (ingestion\'s per-tenant work queue and its poison queue), created here like the tables; the app creates a missing work queue too.')
+param queueNames array = []
+
 @description('Optional. Days a deleted blob or container can be restored (the deployment package, host leases).')
 @minValue(1)
 @maxValue(365)
@@ -101,6 +104,16 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
   parent: tableService
   name: tableName
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
 }]
 
 @description('Resource id of the account.')
