@@ -8,13 +8,16 @@
 - `POST /admin/functions/{name}` with `{"input": "..."}` -> 202, and the function runs in the background,
   like the host's FunctionsController.Invoke: no body gives 400, an unknown name 404 (names match
   case-insensitively). The input goes to the trigger binding: a timer gets the TimerRequest its
-  listener builds (`Invoker.bind_trigger`: with the current schedule status when monitored), an
-  activity gets the input as its (JSON or string) payload, other triggers the raw string. Azure also
+  listener builds (`Invoker.bind_trigger`: with the current schedule status when monitored), a queue
+  trigger a message whose body is the input, an activity gets the input as its (JSON or string)
+  payload, other triggers the raw string. Azure also
   accepts HTTP-, orchestration- and entity-triggered functions here and then fails the invocation in
   the background; this host refuses them up front with 400 and a reason instead, as it refuses a
   function in error.
-- Local only: `GET /admin/local/stats` -> `{"peak_rss_mb", "invocations": {...}}` (peak RSS of this
-  process, which runs the app; the benchmarks read it) and `POST /admin/local/shutdown` (graceful stop).
+- Local only: `GET /admin/local/stats` -> `{"pid", "peak_rss_mb", "invocations": {...}, "queues": {...},
+  "timers": {...}, "durable": {...}}` (peak RSS of this process, which runs the app, and the benchmarks
+  read it; what each queue listener did; the host id and the timers this instance runs) and
+  `POST /admin/local/shutdown` (graceful stop).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class AdminApi:
         keys: HostKeys,
         host_id: str,
         base_url: str,
+        instance_id: str = "",
         function_errors: dict[str, str],
         http_url_of: Callable[[FunctionInfo], str | None],
         extra_stats: Callable[[], dict[str, Any]] | None = None,
@@ -65,6 +69,7 @@ class AdminApi:
         self.invoker = invoker
         self.keys = keys
         self.host_id = host_id
+        self.instance_id = instance_id or host_id
         self.base_url = base_url
         self.function_errors = function_errors
         self.http_url_of = http_url_of
@@ -109,7 +114,7 @@ class AdminApi:
             "version": HOST_VERSION,
             "versionDetails": f"local.host on Python {platform.python_version()}",
             "platformVersion": "",
-            "instanceId": self.host_id,
+            "instanceId": self.instance_id,
             "computerName": socket.gethostname(),
             "processUptime": int((time.monotonic() - self.started) * 1000),
             "functionAppContentEditingState": "NotAllowed",
@@ -166,14 +171,14 @@ class AdminApi:
             return web.json_response({"error": error}, status=400)
         raw = body.get("input")
         text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
-        inputs: dict[str, object] = {fn.trigger_name: self._trigger_value(fn, text)}
+        inputs: dict[str, object] = {fn.trigger_name: await self._trigger_value(fn, text)}
         task = asyncio.create_task(self._invoke(fn, inputs))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return web.Response(status=202)
 
-    def _trigger_value(self, fn: FunctionInfo, text: str) -> object:
-        bound = self.invoker.bind_trigger(fn, text)
+    async def _trigger_value(self, fn: FunctionInfo, text: str) -> object:
+        bound = await self.invoker.bind_trigger(fn, text)
         return bound if bound is not None else meta.Datum(text, "string")
 
     async def _invoke(self, fn: FunctionInfo, inputs: dict[str, object]) -> None:

@@ -1,8 +1,9 @@
 """host.json and app settings, read the way the Functions host reads them.
 
 Serves the local host (`python -m local.host`): the settings file is put into the process environment
-before the app is imported, and host.json gives `functionTimeout`, log levels, the HTTP route prefix and
-the Durable Task options. `%NAME%` expressions (in host.json's `extensions` section and in binding values
+before the app is imported, and host.json gives `functionTimeout`, log levels, the HTTP route prefix,
+the Durable Task options, the Storage queues trigger's options (`extensions.queues`) and the singleton
+lock periods of listeners (`singleton`). `%NAME%` expressions (in host.json's `extensions` section and in binding values
 such as timer schedules) resolve from the environment, as the host's name resolver does; an unset
 setting fails with an error that names it.
 """
@@ -114,6 +115,54 @@ class DurableOptions:
     max_concurrent_orchestrations: int = _DURABLE_DEFAULT_CONCURRENCY
 
 
+#: Azure Queues returns at most 32 messages per Get Messages call; the extension refuses a larger batchSize.
+MAX_QUEUE_BATCH_SIZE = 32
+#: The extension's shortest polling interval (QueuePollingIntervals.Minimum); maxPollingInterval may not be below it.
+MIN_QUEUE_POLLING_INTERVAL = 0.1
+
+
+def _processor_count() -> int:
+    """The processor count the Storage queues extension scales its default newBatchThreshold by (SkuUtility:
+    1 on the Dynamic SKU, the machine's count elsewhere, Flex Consumption included)."""
+    if os.environ.get("WEBSITE_SKU", "").lower() == "dynamic":
+        return 1
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class QueuesOptions:
+    """host.json `extensions.queues`, with the defaults of QueuesOptions in
+    Microsoft.Azure.WebJobs.Extensions.Storage.Queues v5 (sdk/storage/...Storage.Common/src/Shared/Queues/
+    QueuesOptions.cs in azure-sdk-for-net; documented in "Azure Queue storage trigger and bindings", host.json
+    settings)."""
+
+    batch_size: int = 16
+    #: None: the extension's default, batchSize / 2 x the processor count.
+    new_batch_threshold: int | None = None
+    max_polling_interval: float = 60.0
+    #: Seconds before a message whose invocation failed is visible again.
+    visibility_timeout: float = 0.0
+    max_dequeue_count: int = 5
+    #: "base64" or "none".
+    message_encoding: str = "base64"
+
+    @property
+    def effective_new_batch_threshold(self) -> int:
+        if self.new_batch_threshold is not None:
+            return self.new_batch_threshold
+        return (self.batch_size // 2) * _processor_count()
+
+
+@dataclass(frozen=True)
+class SingletonOptions:
+    """host.json `singleton`: the blob lease of a listener lock (the timer trigger's), as SingletonOptions in
+    azure-webjobs-sdk (src/Microsoft.Azure.WebJobs.Host/Singleton/SingletonOptions.cs): a 60 s lease, and an
+    instance without the lock retries to acquire it every minute."""
+
+    listener_lock_period: float = 60.0
+    listener_lock_recovery_polling_interval: float = 60.0
+
+
 @dataclass(frozen=True)
 class HostConfig:
     version: str = "2.0"
@@ -122,6 +171,8 @@ class HostConfig:
     route_prefix: str = "api"
     log_levels: dict[str, int] = field(default_factory=dict)
     durable: DurableOptions = field(default_factory=DurableOptions)
+    queues: QueuesOptions = field(default_factory=QueuesOptions)
+    singleton: SingletonOptions = field(default_factory=SingletonOptions)
 
 
 def load_host_config(app_root: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
@@ -150,6 +201,8 @@ def parse_host_config(
         route_prefix=_route_prefix(extensions),
         log_levels=_log_levels(data.get("logging") or {}, where),
         durable=_durable(extensions.get("durableTask") or {}, where),
+        queues=_queues(extensions.get("queues") or {}, where),
+        singleton=_singleton(data.get("singleton") or {}, where),
     )
 
 
@@ -215,6 +268,75 @@ def _durable(section: Mapping[str, Any], where: str) -> DurableOptions:
             "maxConcurrentOrchestratorFunctions", defaults.max_concurrent_orchestrations
         ),
     )
+
+
+def _int_option(section: Mapping[str, Any], key: str, default: int, *, lowest: int, highest: int | None,
+                where: str) -> int:
+    raw = section.get(key, default)
+    if isinstance(raw, bool):
+        raise HostConfigError(f"{where}: {key} must be a whole number")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise HostConfigError(f"{where}: {key} must be a whole number") from exc
+    if value < lowest or (highest is not None and value > highest):
+        bound = f"between {lowest} and {highest}" if highest is not None else f"at least {lowest}"
+        raise HostConfigError(f"{where}: {key} must be {bound} (found {value})")
+    return value
+
+
+def _timespan_option(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    raw = section.get(key)
+    if raw is None:
+        return default
+    try:
+        return parse_timespan(str(raw))
+    except HostConfigError as exc:
+        raise HostConfigError(f"{where}: {key}: {exc}") from exc
+
+
+def _queues(section: Mapping[str, Any], where: str) -> QueuesOptions:
+    """extensions.queues, validated as the extension's QueuesOptions setters validate it."""
+    defaults = QueuesOptions()
+    at = f"{where}: extensions.queues"
+    batch_size = _int_option(section, "batchSize", defaults.batch_size, lowest=1, highest=MAX_QUEUE_BATCH_SIZE,
+                             where=at)
+    threshold = None
+    if section.get("newBatchThreshold") is not None:
+        threshold = _int_option(section, "newBatchThreshold", 0, lowest=0, highest=None, where=at)
+    max_polling = _timespan_option(section, "maxPollingInterval", defaults.max_polling_interval, at)
+    if max_polling < MIN_QUEUE_POLLING_INTERVAL:
+        raise HostConfigError(f"{at}: maxPollingInterval must not be less than 00:00:00.1")
+    visibility = _timespan_option(section, "visibilityTimeout", defaults.visibility_timeout, at)
+    encoding = str(section.get("messageEncoding", defaults.message_encoding)).lower()
+    if encoding not in ("base64", "none"):
+        raise HostConfigError(f"{at}: messageEncoding must be base64 or none (found {encoding!r})")
+    return QueuesOptions(
+        batch_size=batch_size,
+        new_batch_threshold=threshold,
+        max_polling_interval=max_polling,
+        visibility_timeout=visibility,
+        max_dequeue_count=_int_option(section, "maxDequeueCount", defaults.max_dequeue_count, lowest=1,
+                                      highest=None, where=at),
+        message_encoding=encoding,
+    )
+
+
+#: Azure Storage blob leases last 15 to 60 seconds; SingletonOptions refuses lock periods outside that range.
+_LEASE_RANGE = (15.0, 60.0)
+
+
+def _singleton(section: Mapping[str, Any], where: str) -> SingletonOptions:
+    defaults = SingletonOptions()
+    at = f"{where}: singleton"
+    period = _timespan_option(section, "listenerLockPeriod", defaults.listener_lock_period, at)
+    if not _LEASE_RANGE[0] <= period <= _LEASE_RANGE[1]:
+        raise HostConfigError(f"{at}: listenerLockPeriod must be between 00:00:15 and 00:01:00")
+    recovery = _timespan_option(section, "listenerLockRecoveryPollingInterval",
+                                defaults.listener_lock_recovery_polling_interval, at)
+    if recovery < _LEASE_RANGE[0]:
+        raise HostConfigError(f"{at}: listenerLockRecoveryPollingInterval must be at least 00:00:15")
+    return SingletonOptions(listener_lock_period=period, listener_lock_recovery_polling_interval=recovery)
 
 
 def configure_logging(levels: Mapping[str, int]) -> None:

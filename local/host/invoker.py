@@ -4,13 +4,14 @@ Every trigger of the local host (HTTP, timers, the admin API, the Durable engine
 `local.host.durable`) ends here, so logging, timeouts and concurrency are the same for all of them:
 
 - Inputs are keyword arguments named after the function's bindings. A value given as an
-  `azure.functions.meta.Datum` is decoded with the converter `azure.functions` registers for that
-  binding type (the worker's own path); any other value is passed as it is. A parameter named
+  `azure.functions.meta.Datum` (or a `TriggerData`: a Datum with the trigger metadata the host sends
+  along, as the queue trigger's Id, DequeueCount, ...) is decoded with the converter `azure.functions`
+  registers for that binding type (the worker's own path); any other value is passed as it is. A parameter named
   `context` that is not a binding receives an `azure.functions.Context`, as the worker does. Input
   bindings the trigger does not supply (the durable client) come from providers (`set_input_provider`),
   as the host's extensions supply them.
 - Only the binding types the host implements are accepted (`unsupported_binding`): the triggers
-  HTTP, timer, orchestration and activity, the `durableClient` input and the HTTP response as
+  HTTP, timer, Storage queue, orchestration and activity, the `durableClient` input and the HTTP response as
   `$return`. A function with any other binding is indexed "in error" (`FunctionInfo.error`), as the
   Functions host marks a function whose binding extension is missing, and is never invoked, rather
   than run with a binding silently left empty.
@@ -56,8 +57,9 @@ logger = logging.getLogger(__name__)
 #: Reason the real host gives for invocations started through its admin API or an HTTP request.
 REASON_HOST_API = "This function was programmatically called via the host APIs."
 
-#: Triggers some part of the host fires (HTTP routes, timers, the Durable engine).
-SUPPORTED_TRIGGERS = frozenset({"httpTrigger", "timerTrigger", "orchestrationTrigger", "activityTrigger"})
+#: Triggers some part of the host fires (HTTP routes, timers, Storage queues, the Durable engine).
+SUPPORTED_TRIGGERS = frozenset({"httpTrigger", "timerTrigger", "queueTrigger", "orchestrationTrigger",
+                                "activityTrigger"})
 #: Input bindings the host supplies (through `set_input_provider`).
 SUPPORTED_INPUTS = frozenset({"durableClient"})
 
@@ -185,14 +187,28 @@ def format_timespan(seconds: float) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+@dataclass(frozen=True)
+class TriggerData:
+    """A trigger's value with its trigger metadata, as the host sends both to the worker
+    (InvocationRequest.input_data and trigger_metadata)."""
+
+    datum: meta.Datum
+    metadata: Mapping[str, meta.Datum]
+
+
 def decode_input(binding: Mapping[str, Any], value: object) -> object:
-    """Decode a `Datum` with the converter `azure.functions` registers for the binding's type."""
+    """Decode a `Datum` (or `TriggerData`) with the converter `azure.functions` registers for the binding's
+    type, handing it the trigger metadata as the worker does."""
+    metadata: Mapping[str, meta.Datum] = {}
+    if isinstance(value, TriggerData):
+        metadata = value.metadata
+        value = value.datum
     if not isinstance(value, meta.Datum):
         return value
     converter = meta.get_binding_registry().get(str(binding.get("type")))
     if converter is None:
         return value.value
-    return converter.decode(value, trigger_metadata={})
+    return converter.decode(value, trigger_metadata=dict(metadata))
 
 
 def encode_output(fn: FunctionInfo, value: object) -> meta.Datum | None:
@@ -261,10 +277,14 @@ class Invoker:
         (`ITriggerBinding.BindAsync`): the timers give a TimerInfo with the stored schedule status."""
         self._trigger_binders[trigger_type] = binder
 
-    def bind_trigger(self, fn: FunctionInfo, text: str) -> object | None:
-        """The trigger value a registered binder builds for `fn` from `text`, or None without a binder."""
+    async def bind_trigger(self, fn: FunctionInfo, text: str) -> object | None:
+        """The trigger value a registered binder builds for `fn` from `text` (a binder may be a coroutine
+        function, e.g. when it reads storage), or None without a binder."""
         binder = self._trigger_binders.get(fn.trigger_type)
-        return binder(fn, text) if binder is not None else None
+        if binder is None:
+            return None
+        value = binder(fn, text)
+        return await value if inspect.isawaitable(value) else value
 
     async def invoke(
         self,

@@ -1,6 +1,6 @@
-"""Wire the local host together: the app's functions, the invoker, HTTP triggers, timers, the admin API
-and the Durable engine (`local.host.durable`, optional: if it cannot be imported or started the host
-still serves HTTP triggers and timers, and says so in its log), served by aiohttp on 127.0.0.1.
+"""Wire the local host together: the app's functions, the invoker, HTTP triggers, timers, Storage queue
+triggers, the admin API and the Durable engine (`local.host.durable`, optional: if it cannot be imported or
+started the host still serves the other triggers, and says so in its log), served by aiohttp on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from local.host.hostconfig import HostConfig
 from local.host.http_trigger import MAX_BODY_BYTES, HttpRoute, HttpTriggers
 from local.host.invoker import FunctionInfo, Invoker
 from local.host.keys import HostKeys
-from local.host.timers import Timers
+from local.host.queues import Queues
+from local.host.timers import Timers, host_id
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,14 @@ class LocalHost:
             function_timeout=options.config.function_timeout, function_directory=str(options.app_root)
         )
         self.engine = _create_engine(functions, self.invoker, options)
-        self.timers = Timers(functions, self.invoker, state_dir=options.state_dir)
+        self.host_id = host_id(options.app_root)
+        self.instance_id = uuid.uuid4().hex
+        # The host's own storage (AzureWebJobsStorage): timer locks and schedule status. Without it the timers run
+        # unlocked, as if this were the only instance.
+        storage = os.environ.get("AzureWebJobsStorage", "").strip() or None
+        self.timers = Timers(functions, self.invoker, state_dir=options.state_dir, storage=storage,
+                             host_id=self.host_id, singleton=options.config.singleton)
+        self.queues = Queues(functions, self.invoker, options.config.queues)
         if self.engine is not None:
             self.invoker.set_input_provider("durableClient", self.engine.client_binding_json)
         self.http = HttpTriggers(functions, self.invoker, options.keys, route_prefix=options.config.route_prefix)
@@ -81,9 +90,10 @@ class LocalHost:
             functions=functions,
             invoker=self.invoker,
             keys=options.keys,
-            host_id=f"local-{uuid.uuid4().hex[:12]}",
+            host_id=self.host_id,
+            instance_id=self.instance_id,
             base_url=self.base_url,
-            function_errors=self.timers.errors,
+            function_errors={**self.timers.errors, **self.queues.errors},
             http_url_of=self._http_url,
             extra_stats=self._engine_stats,
             on_shutdown=self.stopped.set,
@@ -97,14 +107,15 @@ class LocalHost:
         return self.base_url + self.http.url_path(HttpRoute.of(fn))
 
     def _engine_stats(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"queues": self.queues.stats(), "timers": self.timers.stats()}
         stats = getattr(self.engine, "stats", None)
         if not callable(stats):
-            return {}
+            return extra
         try:
-            return {"durable": stats()}
+            return {**extra, "durable": stats()}
         except Exception:  # noqa: BLE001 - stats are informative only
             logger.exception("Durable engine stats failed")
-            return {}
+            return extra
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -127,8 +138,10 @@ class LocalHost:
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await self._runner.setup()
+        # Listeners start before the host answers, so an instance that is ready has tried for its timer locks.
+        await self.timers.start()
+        self.queues.start()
         await web.TCPSite(self._runner, self.options.bind, self.options.port, reuse_address=True).start()
-        self.timers.start()
         self._log_functions()
         logger.info("Host started on %s (Durable %s)", self.base_url,
                     "running" if self.engine is not None else "unavailable")
@@ -144,7 +157,8 @@ class LocalHost:
 
     async def stop(self) -> None:
         logger.info("Host stopping")
-        await self.timers.stop()
+        # Listeners stop taking work and let what runs finish, within the same grace.
+        await asyncio.gather(self.timers.stop(), self.queues.stop(SHUTDOWN_GRACE_SECONDS))
         if self.engine is not None and self._engine_started:
             with contextlib.suppress(Exception):
                 await self.engine.stop()

@@ -176,8 +176,9 @@ class Azurite(Service):
         )
 
 
-def start_azurite(workdir: Path, *, in_memory: bool = True) -> Azurite:
-    """Azurite with blob, queue and table services on free ports, data under workdir (or in memory)."""
+def start_azurite(workdir: Path, *, in_memory: bool = True, debug_log: Path | None = None) -> Azurite:
+    """Azurite with blob, queue and table services on free ports, data under workdir (or in memory).
+    `debug_log`: Azurite's debug log (every request it served), for tests that count requests."""
     workdir.mkdir(parents=True, exist_ok=True)
     ports = [free_port() for _ in range(3)]
     argv = [
@@ -190,6 +191,8 @@ def start_azurite(workdir: Path, *, in_memory: bool = True) -> Azurite:
         "--tableHost", "127.0.0.1", "--tablePort", str(ports[2]),
     ]
     argv += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
+    if debug_log is not None:
+        argv += ["--debug", str(debug_log)]
     base = _spawn("azurite", argv, workdir / "azurite.log")
     base.stop_grace = 1.0 if in_memory else 10.0  # nothing to flush in memory
     service = Azurite(**vars(base), blob_port=ports[0], queue_port=ports[1], table_port=ports[2])
@@ -296,6 +299,17 @@ class LocalHost(Service):
         return requests.request(
             method, f"{self.url}/admin/{path.lstrip('/')}", headers=headers, timeout=30, **kwargs
         )  # type: ignore[arg-type]
+
+    def stats(self) -> dict:
+        """The host's `/admin/local/stats` (invocation counts, queue listeners, timers it runs)."""
+        response = self.admin("GET", "local/stats")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def invocations(self, function: str) -> dict[str, int]:
+        """This instance's invocation counts of `function`: succeeded, failed, timed_out (zeros if it never ran)."""
+        counts = self.stats()["invocations"]["functions"].get(function) or {}
+        return {key: int(counts.get(key, 0)) for key in ("succeeded", "failed", "timed_out")}
 
 
 def start_host(

@@ -3,6 +3,11 @@ the real app with settings that point every Microsoft endpoint at the local clou
 
 `make run` (local/run/main.py), `make bench` and the end-to-end tests start it through `LocalStack.start`, so
 the app sees the same settings everywhere; only the settings differ from Azure (docs/ARCHITECTURE.md, invariant 7).
+
+The app may run as several host instances against the one Azurite (`LocalStack.start(..., instances=N)` or
+`stack.start_hosts(N)`), as a scaled-out app runs in Azure: each instance polls the queues, one holds the
+timers' locks (instance 0, started first), and `stack.host` (instance 0) serves the HTTP API the tests and the
+demo call. `stack.invocations(name)` sums a function's invocation counts over the running instances.
 """
 
 from __future__ import annotations
@@ -74,14 +79,17 @@ class LocalStack:
     azurite: Azurite
     cloud: LocalCloud
     maildev: MailDev | None
+    #: Instance 0 of the app (the first of `hosts`): the one whose HTTP API the tests and the demo call.
     host: LocalHost | None = None
     settings: dict[str, str] = field(default_factory=dict)
     host_port: int | None = None
+    #: Every host instance started, in order; a restarted instance takes its old place (and port).
+    hosts: list[LocalHost] = field(default_factory=list)
 
     @classmethod
     def start(cls, workdir: Path, *, host_port: int | None = None, with_maildev: bool = True,
               schedule: str = "0 */5 * * * *", extra_settings: Mapping[str, str] | None = None,
-              start_app: bool = True) -> LocalStack:
+              start_app: bool = True, instances: int = 1) -> LocalStack:
         workdir.mkdir(parents=True, exist_ok=True)
         started: list[object] = []
         try:
@@ -98,7 +106,7 @@ class LocalStack:
             stack = cls(workdir=workdir, azurite=azurite, cloud=cloud, maildev=maildev, host_port=host_port,
                         settings=app_settings(azurite, cloud, schedule=schedule, extra=extra))
             if start_app:
-                stack.start_host()
+                stack.start_hosts(instances)
             return stack
         except BaseException:
             for service in reversed(started):
@@ -108,19 +116,51 @@ class LocalStack:
             raise
 
     def start_host(self) -> LocalHost:
-        """(Re)start the local host with the real app; in-memory Durable state starts empty."""
+        """(Re)start instance 0 of the local host with the real app; in-memory Durable state starts empty."""
+        return self.start_instance(0)
+
+    def start_hosts(self, count: int) -> list[LocalHost]:
+        """Have `count` instances of the app running against the same storage, instance 0 first (ready only once
+        it tried for the timers' locks, so it holds them in a normal start); running ones are kept."""
+        for index in range(count):
+            if index >= len(self.hosts) or not self.hosts[index].alive:
+                self.start_instance(index)
+        return self.hosts[:count]
+
+    def start_instance(self, index: int) -> LocalHost:
+        """(Re)start instance `index` (0 up to the number started so far) on its own port, with the same settings
+        and keys as the others (all instances of an app share its keys, as in Azure)."""
+        if not 0 <= index <= len(self.hosts) or (index > 0 and self.host is None):
+            raise ValueError(f"instance {index} cannot start: instances start in order, from 0")
         bundle = trust_bundle(self.cloud, self.workdir)
         env = {"REQUESTS_CA_BUNDLE": str(bundle), "SSL_CERT_FILE": str(bundle)}
         keys = {}
-        if self.host is not None:  # a restart keeps the keys callers already hold
+        if self.host is not None:  # a restart, or another instance, keeps the keys callers already hold
             keys = {"master_key": self.host.master_key, "function_key": self.host.function_key}
-        self.host = start_host(REPO_ROOT, self.settings, port=self.host_port, env=env,
-                               log_path=self.workdir / "host" / "host.log", **keys)
-        self.host_port = self.host.port  # a restart comes back on the same port
-        return self.host
+        port = self.host_port if index == 0 else (self.hosts[index].port if index < len(self.hosts) else None)
+        log_name = "host.log" if index == 0 else f"host-{index}.log"
+        host = start_host(REPO_ROOT, self.settings, port=port, env=env,
+                          log_path=self.workdir / "host" / log_name, **keys)
+        if index < len(self.hosts):
+            self.hosts[index] = host
+        else:
+            self.hosts.append(host)
+        if index == 0:
+            self.host = host
+            self.host_port = host.port  # a restart comes back on the same port
+        return host
+
+    def invocations(self, function: str) -> dict[str, int]:
+        """`function`'s invocation counts (succeeded, failed, timed_out) summed over the running instances."""
+        total = {"succeeded": 0, "failed": 0, "timed_out": 0}
+        for host in self.hosts:
+            if host.alive:
+                for key, count in host.invocations(function).items():
+                    total[key] += count
+        return total
 
     def stop(self) -> None:
-        for service in (self.host, self.maildev, self.cloud, self.azurite):
+        for service in (*reversed(self.hosts[1:]), self.host, self.maildev, self.cloud, self.azurite):
             if service is not None:
                 with contextlib.suppress(Exception):
                     service.stop()
