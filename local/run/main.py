@@ -26,6 +26,9 @@ from local.run.stack import LocalStack
 from shared.settings import SETTINGS
 
 REGISTERED = {s.name for s in SETTINGS}
+#: Host instances `make run` starts, as a scaled-out app: each consumes the ingestion queue, the first runs the
+#: timers (it holds their locks) and serves the API the banner prints.
+INSTANCES = 2
 
 logger = logging.getLogger("local.run")
 
@@ -59,6 +62,9 @@ def banner(stack: LocalStack, workdir: Path | None = None) -> str:
         f"  Local cloud CA      {stack.cloud.ca_path}",
         f"  Storage (Azurite)   {stack.azurite.table_url}",
     ]
+    for index, other in enumerate(stack.hosts[1:], start=2):
+        lines.append(f"  Host instance {index}     {other.url}   (the same app and keys: it consumes the ingestion "
+                     "queue too, and takes the timers over if the first instance stops)")
     if stack.maildev is not None:
         lines.append(f"  Mail inbox          {stack.maildev.web_url}   (SMTP on 127.0.0.1:{stack.maildev.smtp_port})")
     lines += [
@@ -98,8 +104,17 @@ def _tenant_text(stack: LocalStack) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(tenants.items())) or "none yet"
 
 
+def _hosts_text(stack: LocalStack) -> str:
+    up, total = sum(1 for host in stack.hosts if host.alive), len(stack.hosts)
+    if not up:
+        return "DOWN"
+    if up < total:
+        return f"{up} of {total} instances up"
+    return "up" if total == 1 else f"up ({total} instances)"
+
+
 def status_line(stack: LocalStack, live: LiveDemo | None = None) -> str:
-    alive = "up" if stack.host is not None and stack.host.alive else "DOWN"
+    alive = _hosts_text(stack)
     if live is not None:
         mail = _or_unavailable(lambda: live.status_text(live.inbox()))
     else:
@@ -122,7 +137,7 @@ def start_demo_stack(workdir: Path, port: int, *, live: bool = True) -> LocalSta
         if live:
             demo.update(LIVE_SCHEDULES)
         stack.settings.update({k: v for k, v in demo.items() if k in REGISTERED})
-        stack.start_host()
+        stack.start_hosts(INSTANCES)
         write_state(stack)
     except BaseException:
         stack.stop()

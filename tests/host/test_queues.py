@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolicy
 
+from local.host.hostconfig import HostConfigError, parse_host_config
 from local.run.services import AZURITE_ACCOUNT, Azurite, LocalHost, start_azurite, start_host
 from tests.host.test_timers import wait_until
 
@@ -82,6 +84,22 @@ def queue_length(storage: Azurite, name: str) -> int:
 
 def listener(host: LocalHost, function: str) -> dict[str, Any]:
     return dict(host.stats()["queues"][function])
+
+
+def test_host_json_queue_options_default_and_are_validated_as_the_extension_does() -> None:
+    defaults = parse_host_config({"version": "2.0"}).queues
+    assert (defaults.batch_size, defaults.max_polling_interval, defaults.visibility_timeout,
+            defaults.max_dequeue_count, defaults.message_encoding) == (16, 60.0, 0.0, 5, "base64")
+    assert defaults.effective_new_batch_threshold == 8 * (os.cpu_count() or 1)
+    configured = parse_host_config({"version": "2.0", "extensions": {"queues": {
+        "batchSize": 32, "newBatchThreshold": 0, "maxPollingInterval": "00:00:00.1", "messageEncoding": "None"}}})
+    assert configured.queues.effective_new_batch_threshold == 0 and configured.queues.message_encoding == "none"
+    for refused in ({"batchSize": 33}, {"batchSize": 0}, {"newBatchThreshold": -1}, {"maxDequeueCount": 0},
+                    {"maxPollingInterval": "00:00:00.05"}, {"messageEncoding": "utf8"}):
+        with pytest.raises(HostConfigError):
+            parse_host_config({"version": "2.0", "extensions": {"queues": refused}})
+    with pytest.raises(HostConfigError):  # blob leases last 15 to 60 s
+        parse_host_config({"version": "2.0", "singleton": {"listenerLockPeriod": "00:00:10"}})
 
 
 def test_a_missing_queue_is_polled_for_and_its_first_message_is_delivered_as_a_queue_message(
