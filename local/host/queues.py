@@ -399,7 +399,11 @@ class QueueListener:
                     await renewal
             await self._complete(state, succeeded, dequeue_count)
         except asyncio.CancelledError:
-            # The host stopped before the invocation ended: the message stays invisible until its timeout.
+            # The host is stopping and the invocation outlived the grace: it completes as failed, so the message is
+            # released (visible again after visibilityTimeout) rather than left invisible for the in-flight timeout.
+            if self._stopping and not state.lost:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._release(state), 1.0)
             raise
         except Exception:
             logger.exception("Completing queue message %s of 'Functions.%s' failed", message.id, self.fn.name)
@@ -493,7 +497,8 @@ class QueueListener:
 
     async def stop(self, grace: float) -> None:
         """Stop polling and let the messages in flight finish (StopAsync), up to `grace` seconds; what still runs
-        then is cancelled and its message stays invisible until its visibility timeout."""
+        then is cancelled and fails, and its message is released. (A killed host releases nothing: its messages
+        stay invisible until their visibility timeout passes.)"""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -505,7 +510,7 @@ class QueueListener:
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=1.0)
+                await asyncio.wait(pending, timeout=2.0)
         logger.info("Storage queue listener stopped for 'Functions.%s' (queue name='%s')", self.fn.name,
                     self.queue_name)
 

@@ -157,8 +157,9 @@ class LocalHost:
 
     async def stop(self) -> None:
         logger.info("Host stopping")
-        # Listeners stop taking work and let what runs finish, within the same grace.
-        await asyncio.gather(self.timers.stop(), self.queues.stop(SHUTDOWN_GRACE_SECONDS))
+        # Listeners stop taking work and let what runs finish, within the same grace (the queues' includes the
+        # release of what outlives it).
+        await asyncio.gather(self.timers.stop(), self.queues.stop(SHUTDOWN_GRACE_SECONDS - 2))
         if self.engine is not None and self._engine_started:
             with contextlib.suppress(Exception):
                 await self.engine.stop()

@@ -198,6 +198,21 @@ def test_an_empty_queue_is_polled_with_exponential_back_off(storage: Azurite, tm
         host.stop()
 
 
+def test_a_graceful_stop_releases_a_message_still_running(storage: Azurite, tmp_path: Path) -> None:
+    """With the real 10-minute in-flight visibility: only a release makes the message visible again at once."""
+    host = start_host(APP_ROOT, settings(storage, work="stop-work", idle="stop-idle"), log_path=tmp_path / "host.log")
+    try:
+        key = uuid.uuid4().hex
+        send(storage, {"key": key, "sleep_first": 600}, name="stop-work")
+        wait_until(lambda: records(storage, "work", key), 30, "the message was not delivered")
+    finally:
+        host.stop()
+    assert host.process.returncode == 0
+    visible = wait_until(lambda: queue(storage, "stop-work").peek_messages(), 15,
+                         "the message of the stopped host is still invisible")
+    assert visible[0].dequeue_count == 1
+
+
 def test_the_message_of_a_killed_instance_is_delivered_again_to_another_after_the_visibility_timeout(
         storage: Azurite, tmp_path: Path) -> None:
     names = {"work": "crash-work", "idle": "crash-idle"}
