@@ -1,16 +1,21 @@
 """Triggers of the ingestion blueprint.
 
-`fetch_alerts` runs on FETCH_ALERTS_SCHEDULE: it ingests every active tenant (fetch_alerts.runner) and
-then starts the notification run for this tick, passing nothing but the run id (docs/NOTIFICATIONS.md, "Run ids").
-`retention_cleanup` runs daily on RETENTION_SCHEDULE (fetch_alerts.retention). `list_alerts` is the SIEM
-pull API (fetch_alerts.pull_request, .feed_reader, .pull_render). Each trigger parses, calls the plain
-functions with their dependencies (fetch_alerts.wiring), and shapes the response.
+`fetch_alerts` runs on FETCH_ALERTS_SCHEDULE and only schedules: it enqueues one message per active tenant on
+the `ingest-tenants` queue (fetch_alerts.runner.schedule_tick), waits until the queue is empty or
+FETCH_DRAIN_WAIT_SECONDS after its start have passed, and then starts the notification run for this tick,
+passing nothing but the run id (docs/NOTIFICATIONS.md, "Run ids"). `ingest_tenant` (queue trigger) ingests the
+tenant a message names on a worker thread (fetch_alerts.runner.run_message); `ingest_poison` records a message
+the host gave up on for the operational notices. docs/ARCHITECTURE.md, "Ingestion on a queue", says why.
+`retention_cleanup` runs daily on RETENTION_SCHEDULE (fetch_alerts.retention). `list_alerts` is the SIEM pull
+API (fetch_alerts.pull_request, .feed_reader, .pull_render). Each trigger parses, calls the plain functions
+with their dependencies (fetch_alerts.wiring), and shapes the response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
@@ -21,10 +26,12 @@ from fetch_alerts.feed_reader import customer_names, read_page
 from fetch_alerts.pull_render import render
 from fetch_alerts.pull_request import parse_request
 from fetch_alerts.retention import run_retention
-from fetch_alerts.runner import run_tick
+from fetch_alerts.runner import Delivery, record_poisoned, run_message, schedule_tick
+from fetch_alerts.tenant_queue import CONNECTION, INGEST_QUEUE, POISON_QUEUE, queue_length, wait_until_drained
 from shared.names import NOTIFY_ORCHESTRATOR
 from shared.problems import run_api
 from shared.runs import MANUAL, RERUN, distinct_run_id, is_timer_start, run_id_for, tick_time
+from shared.tables import Table
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ bp = df.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%FETCH_ALERTS_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.durable_client_input(client_name="client")
 async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    started = time.monotonic()
     now = datetime.now(UTC)
     # The worker passes azure.functions.timer.TimerRequest, which has schedule_status; the abstract
     # func.TimerRequest it is annotated with (the type the decorators expect) declares past_due only.
@@ -46,12 +54,50 @@ async def fetch_alerts(timer: func.TimerRequest, client: df.DurableOrchestration
         run_id = distinct_run_id(run_id, MANUAL, now)
     if timer.past_due:
         logger.warning("fetch_alerts tick %s is past due", run_id)
-    # Blocking I/O on a worker thread: the event loop stays free for other invocations.
     try:
-        await asyncio.to_thread(lambda: run_tick(wiring.run_context(run_id)))
+        await schedule_and_wait(run_id, started)
     finally:
         # Even after a failed tick: pending markers left by earlier ticks still need their run.
         await start_notification_run(client, run_id)
+
+
+async def schedule_and_wait(run_id: str, started: float) -> None:
+    """Enqueue the tick's tenants (blocking I/O on a worker thread: the event loop stays free), then wait, polling
+    the queue's length, until the instances have processed them or the drain wait is over: the notification run
+    started next then sees every alert this tick stored (docs/NOTIFICATIONS.md, "Alert to e-mail")."""
+    config, queue = wiring.queue_config(), wiring.ingest_queue()
+    tick = await asyncio.to_thread(schedule_tick, wiring.table(Table.TENANTS), queue, run_id,
+                                   ttl_seconds=config.message_ttl_seconds)
+    if not tick.enqueued.sent:
+        return
+    tick.drained = await wait_until_drained(lambda: queue_length(queue), started + config.drain_wait_seconds)
+    tick.wait_seconds = time.monotonic() - started
+    if tick.drained:
+        logger.info("fetch_alerts %s: the ingestion queue is empty after %.1fs", run_id, tick.wait_seconds)
+    else:
+        logger.warning("fetch_alerts %s: the ingestion queue is not empty after %.0fs; the next tick's notification "
+                       "run e-mails what the remaining messages store", run_id, tick.wait_seconds)
+
+
+@bp.function_name("ingest_tenant")
+@bp.queue_trigger(arg_name="message", queue_name=INGEST_QUEUE, connection=CONNECTION)
+async def ingest_tenant(message: func.QueueMessage, context: func.Context) -> None:
+    """One tenant's ingestion on a thread of the instance's ingestion pool, so the event loop stays free for the
+    other messages and triggers. Returning completes the message; an exception fails it, and the host retries
+    it after host.json's visibilityTimeout, up to maxDequeueCount deliveries, then moves it to the poison queue
+    (https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger#poison-messages)."""
+    started = time.monotonic()
+    delivery = Delivery(message.get_body(), str(message.id or ""), int(message.dequeue_count or 0),
+                        context.invocation_id)
+    deps = wiring.message_deps(started)
+    await asyncio.get_running_loop().run_in_executor(wiring.ingest_pool(), run_message, delivery, deps)
+
+
+@bp.function_name("ingest_poison")
+@bp.queue_trigger(arg_name="message", queue_name=POISON_QUEUE, connection=CONNECTION)
+def ingest_poison(message: func.QueueMessage) -> None:
+    """A tenant's message that failed every delivery: recorded once per tenant for the operational notices."""
+    record_poisoned(wiring.table(Table.INCIDENTS), message.get_body(), str(message.id or ""))
 
 
 @bp.function_name("retention_cleanup")

@@ -50,9 +50,14 @@ _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
 }
 
 
+class Halted(Exception):  # noqa: N818 - a stop, not an error
+    """The pass stops before its next write: the tenant's ingestion lease was lost (fetch_alerts/lease.py), so
+    another instance may be ingesting the tenant now. Progress so far is kept."""
+
+
 @dataclass
 class RunContext:
-    """What every tenant run of one tick shares."""
+    """What one tenant's ingestion (one queue message: its regular pass, then its re-reads) works with."""
 
     hosts: ApiHosts  # the alert sources' hosts (shared.alert_sources)
     config: IngestionConfig
@@ -64,6 +69,12 @@ class RunContext:
     deadline: float  # time.monotonic()
     run_id: str
     mssp_broken: threading.Event = field(default_factory=threading.Event)
+    lease_lost: threading.Event = field(default_factory=threading.Event)  # set by the lease's heartbeat
+
+    def check_lease(self) -> None:
+        """Raise Halted when the tenant's lease was lost; called before each page's writes."""
+        if self.lease_lost.is_set():
+            raise Halted
 
 
 @dataclass
@@ -103,6 +114,11 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
         health.update(outcome.extra)
     try:
         _run(ctx, row, tenant, outcome)
+        ctx.check_lease()  # the health below is a write too
+    except Halted:
+        logger.warning("tenant %s: ingestion lease lost; the pass stops here, progress kept", tenant_id)
+        outcome.error = "lease_lost"
+        return outcome
     except BudgetExhausted as exc:
         logger.info("tenant %s: stopped for the time budget (%s); progress kept", tenant_id, exc)
     except MsspCredentialError as exc:
@@ -155,6 +171,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
     tenant_id = tenant.tenant_id
     source = AlertSource(str(row.get("alertSource") or "graph"))
     now = datetime.now(UTC)
+    ctx.check_lease()
     leftover = feed.unpublished(ctx.alerts, tenant_id, Tenant(row).feed_published)
     if leftover:
         logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
@@ -179,6 +196,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
         for page, prepared in prefetcher:
             if ctx.mssp_broken.is_set():
                 return
+            ctx.check_lease()
             began = time.monotonic()
             outcome.repeated, outcome.calls = pager.repeated, pager.calls
             _store_page(ctx, tenant, writer, page, prepared, outcome, previous_cursor)

@@ -39,7 +39,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.tables import Missing, delete_if_unchanged, update_row, write_if_unchanged
+from shared.tables import Missing, Outcome, delete_if_unchanged, update_row, write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,11 @@ def holder(row: dict[str, Any] | None, now: datetime) -> tuple[str, datetime] | 
     return owner, expires
 
 
+class LeaseUnavailable(RuntimeError):
+    """The lease could be neither taken nor found held (its row kept changing without a holder, or the table is
+    gone): a storage fault, which fails the message so that the host retries it."""
+
+
 def acquire(table: TableClient, tenant_id: str, owner: str, seconds: float, **details: Any) -> Lease | None:
     """The tenant's lease for `owner`, or None when another holds it (or took it as we tried)."""
     started = time.monotonic()
@@ -98,8 +103,12 @@ def acquire(table: TableClient, tenant_id: str, owner: str, seconds: float, **de
                 "expiresAt": now + timedelta(seconds=seconds), "acquiredAt": now, "renewedAt": now, **details}
 
     update = update_row(table, LEASE_PARTITION, tenant_id, take, missing=Missing.CREATE)
-    if not update.written or update.etag is None:
-        return None
+    if update.outcome is Outcome.UNCHANGED:
+        return None  # take() saw another's running lease
+    if update.outcome is Outcome.CONTENDED or update.etag is None:
+        if current(table, tenant_id) is not None:
+            return None  # others kept taking it: one of them holds it now
+        raise LeaseUnavailable(f"tenant {tenant_id}: the ingestion lease could not be written")
     return Lease(table, tenant_id, owner, seconds, update.etag, _valid_until(started, seconds))
 
 

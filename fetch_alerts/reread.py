@@ -18,10 +18,12 @@ keeps its own state on the Tenants row: `reread<Kind>At` (when the current or la
 `reread<Kind>State` (JSON `{"pass": <PassState>, "calls": n}` while one is unfinished, `""` otherwise) and
 `reread<Kind>Calls` (API calls the last finished one cost).
 
-Cost and fairness: the runner starts re-reads only after every tenant's regular pass of the tick, only for
-tenants whose regular pass completed, within the tick's time budget; each tenant reads at most
-FETCH_REREAD_PAGES_PER_TICK (4) pages of re-reads per tick (the hourly first), and every call goes through the same API
-client and per-tenant rate limits as the regular pass. A quiet tenant pays one call per re-read: 25 calls
+Cost and fairness: a tenant's queue message (fetch_alerts.runner) runs its re-reads right after its own
+regular pass, only when that pass completed, within the message's time budget and under the same lease;
+each tenant reads at most FETCH_REREAD_PAGES_PER_TICK (4) pages of re-reads per tick (the hourly first), and
+every call goes through the same API client and per-tenant rate limits as the regular pass. Re-reads never
+delay another tenant's regular pass: each tenant is a message of its own, and the instances take the queue's
+messages as they come. A quiet tenant pays one call per re-read: 25 calls
 a day; a busy one about (alerts updated in 26 h / page size) per hour plus (alerts updated in the look-back
 + 2 days / page size) per day (Defender's windows cost 1.3-2 times as many calls per page).
 """
@@ -38,7 +40,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks
-from fetch_alerts.ingest import RunContext, _prepared
+from fetch_alerts.ingest import Halted, RunContext, _prepared
 from fetch_alerts.keys import from_datetime
 from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Pager, PassState
@@ -128,10 +130,15 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
     lags: list[int] = []
     try:
         for kind in KINDS:
+            ctx.check_lease()
             pages = ctx.config.reread_pages_per_tick - outcome.calls
             if pages <= 0:
                 break
             _run_kind(ctx, row, tenant, kind, pages, now, outcome, lags)
+    except Halted:
+        outcome.error = "lease_lost"
+        logger.warning("tenant %s: ingestion lease lost; the re-read stops here, progress kept", tenant_id)
+        return outcome
     except BudgetExhausted as exc:
         logger.info("tenant %s: re-read stopped for the time budget (%s); progress kept", tenant_id, exc)
     except MicrosoftError as exc:  # the regular pass of the next tick records the tenant's failures
@@ -170,6 +177,7 @@ def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kin
     portal = config.portal_host
     try:
         for page in pager.pages():
+            ctx.check_lease()
             result = writer.write(_prepared(page, source, tenant_id, portal))
             outcome.stored += result.stored
             outcome.obligations += result.new_obligations + result.severity_obligations

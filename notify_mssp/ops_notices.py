@@ -1,5 +1,6 @@
 """Operational notices to the MSSP's ops address (OPS_EMAIL): a tenant's consent revoked, permission
-removed or not licensed; a tenant failing OPS_FAILING_RUNS runs in a row or silent for OPS_SILENT_HOURS;
+removed or not licensed; a tenant failing OPS_FAILING_RUNS runs in a row or silent for OPS_SILENT_HOURS; a
+tenant whose ingestion message went to the poison queue (recorded by ingestion in shared.incidents);
 the onboarding backfill count; alerts that became visible later than the ingestion overlap (once per
 tenant per UTC day); the MSSP credential failing or about to expire.
 
@@ -22,12 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableClient
 
 from notify_mssp.config import CredentialExpiryConfig, Thresholds
 from notify_mssp.incident_records import Incident, NoticeContext, clear_incident, is_recorded, raise_incident
 from notify_mssp.mssp_checks import CertificateSource, aware, check_mssp
 from shared.alerts import ALERT_PREFIX, ALERT_RANGE_END
+from shared.incidents import poisoned_ingestions
 from shared.tenants import TENANT_PARTITION, Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
@@ -102,6 +105,29 @@ def _check_late_arrivals(ctx: NoticeContext, row: dict[str, Any], name: str) -> 
         clears=False))
 
 
+def _check_poisoned(ctx: NoticeContext, row: dict[str, Any], record: dict[str, Any] | None) -> None:
+    """One notice while the tenant's last poisoned ingestion message (the host gave up on it after every
+    delivery failed, fetch_alerts.runner.record_poisoned) is newer than its last successful ingestion; cleared
+    by the next success. Tenants without such a record cost nothing here."""
+    if record is None:
+        return
+    tenant = Tenant(row)
+    tenant_id, name, active = tenant.id, _name(row), tenant.status == TenantStatus.ACTIVE
+    last_seen, last_success = aware(record.get("lastSeen")), aware(tenant.last_success)
+    if active and last_seen is not None and (last_success is None or last_success < last_seen):
+        raise_incident(ctx, Incident("ingestion_poisoned", tenant_id, f"{name}: alert ingestion keeps failing", (
+            f"Customer: {name}",
+            f"On {last_seen:%Y-%m-%d %H:%M} UTC the tenant's ingestion message (run {record.get('lastRunId')}) failed "
+            "every delivery and was moved to the poison queue ingest-tenants-poison "
+            f"({record.get('count')} such messages so far).",
+            "Such failures are storage or internal errors that could not be recorded on the tenant; the app "
+            f"logs name them ('tenant {tenant_id}: ...').",
+            "Each tick enqueues the tenant again; this notice clears at its next successful ingestion.")))
+    else:
+        clear_incident(ctx, "ingestion_poisoned", tenant_id, notify=active,
+                       summary=f"{name}: alert ingestion works again")
+
+
 def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, limits: Thresholds,
                   now: datetime) -> None:
     tenant = Tenant(row)
@@ -154,10 +180,16 @@ def _check_tenant(ctx: NoticeContext, row: dict[str, Any], alerts: TableClient, 
 def check_operations(ctx: NoticeContext, tenants: TableClient, alerts: TableClient, checks: OpsChecks) -> None:
     """Evaluate every operational condition once; one tenant's trouble never stops the others' checks."""
     now = ctx.clock()
+    try:
+        poisoned = poisoned_ingestions(ctx.incidents)
+    except AzureError as exc:  # the other checks still run; the next evaluation reads the records again
+        logger.error("poisoned ingestion records unreadable: %s", type(exc).__name__)
+        poisoned = {}
     for entity in tenants.query_entities("PartitionKey eq @pk", parameters={"pk": TENANT_PARTITION}):
         row = dict(entity)
         try:
             _check_tenant(ctx, row, alerts, checks.limits, now)
+            _check_poisoned(ctx, row, poisoned.get(str(row["RowKey"])))
         except Exception as exc:  # noqa: BLE001 - the next tenant's notices must still go out
             logger.error("tenant %s: operational checks failed: %s", row.get("RowKey"), type(exc).__name__)
     check_mssp(ctx, checks.credential, checks.certificate, checks.limits, now)

@@ -8,6 +8,10 @@ Row layout (table `Incidents`):
 - notice rows: PartitionKey `notice`, RowKey `<kind>|<subject>` (notice_key; subject: a tenant GUID,
   `mssp`, or for one-off daily notices `<tenant>|<YYYY-MM-DD>`), written only by the ops notices; their
   columns are described in notify_mssp/incident_records.py.
+- poisoned ingestion: PartitionKey `poisoned`, RowKey the tenant GUID, one row per tenant whose ingestion
+  message failed every delivery and went to the poison queue (fetch_alerts.runner.record_poisoned): columns
+  `count` (poisoned messages), `firstSeen`, `lastSeen`, `lastRunId`, `lastMessageId`. Written by ingestion,
+  read by the ops notices, which announce it once while it is newer than the tenant's `lastSuccess`.
 
 A failure of the MSSP's app credential or app registration (shared.errors.MsspCredentialError) is never a
 customer's: it is recorded here, once for every tenant and every caller, and no tenant status changes; the
@@ -33,6 +37,7 @@ CREDENTIAL_ROW = "credential"
 CREDENTIAL_KEY = (CREDENTIAL_PARTITION, CREDENTIAL_ROW)
 
 NOTICE_PARTITION = "notice"
+POISONED_PARTITION = "poisoned"
 MSSP_SUBJECT = "mssp"  # the subject of notices about the MSSP itself rather than one tenant
 
 
@@ -108,3 +113,27 @@ def write_notice(incidents: TableClient, row: dict[str, Any], etag: str | None) 
     """Create (no etag) or replace the notice row under its ETag: the new ETag, or None when another evaluator
     wrote it first (it then sends the notice)."""
     return write_if_unchanged(incidents, row, etag)
+
+
+# --- poisoned ingestion --------------------------------------------------------------------------------------
+
+
+def record_poisoned_ingestion(incidents: TableClient, tenant_id: str, *, run_id: str, message_id: str,
+                              now: datetime) -> bool:
+    """Count one poisoned ingestion message on the tenant's row (created at the first), once per message: a
+    second delivery of the same poison message changes nothing. True when this call wrote the row."""
+
+    def record(row: dict[str, Any]) -> dict[str, Any] | None:
+        if row.get("lastMessageId") == message_id:
+            return None
+        return {"PartitionKey": POISONED_PARTITION, "RowKey": tenant_id, "count": int(row.get("count") or 0) + 1,
+                "firstSeen": row.get("firstSeen") or now, "lastSeen": now, "lastRunId": run_id[:200],
+                "lastMessageId": message_id[:200]}
+
+    return update_row(incidents, POISONED_PARTITION, tenant_id, record, missing=Missing.CREATE).written
+
+
+def poisoned_ingestions(incidents: TableClient) -> dict[str, dict[str, Any]]:
+    """Every tenant's poisoned-ingestion row, by tenant id (one query, however many tenants)."""
+    rows = incidents.query_entities("PartitionKey eq @pk", parameters={"pk": POISONED_PARTITION})
+    return {str(row["RowKey"]): dict(row) for row in rows}

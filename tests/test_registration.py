@@ -45,7 +45,7 @@ def test_functions_are_exactly_the_expected_set(functions):
         "notify_onboarding_result",
         "post_onboarding_result", "purge_tenant_alerts", "purge_tenant_alerts_batch",
         # fetch_alerts
-        "fetch_alerts", "retention_cleanup", "list_alerts",
+        "fetch_alerts", "ingest_tenant", "ingest_poison", "retention_cleanup", "list_alerts",
         # notify_mssp
         "notify_mssp", "notify_tenant_group", "send_notification_batch", "list_pending_tenants",
         "notification_run_config", "plan_tenant_notifications", "send_notification_emails",
@@ -76,6 +76,14 @@ def test_fetch_alerts_is_a_monitored_timer_on_the_schedule_setting_with_a_durabl
         "schedule": "%FETCH_ALERTS_SCHEDULE%", "runOnStartup": False, "useMonitor": True,
     }
     assert b["durableClient"] == {"type": "durableClient", "direction": "IN", "name": "client"}
+
+
+@pytest.mark.parametrize(("name", "queue"), [("ingest_tenant", "ingest-tenants"),
+                                             ("ingest_poison", "ingest-tenants-poison")])
+def test_ingestion_queue_triggers_listen_on_the_host_storage(functions, name, queue):
+    assert bindings(functions[name])["queueTrigger"] == {
+        "type": "queueTrigger", "direction": "IN", "name": "message", "queueName": queue,
+        "connection": "AzureWebJobsStorage"}
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,19 @@ def run_tick(stack: LocalStack, timeout: float = 120.0) -> None:
     wait_finished(stack, fire(stack), timeout=timeout)
 
 
+def wait_lease_free(stack: LocalStack, tenant_id: str, timeout: float = 60.0) -> None:
+    """Wait until no invocation holds the tenant's ingestion lease (fetch_alerts/lease.py), e.g. the lease of a
+    host that was killed mid-pass, which only expiry frees."""
+    from fetch_alerts.lease import current
+
+    leases = table(stack, "IngestLeases")
+    deadline = time.monotonic() + timeout
+    while current(leases, tenant_id) is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tenant {tenant_id}: its ingestion lease was not freed within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def add_alert(stack: LocalStack, tenant_id: str, **fields: Any) -> dict[str, Any]:
     return stack.cloud.control("POST", f"tenants/{tenant_id}/alerts", json=fields).json()
 

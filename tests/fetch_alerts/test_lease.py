@@ -41,18 +41,15 @@ def _wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-unty
 
 
 def test_of_many_threads_competing_for_a_tenant_exactly_one_holds_it(table: TableClient) -> None:
+    def compete(start: threading.Barrier, tenant: str, owner: str, won: list[leases.Lease]) -> None:
+        start.wait()
+        got = leases.acquire(table, tenant, owner, 30)
+        if got is not None:
+            won.append(got)
+
     for _ in range(5):
-        tenant = _tenant()
-        start = threading.Barrier(8)
-        won: list[leases.Lease] = []
-
-        def compete(owner: str) -> None:
-            start.wait()
-            got = leases.acquire(table, tenant, owner, 30)  # noqa: B023 - each round's tenant
-            if got is not None:
-                won.append(got)  # noqa: B023
-
-        threads = [threading.Thread(target=compete, args=(f"owner-{i}",)) for i in range(8)]
+        tenant, start, won = _tenant(), threading.Barrier(8), []
+        threads = [threading.Thread(target=compete, args=(start, tenant, f"owner-{i}", won)) for i in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -151,3 +148,10 @@ def test_the_heartbeat_gives_the_lease_up_when_storage_is_unreachable(table: Tab
         assert _wait_for(lost.is_set)
         assert not lease.held()
 
+
+
+def test_a_lease_that_cannot_be_written_is_a_storage_fault_never_a_duplicate(azurite: Azurite) -> None:
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    gone = service.get_table_client(f"Gone{uuid.uuid4().hex[:12]}")  # a table that does not exist
+    with pytest.raises(leases.LeaseUnavailable):
+        leases.acquire(gone, _tenant(), "holder", 30)
