@@ -165,10 +165,17 @@ class ExponentialBackoff:
         return self.current
 
 
+def _error_code(exc: BaseException) -> str:
+    """The storage error code (x-ms-error-code). azure-storage-queue sets `error_code` to a StorageErrorCode, a str
+    enum whose str() is "StorageErrorCode.POP_RECEIPT_MISMATCH", not the code: its value is."""
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
 def _is(exc: BaseException, status: int, *codes: str) -> bool:
     if not isinstance(exc, HttpResponseError) or exc.status_code != status:
         return False
-    return not codes or str(getattr(exc, "error_code", "") or "") in codes
+    return not codes or _error_code(exc) in codes
 
 
 def _gone(exc: BaseException) -> bool:
@@ -310,7 +317,7 @@ class QueueListener:
             self._queue_exists = None
             if _is(exc, 404) or _is(exc, 409, "QueueBeingDeleted", "QueueDisabled") or _server_error(exc):
                 logger.info("Polling queue '%s' of 'Functions.%s' failed (%s %s); backing off", self.queue_name,
-                            self.fn.name, exc.status_code, getattr(exc, "error_code", ""))
+                            self.fn.name, exc.status_code, _error_code(exc))
                 return self._backoff_wait()
             raise
         except AzureError as exc:  # storage unreachable: the real host's exception handler would restart it
@@ -425,7 +432,7 @@ class QueueListener:
                 if _gone(exc):
                     state.lost = True
                     logger.warning("Lost queue message %s of 'Functions.%s' while it ran (%s)", state.message.id,
-                                   self.fn.name, getattr(exc, "error_code", exc.status_code))
+                                   self.fn.name, _error_code(exc) or exc.status_code)
                     return
                 raise
             except AzureError:
@@ -453,7 +460,7 @@ class QueueListener:
         except HttpResponseError as exc:
             if not _gone(exc):
                 raise
-            logger.debug("Queue message %s was not deleted: %s", state.message.id, getattr(exc, "error_code", ""))
+            logger.debug("Queue message %s was not deleted: %s", state.message.id, _error_code(exc))
 
     async def _release(self, state: _InFlight) -> None:
         try:
