@@ -477,8 +477,11 @@ class Timers:
         status = None
         if listener.monitor is not None:
             # The running listener knows its status; otherwise (before its first run, or while another
-            # instance holds the lock) read what the monitor has stored.
-            status = (listener.status if self.running(fn.name) else None) or await listener.monitor.get(fn.name)
+            # instance holds the lock) read what the monitor has stored. With nothing stored yet, the status a
+            # listener starts from (Next: the upcoming occurrence), as this host has always handed admin calls;
+            # the real binding would hand none until the timer first fired.
+            status = ((listener.status if self.running(fn.name) else None) or await listener.monitor.get(fn.name)
+                      or ScheduleStatus(_NEVER, listener.schedule.next_after(utcnow()), _NEVER))
         return timer_info(listener.schedule.adjust_for_dst, status, past_due=False)
 
     def running(self, name: str) -> bool:
