@@ -1,0 +1,195 @@
+"""Ingestion on a queue, end to end on the local host (docs/ARCHITECTURE.md, "Ingestion on a queue"): the tick's
+notification run e-mails what the tick's messages stored; a duplicate message for a tenant whose lease is held
+is completed without a second pass; a tenant whose processing keeps failing ends in the poison queue with one
+operational notice and holds up no other tenant.
+
+The app reaches its tables through a storage fault proxy (tests/storage_faults.py); the host's own storage
+(the queues, Durable) is Azurite itself."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetch_alerts import lease as leases
+from fetch_alerts.tenant_queue import INGEST_QUEUE, QueueConnection, TenantMessage
+from local.run.cycle import finished_invocations, fire_timer, orchestration_instances, wait_for_orchestration
+from local.run.stack import DEFENDER_RESOURCE, GRAPH_RESOURCE, NEVER, LocalStack
+from shared.incidents import poisoned_ingestions
+from shared.tenants import TENANT_PARTITION
+from tests.fetch_alerts.harness import (
+    SECRET,
+    add_alert,
+    add_tenant,
+    cloud_now,
+    fire,
+    hours_ago,
+    run_tick,
+    table,
+    tenant_row,
+    wait_finished,
+)
+from tests.fetch_alerts.truth import assert_table_matches_ground_truth
+from tests.notify_mssp.conftest import World
+from tests.storage_faults import StorageFaultProxy, start_table_proxy
+
+OPS = "ops@mssp.example"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, StorageFaultProxy]]:
+    client_id = str(uuid.uuid4())
+    stack = LocalStack.start(Path(tmp_path_factory.mktemp("ingest-queue")), with_maildev=True, schedule=NEVER,
+                             start_app=False, extra_settings={
+                                 "MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret",
+                                 "MSSP_APP_CLIENT_SECRET": SECRET, "FETCH_BACKOFF_MS": "50",
+                                 "FETCH_GRAPH_PAGE_SIZE": "5", "RETENTION_SCHEDULE": NEVER,
+                                 "VERIFICATION_SCHEDULE": NEVER, "OPS_NOTICES_SCHEDULE": NEVER, "OPS_EMAIL": OPS,
+                                 "SEND_RATE_PER_MINUTE": "0", "SEND_RATE_PER_DAY": "0"})
+    proxy = start_table_proxy(stack.azurite)
+    try:
+        stack.settings["TABLES_CONNECTION_STRING"] = proxy.table_connection_string()
+        stack.cloud.control("POST", "apps", json={
+            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True, "secrets": [{"value": SECRET}],
+            "redirectUris": ["https://127.0.0.1/api/consent/callback"],
+            "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
+                                       DEFENDER_RESOURCE: ["Alert.Read.All"]}})
+        stack.start_host()
+        yield stack, proxy
+    finally:
+        stack.stop()
+        proxy.stop()
+
+
+@pytest.fixture
+def stack(proxied: tuple[LocalStack, StorageFaultProxy]) -> LocalStack:
+    return proxied[0]
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+
+
+def _slow(stack: LocalStack, tenant: str, ms: int) -> None:
+    stack.cloud.control("POST", f"tenants/{tenant}/faults", json={"kind": "latency", "api": "graph", "latencyMs": ms})
+
+
+def _api_calls(stack: LocalStack, tenant: str) -> int:
+    return int(stack.cloud.control("GET", "stats").json()["apiRequests"].get(tenant, {}).get("graph", 0))
+
+
+def _host_log(stack: LocalStack) -> str:
+    return (stack.workdir / "host" / "host.log").read_text(errors="replace")
+
+
+def _ingestion_lines(stack: LocalStack, tenant: str, what: str) -> list[str]:
+    return [line for line in _host_log(stack).splitlines() if f"tenant {tenant}: {what}" in line]
+
+
+def _queue(stack: LocalStack) -> Any:
+    return QueueConnection(connection_string=stack.settings["AzureWebJobsStorage"]).client(INGEST_QUEUE)
+
+
+def test_a_ticks_alerts_are_emailed_by_that_ticks_notification_run(stack: LocalStack) -> None:
+    world = World(stack)
+    tenant = add_tenant(stack, alerts={"lagSeconds": 0}, activated_at=cloud_now(stack) - timedelta(hours=1))
+    recipient = world.recipient()
+    world.rule([tenant], [recipient])
+    titles = [f"Queue tick alert {uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for title in titles:
+        add_alert(stack, tenant, title=title, severity="high")
+    _slow(stack, tenant, 1500)  # the pass takes seconds: a run started at once would find nothing pending
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    run_tick(stack)
+    run = wait_for_orchestration(stack, "notify_mssp", started)
+    stack.cloud.control("DELETE", f"tenants/{tenant}/faults")
+    assert run["runtimeStatus"] == "Completed"
+    assert len(orchestration_instances(stack, "notify_mssp", started)) == 1  # the tick's own run, nothing later
+    assert (run["output"]["obligations"], run["output"]["sent"]) == (3, 3)
+    for title in titles:
+        assert sum(1 for e in world.emails_to(recipient) if title in str(e.get("text") or "")) == 1
+
+
+def test_a_duplicate_message_while_the_tenant_is_ingested_completes_without_a_second_pass(stack: LocalStack) -> None:
+    tenant = add_tenant(stack, alerts={"count": 12, "start": hours_ago(stack, 2), "lagSeconds": 0})
+    _slow(stack, tenant, 3000)  # three pages of five: the pass holds the lease for about ten seconds
+    lease_table = table(stack, "IngestLeases")
+    before = fire(stack)
+    _wait_for(lambda: leases.current(lease_table, tenant), 60, "the tick's pass holds the tenant's lease")
+    duplicate = _queue(stack).send_message(TenantMessage(tenant, "a-duplicate-delivery", "").to_text())
+    wait_finished(stack, before)  # the timer waits until the queue is empty: the duplicate was completed too
+    stack.cloud.control("DELETE", f"tenants/{tenant}/faults")
+    duplicates = _ingestion_lines(stack, tenant, f"duplicate message {duplicate.id}")
+    assert len(duplicates) == 1, "the duplicate was handled while the first pass held the lease"
+    assert len(_ingestion_lines(stack, tenant, "ingestion started")) == 1
+    assert _api_calls(stack, tenant) == 3  # 12 alerts, 5 a page: one pass; a second one would call again
+    report = assert_table_matches_ground_truth(stack, tenant, "graph")
+    assert report.alerts == 12
+
+
+def test_a_message_for_a_tenant_another_instance_holds_is_completed_untouched(stack: LocalStack) -> None:
+    tenant = add_tenant(stack, alerts={"count": 3, "start": hours_ago(stack, 1), "lagSeconds": 0})
+    lease_table = table(stack, "IngestLeases")
+    held = leases.acquire(lease_table, tenant, "another-instance", 120)
+    assert held is not None
+    run_tick(stack)
+    assert _api_calls(stack, tenant) == 0
+    assert "lastAttempt" not in tenant_row(stack, tenant)
+    assert len(_ingestion_lines(stack, tenant, "duplicate message")) == 1
+    leases.release(held)
+    run_tick(stack)  # the lease given back: the next tick ingests the tenant
+    assert assert_table_matches_ground_truth(stack, tenant, "graph").alerts == 3
+
+
+def _ops_notices(stack: LocalStack) -> None:
+    before = finished_invocations(stack, "ops_notices")
+    fire_timer(stack, "ops_notices")
+    _wait_for(lambda: finished_invocations(stack, "ops_notices") > before, 60, "the ops notices check ended")
+
+
+def _ops_mail(stack: LocalStack, tenant: str, words: str) -> list[dict[str, Any]]:
+    assert stack.maildev is not None
+    return [m for m in stack.maildev.messages() if tenant in str(m.get("subject") or "") and words in
+            str(m.get("subject") or "") and any(t.get("address") == OPS for t in m.get("to") or [])]
+
+
+def test_a_tenant_whose_row_storage_refuses_is_poisoned_noticed_once_and_holds_up_nobody(
+        proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
+    stack, proxy = proxied
+    healthy = [add_tenant(stack, alerts={"count": 4, "start": hours_ago(stack, 1), "lagSeconds": 0})
+               for _ in range(2)]
+    broken = add_tenant(stack, alerts={"count": 4, "start": hours_ago(stack, 1), "lagSeconds": 0})
+    incidents = table(stack, "Incidents")
+    with proxy.refuse_row_writes("Tenants", TENANT_PARTITION, broken):
+        before = fire(stack)
+        # Every delivery fails (the failure cannot even be recorded on the tenant): after maxDequeueCount (5)
+        # deliveries, visibilityTimeout (30 s) apart, the host moves the message to ingest-tenants-poison.
+        record = _wait_for(lambda: poisoned_ingestions(incidents).get(broken), 400, "the poisoned message's record")
+        assert record["count"] == 1
+        for tenant in healthy:  # ingested by the same tick, before the broken tenant's message gave up
+            assert assert_table_matches_ground_truth(stack, tenant, "graph").alerts == 4
+            assert tenant_row(stack, tenant)["lastSuccess"] < record["lastSeen"]
+        assert len(_ingestion_lines(stack, broken, "ingestion started")) == 5
+        _ops_notices(stack)
+        notice = _wait_for(lambda: _ops_mail(stack, broken, "alert ingestion keeps failing"), 60, "the notice")
+        _ops_notices(stack)  # a second evaluation repeats nothing
+        assert len(_ops_mail(stack, broken, "alert ingestion keeps failing")) == len(notice) == 1
+        wait_finished(stack, before, timeout=300)  # the tick's queue drained once the message left it
+    run_tick(stack)  # storage takes the row again: ingested, and the notice clears
+    assert tenant_row(stack, broken).get("lastSuccess") is not None
+    assert assert_table_matches_ground_truth(stack, broken, "graph").alerts == 4
+    _ops_notices(stack)
+    _wait_for(lambda: _ops_mail(stack, broken, "alert ingestion works again"), 60, "the clearing notice")
+    assert poisoned_ingestions(incidents)[broken]["count"] == 1
