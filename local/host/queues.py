@@ -193,33 +193,35 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat() if moment is not None else None
 
 
-def trigger_data(body: str, *, message_id: str | None = None, dequeue_count: int = 0,
+def trigger_data(body: bytes, *, binary: bool = False, message_id: str | None = None, dequeue_count: int = 0,
                  pop_receipt: str | None = None, inserted_on: dt.datetime | None = None,
                  expires_on: dt.datetime | None = None, next_visible_on: dt.datetime | None = None) -> TriggerData:
-    """The queue trigger's value and metadata, as the host sends them to the Python worker."""
+    """The queue trigger's value and metadata, as the host sends them to the Python worker: the body as a string
+    (UTF-8, as the extension's StorageQueueMessageToStringConverter reads it), or as bytes when the binding's
+    dataType is binary."""
+    text = body.decode("utf-8", errors="replace")
     metadata: dict[str, meta.Datum] = {"DequeueCount": meta.Datum(dequeue_count, "int"),
-                                       "QueueTrigger": meta.Datum(body, "string")}
-    for key, text in (("Id", message_id), ("PopReceipt", pop_receipt)):
-        if text is not None:
-            metadata[key] = meta.Datum(text, "string")
+                                       "QueueTrigger": meta.Datum(text, "string")}
+    for key, value in (("Id", message_id), ("PopReceipt", pop_receipt)):
+        if value is not None:
+            metadata[key] = meta.Datum(value, "string")
     for key, moment in (("InsertionTime", inserted_on), ("ExpirationTime", expires_on),
                         ("NextVisibleTime", next_visible_on)):
         if moment is not None:
             metadata[key] = meta.Datum(json.dumps(_iso(moment)), "json")
-    return TriggerData(meta.Datum(body, "string"), metadata)
+    return TriggerData(meta.Datum(body, "bytes") if binary else meta.Datum(text, "string"), metadata)
 
 
-def decode_body(raw: str, encoding: str) -> str:
-    """The message text the function receives. Base64 (the default) is decoded as .NET's Convert.FromBase64String
+def decode_body(raw: str, encoding: str) -> bytes:
+    """The message body the function receives. Base64 (the default) is decoded as .NET's Convert.FromBase64String
     does (white space ignored, padding required); raises ValueError when it does not decode."""
     if encoding == "none":
-        return raw
+        return raw.encode("utf-8")
     compact = "".join(raw.split())
     try:
-        data = base64.b64decode(compact, validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not base64: {exc}") from exc
-    return data.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -261,6 +263,7 @@ class QueueListener:
     stats: ListenerStats = field(default_factory=ListenerStats)
 
     def __post_init__(self) -> None:
+        self.binary = str(self.fn.trigger.get("dataType", "")).lower() == "binary"
         self._backoff = ExponentialBackoff(MIN_QUEUE_POLLING_INTERVAL, self.options.max_polling_interval)
         self._found_since_last_delay = False
         self._queue_exists: bool | None = None
@@ -326,7 +329,7 @@ class QueueListener:
                            self.fn.name, type(exc).__name__)
             return self._backoff_wait()
         self._logged_missing = False
-        decoded: list[tuple[QueueMessage, str]] = []
+        decoded: list[tuple[QueueMessage, bytes]] = []
         for message in batch:
             try:
                 decoded.append((message, decode_body(str(message.content or ""), self.options.message_encoding)))
@@ -378,7 +381,7 @@ class QueueListener:
 
     # --- one message --------------------------------------------------------------------------------
 
-    async def _process(self, message: QueueMessage, body: str) -> None:
+    async def _process(self, message: QueueMessage, body: bytes) -> None:
         dequeue_count = int(message.dequeue_count or 0)
         state = _InFlight(message, str(message.pop_receipt), message.next_visible_on)
         try:
@@ -390,7 +393,7 @@ class QueueListener:
             renewal = asyncio.create_task(self._renew(state), name=f"renew {message.id}")
             succeeded = False
             try:
-                value = trigger_data(body, message_id=message.id, dequeue_count=dequeue_count,
+                value = trigger_data(body, binary=self.binary, message_id=message.id, dequeue_count=dequeue_count,
                                      pop_receipt=state.pop_receipt, inserted_on=message.inserted_on,
                                      expires_on=message.expires_on, next_visible_on=state.next_visible_on)
                 await self.invoker.invoke(self.fn, {self.fn.trigger_name: value},
@@ -556,7 +559,7 @@ class Queues:
     @staticmethod
     def admin_message(fn: FunctionInfo, text: str) -> TriggerData:
         """The message of an invocation through the admin API: its body is the input text."""
-        return trigger_data(text)
+        return trigger_data(text.encode("utf-8"), binary=str(fn.trigger.get("dataType", "")).lower() == "binary")
 
     def _service(self, connection: str) -> QueueServiceClient:
         if connection not in self._services:
