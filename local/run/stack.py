@@ -173,15 +173,17 @@ DEFENDER_RESOURCE = "https://api.securitycenter.microsoft.com"
 NEVER = "0 0 0 1 1 *"  # a timer schedule that never fires on its own
 
 
-def start_with_mssp_app(workdir: Path, secret: str, **settings: str) -> LocalStack:
+def start_with_mssp_app(workdir: Path, secret: str, *, instances: int = 1, **settings: str) -> LocalStack:
     """A LocalStack (no MailDev, timers that never fire by themselves) whose settings name a fresh MSSP
-    multi-tenant app with a client secret, registered in the local cloud with both alert APIs' roles."""
+    multi-tenant app with a client secret, registered in the local cloud with both alert APIs' roles, running
+    `instances` host instances (0: none yet; the caller may change `stack.settings`, then `stack.start_hosts`)."""
     from uuid import uuid4
 
     client_id = str(uuid4())
     extra = {"MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": secret,
              **settings}
-    stack = LocalStack.start(workdir, with_maildev=False, schedule=NEVER, extra_settings=extra)
+    stack = LocalStack.start(workdir, with_maildev=False, schedule=NEVER, extra_settings=extra,
+                             start_app=instances > 0, instances=instances)
     try:
         stack.cloud.control("POST", "apps", json={
             "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
