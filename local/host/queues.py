@@ -246,6 +246,9 @@ class _InFlight:
     pop_receipt: str
     next_visible_on: dt.datetime | None = None
     lost: bool = False
+    #: Set when the invocation ended: the renewal sends no further update, and one in flight is waited for, so the
+    #: pop receipt it brings back is the one the message is completed with.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -404,7 +407,10 @@ class QueueListener:
             except Exception:  # noqa: BLE001,S110 - the invoker logged it; the message is released below
                 pass
             finally:
-                renewal.cancel()
+                state.done.set()
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    renewal.cancel()  # the host is stopping: no waiting for storage
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewal
             await self._complete(state, succeeded, dequeue_count)
@@ -424,7 +430,11 @@ class QueueListener:
         minimum = min(MINIMUM_RENEWAL_INTERVAL, normal)
         delay = normal
         while True:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await state.done.wait()
+            if state.done.is_set():
+                return
             try:
                 updated = await self.queue.update_message(state.message.id, pop_receipt=state.pop_receipt,
                                                           visibility_timeout=self.visibility)
