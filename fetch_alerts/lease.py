@@ -171,7 +171,7 @@ class Heartbeat:
                     logger.warning("tenant %s: ingestion lease lost to another holder", self.lease.tenant_id)
                     self.lost.set()
                     return
-            except AzureError as exc:
+            except Exception as exc:  # noqa: BLE001 - storage, or anything else: the lease may be running out
                 if not self.lease.held():
                     logger.warning("tenant %s: ingestion lease ran out; renewals failed (%s)", self.lease.tenant_id,
                                    type(exc).__name__)

@@ -335,8 +335,9 @@ SETTINGS: tuple[Setting, ...] = (
             default="100", parse=_positive_int),
     Setting("DEFENDER_CALLS_PER_HOUR", "Defender API calls per tenant per hour (Microsoft: 1,500).",
             default="1500", parse=_positive_int),
-    Setting("GLOBAL_API_CALLS_PER_MINUTE", "Alert API calls per minute across all tenants (Microsoft does not "
-            "say whether Defender's limit is per tenant or per app).", default="6000", parse=_positive_int),
+    Setting("GLOBAL_API_CALLS_PER_MINUTE", "Alert API calls per minute across the tenants one instance ingests "
+            "(Microsoft does not say whether Defender's limit is per tenant or per app; each instance keeps its own "
+            "count).", default="6000", parse=_positive_int),
     Setting("RETENTION_DAYS", "Alerts not updated for this many days are deleted by the daily clean-up.",
             default="180", parse=_positive_int),
     Setting("RETENTION_SCHEDULE", "NCRONTAB schedule of the daily retention clean-up (UTC).",
