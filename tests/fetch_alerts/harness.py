@@ -6,8 +6,12 @@ Shared with the SIEM pull API tests (H9) and the benches.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,11 @@ TIMER = "fetch_alerts"
 table = stack_table
 
 
-def start_stack(workdir: Path, **settings: str) -> LocalStack:
-    """A LocalStack whose app settings name a fresh MSSP app (created in the local cloud)."""
-    return start_with_mssp_app(workdir, SECRET, **{"FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": NEVER,
-                                                   **settings})
+def start_stack(workdir: Path, *, instances: int = 1, **settings: str) -> LocalStack:
+    """A LocalStack whose app settings name a fresh MSSP app (created in the local cloud), running `instances`
+    host instances (0: none yet, see local.run.stack.start_with_mssp_app)."""
+    return start_with_mssp_app(workdir, SECRET, instances=instances,
+                               **{"FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": NEVER, **settings})
 
 
 def client_id(stack: LocalStack) -> str:
@@ -52,6 +57,32 @@ def add_tenant(stack: LocalStack, *, source: str = "graph", alerts: dict[str, An
         "PartitionKey": "tenant", "RowKey": tenant_id, "status": "active", "displayName": "Contoso",
         "alertSource": source, "apiHost": "", "activatedAt": activated, "statusChangedAt": activated, **row})
     return tenant_id
+
+
+def add_tenants(stack: LocalStack, count: int, *, latency_ms: int = 0, workers: int = 8, **kwargs: Any) -> list[str]:
+    """`count` tenants as add_tenant makes them (same arguments), set up `workers` at a time; with `latency_ms`,
+    each of their alert API calls is that much slower (add_latency)."""
+
+    def one(_: int) -> str:
+        tenant_id = add_tenant(stack, **kwargs)
+        if latency_ms:
+            add_latency(stack, tenant_id, latency_ms, api=kwargs.get("source", "graph"))
+        return tenant_id
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def add_latency(stack: LocalStack, tenant_id: str, ms: int, api: str = "graph") -> None:
+    """Every call of the tenant's `api` answers `ms` later, until the tenant's faults are cleared."""
+    stack.cloud.control("POST", f"tenants/{tenant_id}/faults", json={"kind": "latency", "api": api, "latencyMs": ms})
+
+
+def retire_tenants(stack: LocalStack, tenant_ids: Iterable[str]) -> None:
+    """Take tenants out of later ticks (status `disabled`), so that a module's next test ticks only its own."""
+    tenants = table(stack, "Tenants")
+    for tenant_id in tenant_ids:
+        tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "status": "disabled"})
 
 
 def tenant_row(stack: LocalStack, tenant_id: str) -> dict[str, Any]:
@@ -121,3 +152,115 @@ def iso(value: datetime) -> str:
 
 def hours_ago(stack: LocalStack, hours: float) -> str:
     return iso(cloud_now(stack) - timedelta(hours=hours))
+
+
+# --- who ingested which tenant when, from the hosts' logs ------------------------------------------------------
+
+# The lines fetch_alerts/runner.py logs around a pass (docs/ARCHITECTURE.md, "Ingestion on a queue"), with the
+# local host's timestamp (local/host/__main__.py: "[<UTC ISO 8601, ms>Z] LEVEL logger: message").
+_STAMP = r"^\[(?P<at>[0-9T:.-]+)Z\] \w+ [\w.]+: tenant (?P<tenant>[0-9a-f-]{36}): "
+_STARTED = re.compile(_STAMP + r"ingestion started \(message (?P<message>[^,]+), dequeue (?P<dequeue>\d+), "
+                      r"invocation (?P<invocation>[^,]+), run (?P<run>[^)]+)\)")
+_ENDED = re.compile(_STAMP + r"ingestion ended \(message (?P<message>[^,]+), invocation (?P<invocation>[^)]+)\): "
+                    r"(?P<result>[^,]+),")
+# The local host's line before it runs a queue message (local/host/queues.py, as the extension logs it).
+_RECEIVED = re.compile(r"^\[[0-9T:.-]+Z\] \w+ [\w.]+: Trigger Details: MessageId: (?P<message>[^,]+), "
+                       r"DequeueCount: (?P<dequeue>\d+),")
+_DUPLICATE = re.compile(_STAMP + r"duplicate message (?P<message>\S+) \(run (?P<run>[^,]+), dequeue "
+                        r"(?P<dequeue>\d+)\)")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@dataclass
+class Pass:
+    """One delivery's hold of a tenant's lease, from "ingestion started" to "ingestion ended" in the log of the
+    instance (index in stack.hosts) that ran it. `ended` is None when the log has no end (the instance died)."""
+
+    instance: int
+    tenant_id: str
+    message_id: str
+    dequeue: int
+    invocation_id: str
+    run_id: str
+    started: datetime
+    ended: datetime | None = None
+    result: str = ""
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A delivery completed without work because another invocation held the tenant's lease."""
+
+    instance: int
+    tenant_id: str
+    message_id: str
+    dequeue: int
+    at: datetime
+
+
+@dataclass
+class IngestionLog:
+    passes: list[Pass]
+    duplicates: list[Duplicate]
+    #: Per instance, every queue message it ran (any queue's): message id -> the highest DequeueCount it ran with.
+    received: dict[int, dict[str, int]]
+
+    def of(self, tenant_id: str) -> list[Pass]:
+        return [p for p in self.passes if p.tenant_id == tenant_id]
+
+
+def ingestion_log(stack: LocalStack, tenant_ids: Iterable[str]) -> IngestionLog:
+    """Every pass and duplicate delivery of `tenant_ids` in the logs of the stack's instances (a restarted instance
+    appends to its log)."""
+    wanted = set(tenant_ids)
+    passes: dict[str, Pass] = {}
+    duplicates: list[Duplicate] = []
+    received: dict[int, dict[str, int]] = {}
+    for index, host in enumerate(stack.hosts):
+        messages = received.setdefault(index, {})
+        for line in host.log_path.read_text(errors="replace").splitlines():
+            if match := _RECEIVED.match(line):
+                messages[match["message"]] = max(messages.get(match["message"], 0), int(match["dequeue"]))
+            elif (match := _STARTED.match(line)) and match["tenant"] in wanted:
+                passes[match["invocation"]] = Pass(index, match["tenant"], match["message"], int(match["dequeue"]),
+                                                   match["invocation"], match["run"], _at(match["at"]))
+            elif (match := _ENDED.match(line)) and match["invocation"] in passes:
+                found = passes[match["invocation"]]
+                found.ended, found.result = _at(match["at"]), match["result"]
+            elif (match := _DUPLICATE.match(line)) and match["tenant"] in wanted:
+                duplicates.append(Duplicate(index, match["tenant"], match["message"], int(match["dequeue"]),
+                                            _at(match["at"])))
+    return IngestionLog(sorted(passes.values(), key=lambda p: p.started), duplicates, received)
+
+
+def assert_one_pass_at_a_time(log: IngestionLog, died_at: Mapping[int, datetime] | None = None) -> None:
+    """No two passes of one tenant overlap, on one instance or on two. A pass of an instance that died (its index in
+    `died_at`) without logging its end lasted until then; any other pass must have ended."""
+    died_at = died_at or {}
+    by_tenant: dict[str, list[tuple[datetime, datetime, Pass]]] = {}
+    for found in log.passes:
+        end = found.ended or died_at.get(found.instance)
+        assert end is not None, f"tenant {found.tenant_id}: the pass of invocation {found.invocation_id} on " \
+                                f"instance {found.instance} never ended"
+        by_tenant.setdefault(found.tenant_id, []).append((found.started, end, found))
+    for tenant_id, spans in by_tenant.items():
+        spans.sort(key=lambda span: span[0])
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+            assert end <= start, (f"tenant {tenant_id} was ingested twice at once: instance {first.instance} "
+                                  f"({first.started:%H:%M:%S.%f}..{end:%H:%M:%S.%f}, dequeue {first.dequeue}) and "
+                                  f"instance {second.instance} (from {start:%H:%M:%S.%f}, dequeue {second.dequeue})")
+
+
+def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.2) -> Any:
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(poll)

@@ -3,17 +3,22 @@
 `assert_table_matches_ground_truth(stack, tenant_id, source)` checks, per alert: stored once, with the
 latest visible version (id, last-update time, payload hash of the source's rendering), and exactly one
 `new` obligation per alert created at or after the tenant's activation (none for the backfill), and no
-`severity-<Level>` obligation for the backfill either.
+`severity-<Level>` obligation for the backfill either. `assert_versions_stored_once(stack, tenant_id)` checks the
+tenant's feed rows: every alert version was stored by exactly one transaction (fetch_alerts/STORAGE.md, "Tenant
+feed rows"), however many passes read it.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.keys.escape_id
 
 from fetch_alerts.keys import from_datetime, parse_ticks
 from local.run.stack import LocalStack
+from shared.alerts import escape_id
 from tests.fetch_alerts.harness import table, tenant_row
 
 
@@ -28,16 +33,32 @@ def ground_truth(stack: LocalStack, tenant_id: str) -> list[dict[str, Any]]:
     return stack.cloud.control("GET", f"tenants/{tenant_id}/alerts").json()["alerts"]
 
 
+_COLUMNS = ["PartitionKey", "RowKey", "alertId", "lastUpdateDateTime", "payloadHash", "reason", "state", "severity",
+            "alerts"]
+
+
 def stored_rows(stack: LocalStack, tenant_id: str) -> list[dict[str, Any]]:
-    rows = table(stack, "Alerts").query_entities(
-        "PartitionKey eq @pk", parameters={"pk": tenant_id},
-        select=["RowKey", "alertId", "lastUpdateDateTime", "payloadHash", "reason", "state", "severity"])
+    rows = table(stack, "Alerts").query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id}, select=_COLUMNS)
     return [dict(r) for r in rows]
 
 
+def stored_rows_by_tenant(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
+    """Every tenant's rows in the Alerts table, in one scan (for tests that check hundreds of tenants)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in table(stack, "Alerts").list_entities(select=_COLUMNS):
+        found.setdefault(row["PartitionKey"], []).append(dict(row))
+    return found
+
+
 def assert_table_matches_ground_truth(stack: LocalStack, tenant_id: str, source: str) -> TruthReport:
-    truth = ground_truth(stack, tenant_id)
-    rows = stored_rows(stack, tenant_id)
+    return assert_rows_match_truth(ground_truth(stack, tenant_id), stored_rows(stack, tenant_id), source,
+                                   tenant_row(stack, tenant_id)["activatedAt"])
+
+
+def assert_rows_match_truth(truth: list[dict[str, Any]], rows: list[dict[str, Any]], source: str,
+                            activated_at: Any) -> TruthReport:
+    """assert_table_matches_ground_truth on rows already read: the ground truth, the tenant's Alerts rows, and
+    its `activatedAt`."""
     alerts = [r for r in rows if r["RowKey"].startswith("alert|")]
     ids = [r["alertId"] for r in alerts]
     assert len(ids) == len(set(ids)), "an alert is stored twice"
@@ -50,7 +71,7 @@ def assert_table_matches_ground_truth(stack: LocalStack, tenant_id: str, source:
     assert not missing and not extra and not stale, (
         f"table differs from ground truth: {len(missing)} missing {missing[:5]}, {len(extra)} extra {extra[:5]}, "
         f"{len(stale)} not the latest version {[(i, expected[i], actual[i]) for i in stale[:3]]}")
-    activated = from_datetime(tenant_row(stack, tenant_id)["activatedAt"])
+    activated = from_datetime(activated_at)
     after = {a["id"] for a in truth if parse_ticks(a["createdDateTime"]) >= activated}
     news = [r["RowKey"].split("|")[1] for r in rows if r["RowKey"].startswith("obligation|")
             and r["RowKey"].endswith("|new")]
@@ -64,3 +85,21 @@ def assert_table_matches_ground_truth(stack: LocalStack, tenant_id: str, source:
              and r["RowKey"].rsplit("|", 1)[1].startswith("severity-")]
     assert set(rises) <= after, f"severity-rise obligations for backfill alerts: {sorted(set(rises) - after)[:5]}"
     return TruthReport(alerts=len(expected), new_obligations=len(news_ids), backfill=len(expected) - len(after))
+
+
+def assert_versions_stored_once(stack: LocalStack, tenant_id: str) -> int:
+    """Each (alert, lastUpdateTicks) the tenant's feed rows list is listed once, and the latest version of every
+    alert of the ground truth is among them; the number of versions stored."""
+    return assert_versions_listed_once(ground_truth(stack, tenant_id), stored_rows(stack, tenant_id))
+
+
+def assert_versions_listed_once(truth: list[dict[str, Any]], rows: list[dict[str, Any]]) -> int:
+    """assert_versions_stored_once on rows already read: the ground truth and the tenant's Alerts rows."""
+    feed = [row for row in rows if row["RowKey"].startswith("feed|")]
+    versions = Counter((str(alert), int(ticks)) for row in feed for alert, ticks in json.loads(row["alerts"]))
+    twice = [version for version, count in versions.items() if count > 1]
+    assert not twice, f"alert versions stored more than once: {twice[:5]}"
+    latest = {(escape_id(a["id"]), parse_ticks(a["lastUpdateDateTime"])) for a in truth}
+    missing = latest - set(versions)
+    assert not missing, f"latest versions in no feed row: {sorted(missing)[:5]}"
+    return len(versions)
