@@ -1,6 +1,6 @@
 """GET calls to the alert APIs with the tenant's token, rate limits, retries and typed failures.
 
-One `requests.Session` serves every tenant of the process (connections are reused). A 429 waits for its
+One session serves every tenant of the process (connections are reused; shared/http_pool.py). A 429 waits for its
 Retry-After; 5xx answers, timeouts, dropped connections and unreadable bodies are retried with exponential
 backoff and full jitter, a bounded number of times; everything else is raised at once as the typed error
 of shared.errors (the caller decides what a refusal means for the tenant).
@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from fetch_alerts.config import ApiCallConfig
 from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
@@ -28,6 +27,7 @@ from shared.errors import (
     from_transport,
     json_object,
 )
+from shared.http_pool import PooledSession
 from shared.identity import TenantTokens
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,7 @@ class ApiClient:
         self._timeout = config.timeout_seconds
         self._attempts = config.max_attempts
         self._backoff = config.backoff_ms / 1000.0
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = PooledSession(pool_size)
         self.calls = 0
 
     def get(self, tenant_id: str, source: AlertSource, url: str, params: dict[str, str] | None,

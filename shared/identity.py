@@ -18,11 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, DecodeError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
-from requests.adapters import HTTPAdapter
 
 from shared.alert_sources import AlertSource, ApiHosts, token_scope
 from shared.app_credentials import AppCredentialConfig, build_credential
@@ -36,14 +34,12 @@ from shared.errors import (
     from_aadsts,
     retry_after_seconds,
 )
+from shared.http_pool import PooledSession, pool_size
 from shared.settings import Settings, SettingsError, get_settings, load_config, setting
 from shared.tables import managed_identity_credential
 from shared.validators import is_guid
 
 logger = logging.getLogger(__name__)
-
-# Connections kept open to Entra across all tenants' credentials (they share one session).
-_POOL_SIZE = 32
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -67,11 +63,13 @@ def token_claims(token: str) -> dict[str, Any]:
 class IdentityConfig:
     """How tokens are asked for in customer tenants, besides the app's credential (AppCredentialConfig, read
     when a tenant's credential is built, so a bad one is that tenant's MsspCredentialError): the timeout of a
-    token request, and the managed identity and audience of the federated form."""
+    token request, the managed identity and audience of the federated form, and the tenants an instance
+    ingests at once (FETCH_CONCURRENCY), which sizes the connection pool to Entra."""
 
     timeout_seconds: int = setting("HTTP_TIMEOUT_SECONDS")
     federation_audience: str = setting("MSSP_APP_FEDERATION_AUDIENCE")
     managed_identity_client_id: str = setting("AZURE_CLIENT_ID")
+    concurrency: int = setting("FETCH_CONCURRENCY")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> IdentityConfig:
@@ -172,12 +170,11 @@ class TenantTokens:
         return credential
 
     def _shared_transport(self) -> RequestsTransport:
-        """One HTTP session to Entra for every tenant's credential: connections are reused across tenants."""
+        """One HTTP session to Entra for every tenant's credential: connections are reused across tenants, one
+        kept per tenant being ingested at once (a tenant's token requests run one at a time, under its lock)."""
         with self._lock:
             if self._transport is None:
-                session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE, max_retries=0)
-                session.mount("https://", adapter)
+                session = PooledSession(pool_size(self._config.concurrency))
                 timeout = self._config.timeout_seconds
                 self._transport = RequestsTransport(session=session, session_owner=False,
                                                     connection_timeout=timeout, read_timeout=timeout)

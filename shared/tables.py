@@ -3,7 +3,8 @@
 In Azure the table endpoint is reached with the function app's managed identity (no keys: the storage
 account has shared-key access disabled); locally a connection string points at Azurite. Clients are built
 lazily on first use and shared by the worker process; tables are created on first use if missing (Bicep
-creates them in Azure, so there it is a no-op).
+creates them in Azure, so there it is a no-op). Every table client of the process sends through one HTTP
+session whose connection pool is sized to the threads that use it at once (shared/http_pool.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from shared.http_pool import AZURE_CORE_RETRIES, PooledSession, pool_size
 from shared.settings import Settings, SettingsError, get_settings, load_config, setting
 
 logger = logging.getLogger(__name__)
@@ -55,12 +58,14 @@ class Table(StrEnum):
 @dataclass(frozen=True)
 class StorageConfig:
     """Where the app's tables are: a connection string (Azurite) or the endpoint reached with the managed
-    identity (AZURE_CLIENT_ID: user-assigned), and the optional table name prefix."""
+    identity (AZURE_CLIENT_ID: user-assigned), the optional table name prefix, and the tenants an instance
+    ingests at once (FETCH_CONCURRENCY), which sizes the connection pool."""
 
     connection_string: str = setting("TABLES_CONNECTION_STRING")
     endpoint: str = setting("TABLES_ENDPOINT")
     name_prefix: str = setting("TABLES_NAME_PREFIX")
     managed_identity_client_id: str = setting("AZURE_CLIENT_ID")
+    concurrency: int = setting("FETCH_CONCURRENCY")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> StorageConfig:
@@ -79,13 +84,29 @@ def managed_identity_credential(client_id: str = "") -> TokenCredential:
     return ManagedIdentityCredential(client_id=client_id or None)
 
 
+# Table requests one tenant's ingestion can have in flight at once: two alert transactions
+# (fetch_alerts/store.py, AlertWriter's in_flight) and its lease's renewal (fetch_alerts/lease.py, Heartbeat).
+REQUESTS_PER_TENANT = 3
+
+
+def table_transport(concurrency: int) -> RequestsTransport:
+    """The HTTP transport of every table client of a store: one session, `pool_size` connections kept.
+    An azure-core client takes its transport as the `transport` keyword, and one transport may serve many
+    clients (https://devblogs.microsoft.com/azure-sdk/sharing-transport-in-azure-sdk-for-python/); a session
+    given to RequestsTransport is used as it is (session_owner=False: closing a client leaves it open)."""
+    session = PooledSession(pool_size(concurrency, REQUESTS_PER_TENANT), retries=AZURE_CORE_RETRIES)
+    return RequestsTransport(session=session, session_owner=False)
+
+
 class TableStore:
-    """Table clients for one storage account, created lazily and shared across threads."""
+    """Table clients for one storage account, created lazily and shared across threads: Azure SDK client
+    methods are thread-safe (https://azure.github.io/azure-sdk/python_design.html#thread-safety), so one
+    client per table serves the whole process."""
 
     def __init__(self, service: TableServiceClient, name_prefix: str = "") -> None:
         self._service = service
         self._prefix = name_prefix
-        self._ready: set[str] = set()
+        self._clients: dict[str, TableClient] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -94,29 +115,34 @@ class TableStore:
 
     @classmethod
     def from_config(cls, config: StorageConfig) -> TableStore:
+        transport = table_transport(config.concurrency)
         if config.connection_string:
-            return cls(TableServiceClient.from_connection_string(config.connection_string), config.name_prefix)
+            return cls(TableServiceClient.from_connection_string(config.connection_string, transport=transport),
+                       config.name_prefix)
         if not config.endpoint:
             raise SettingsError(
                 "TABLES_ENDPOINT is not set (and neither is TABLES_CONNECTION_STRING): "
                 "the app needs one of them to reach its tables"
             )
         credential = managed_identity_credential(config.managed_identity_client_id)
-        return cls(TableServiceClient(config.endpoint, credential=credential), config.name_prefix)
+        return cls(TableServiceClient(config.endpoint, credential=credential, transport=transport),
+                   config.name_prefix)
 
     def table(self, table: Table) -> TableClient:
-        """A client for one of the app's tables, creating the table on first use if it is missing."""
+        """The client of one of the app's tables, creating the table on first use if it is missing."""
         name = table_name(table, self._prefix)
-        if name not in self._ready:
+        client = self._clients.get(name)
+        if client is None:
             with self._lock:
-                if name not in self._ready:
+                client = self._clients.get(name)
+                if client is None:
                     try:
                         self._service.create_table(name)
                         logger.info("created table %s", name)
                     except ResourceExistsError:
                         pass
-                    self._ready.add(name)
-        return self._service.get_table_client(name)
+                    client = self._clients[name] = self._service.get_table_client(name)
+        return client
 
 
 @functools.cache
