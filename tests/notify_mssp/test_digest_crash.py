@@ -75,7 +75,7 @@ def test_a_host_killed_mid_digest_leaves_nothing_done_unsent_and_counts_the_repe
     tenant, recipient = live.tenant(), live.recipient()
     rule = live.rule([tenant], [recipient], mode="digest")
     before = [_titled_alert(live, tenant) for _ in range(3)]
-    kill_mid_send(live, relay)  # the digest reached MailDev; its claim has no `sent`
+    kill_mid_send(live, relay, recipient=recipient)  # the digest reached MailDev; its claim has no `sent`
     assert all(_emails_listing(live, recipient, t) == 1 for t in before)
     after = _titled_alert(live, tenant)  # ingested while the host was down
 
@@ -103,7 +103,7 @@ def test_a_digest_a_dead_run_still_claims_is_not_sent_again_until_its_claim_is_a
     tenant, recipient = live.tenant(), live.recipient()
     rule = live.rule([tenant], [recipient], mode="digest")
     titles = [_titled_alert(live, tenant) for _ in range(2)]
-    kill_mid_send(live, relay)
+    kill_mid_send(live, relay, recipient=recipient)
     _restart(live.stack, "resend")
     time.sleep(CLAIM_TIMEOUT_S + 0.5)  # the obligations' claims are abandoned now...
     log = live.table("DeliveryLog")
