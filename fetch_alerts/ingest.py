@@ -3,6 +3,8 @@
 Every failure is caught here and classified, so one tenant never stops another. Refusals that mean the
 tenant's access is gone change its status (with the audit trail); the MSSP's own broken credential is
 recorded once, globally, and leaves tenant statuses alone (shared/errors.py has the classification).
+Storage that failed in transit or asked to be retried later (`storage_unavailable`) is not the tenant's
+failure either: it is raised, and fails the queue message (fetch_alerts/runner.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient
 
 from fetch_alerts import feed, visibility
@@ -48,6 +51,36 @@ _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
     PermissionMissing: TenantStatus.PERMISSION_MISSING,
     NotLicensed: TenantStatus.NOT_LICENSED,
 }
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether a failure of ingestion is Table Storage failing in transit or asking to be retried later, rather than
+    anything about the tenant: a request that never got an answer (azure-core's ServiceRequestError: no connection;
+    ServiceResponseError: the connection dropped or timed out after the request went out, as when a load balancer,
+    NAT or the storage front end reset a pooled connection), or a 5xx answer, which azure-core's retry policy
+    already retried for the methods it may (a 503 ServerBusy or a 500 OperationTimedOut is storage's documented
+    "back off and retry": https://learn.microsoft.com/azure/storage/tables/scalability-targets,
+    https://learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes).
+
+    Only storage raises azure-core's errors out of a pass: the alert APIs' client (fetch_alerts/http.py) and the
+    token requests (shared/identity.py) turn their own transport failures into shared.errors' MicrosoftError.
+    azure-core does not retry a POST, PATCH or MERGE whose connection failed (its retry policy's methods are HEAD,
+    GET, PUT, DELETE, OPTIONS and TRACE; azure/core/pipeline/policies/_retry.py), and urllib3 cannot tell a request
+    that never left a dead pooled connection from one whose answer was lost, so such a write fails at its first
+    attempt."""
+    if isinstance(exc, (StorageUnavailable, ServiceRequestError, ServiceResponseError)):
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
+
+
+class StorageUnavailable(Exception):  # noqa: N818 - a condition of storage, named as the runner's result
+    """Storage failed under a tenant's regular pass or re-read (`storage_unavailable`, the cause): raised so that the
+    queue message fails. `outcome` is what the pass or re-read did until then (a TenantOutcome or a
+    fetch_alerts.reread.RereadOutcome), for the runner's log line."""
+
+    def __init__(self, tenant_id: str, cause: BaseException, outcome: object) -> None:
+        super().__init__(f"tenant {tenant_id}: storage failed ({type(cause).__name__}: {cause})")
+        self.outcome = outcome
 
 
 class Halted(Exception):  # noqa: N818 - a stop, not an error
@@ -131,6 +164,21 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
         _record_failure(ctx, row, tenant, exc, health)
         return outcome
     except Exception as exc:  # storage or a bug: recorded on the tenant, never stops the others
+        if storage_unavailable(exc):
+            # Not the tenant's failure: nothing is recorded on it, and the queue message fails, so that the host
+            # delivers it again after host.json's visibilityTimeout, and after maxDequeueCount moves it to the poison
+            # queue, which the ops notices announce (docs/ARCHITECTURE.md, "Ingestion on a queue"). The retry loses
+            # and duplicates nothing (fetch_alerts/STORAGE.md): a page's alert rows, obligations and tenant feed row
+            # commit in one transaction, created or replaced under ETags, so a page stored again is found stored
+            # (no second `new` obligation, no second feed row); the retry resumes from the last `passState` written
+            # and the cursor moves only with a completed pass (fetch_alerts/cursor.py); a tenant feed row whose
+            # publishing was not recorded (`feedPublished`) is published again first, and AlertFeed is read at
+            # least once by its contract.
+            logger.warning("tenant %s: storage failed under the pass (%s: %s); nothing is recorded on the tenant, "
+                           "and the message fails so that the host delivers it again", tenant_id, type(exc).__name__,
+                           exc)
+            outcome.error = "storage_unavailable"
+            raise StorageUnavailable(tenant_id, exc, outcome) from exc
         logger.exception("tenant %s: ingestion failed", tenant_id)
         outcome.error = "error"
         _record_failure(ctx, row, tenant, MicrosoftError(tenant_id, f"{type(exc).__name__}", code="Internal"),

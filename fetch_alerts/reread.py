@@ -40,7 +40,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks
-from fetch_alerts.ingest import Halted, RunContext, _prepared
+from fetch_alerts.ingest import Halted, RunContext, StorageUnavailable, _prepared, storage_unavailable
 from fetch_alerts.keys import from_datetime
 from fetch_alerts.ratelimit import BudgetExhausted
 from fetch_alerts.sources import Pager, PassState
@@ -128,6 +128,7 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
         tenant.merge(first)
         row.update(first)
     lags: list[int] = []
+    dropped: Exception | None = None
     try:
         for kind in KINDS:
             ctx.check_lease()
@@ -144,14 +145,26 @@ def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
     except MicrosoftError as exc:  # the regular pass of the next tick records the tenant's failures
         outcome.error = exc.kind
         logger.warning("tenant %s: re-read failed: %s [%s]; progress kept", tenant_id, exc.message, exc.kind)
-    except Exception:  # storage or a bug: logged, never stops the other tenants
-        outcome.error = "error"
-        logger.exception("tenant %s: re-read failed", tenant_id)
+    except Exception as exc:  # storage or a bug: logged, never stops the other tenants
+        if storage_unavailable(exc):
+            # As in the regular pass (fetch_alerts.ingest.ingest_tenant): storage, not the tenant. The message
+            # fails, and its next delivery continues the re-read from the state last written (`reread<Kind>State`;
+            # its regular pass before that reads from the cursor it moved, minus the overlap, and finds those
+            # versions stored). The lags seen so far are recorded first, if storage takes them.
+            dropped = exc
+            outcome.error = "storage_unavailable"
+            logger.warning("tenant %s: storage failed under the re-read (%s: %s); the message fails so that the "
+                           "host delivers it again", tenant_id, type(exc).__name__, exc)
+        else:
+            outcome.error = "error"
+            logger.exception("tenant %s: re-read failed", tenant_id)
     if lags:
         overlap = ctx.config.overlap_minutes * 60
         tenant.merge(visibility.columns(row.get("lagStats"), lags, datetime.now(UTC), overlap, reread=True))
         logger.warning("tenant %s: re-read stored %d alert versions that became visible later than the "
                        "overlap (largest lag %d s)", tenant_id, len(lags), max(lags))
+    if dropped is not None:
+        raise StorageUnavailable(tenant_id, dropped, outcome) from dropped
     return outcome
 
 

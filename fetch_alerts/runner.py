@@ -13,8 +13,10 @@ What completes a message without work (logged, never retried): a message that is
 that is no longer active, a tenant whose lease another invocation holds (a duplicate delivery), and a tenant
 skipped while this process's MSSP credential is broken (`MsspCircuit`); the next tick enqueues the tenant
 again. What fails it, so that the host retries it and after maxDequeueCount moves it to the poison queue
-(`ingest_poison` records the operational notice): storage unreachable for the lease or the tenant row, or a
-failure that ingest_tenant could not even record on the tenant.
+(`ingest_poison` records the operational notice): storage unreachable for the lease or the tenant row, storage
+failing under the tenant's pass or re-reads (a dropped connection, a 5xx: fetch_alerts.ingest.storage_unavailable,
+which is not the tenant's failure and records nothing on it), or a failure that ingest_tenant could not even
+record on the tenant.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from fetch_alerts import lease as leases
-from fetch_alerts.ingest import RunContext, TenantOutcome, close_mssp_incident, ingest_tenant
+from fetch_alerts.ingest import (
+    RunContext,
+    StorageUnavailable,
+    TenantOutcome,
+    close_mssp_incident,
+    ingest_tenant,
+    storage_unavailable,
+)
 from fetch_alerts.reread import RereadOutcome, reread_tenant
 from fetch_alerts.tenant_queue import Enqueued, MalformedMessage, TenantMessage, enqueue_tenants
 from shared.incidents import record_poisoned_ingestion
@@ -146,7 +155,8 @@ class MessageDeps:
 def run_message(delivery: Delivery, deps: MessageDeps) -> MessageOutcome:
     """Ingest the tenant a message names. `result` is `malformed`, `mssp_paused`, `duplicate`, `not_active`,
     `complete`, `continues` (a backlog left for the next tick), `failed <kind>` (recorded on the tenant) or
-    `lease_lost`; every one of them completes the message. An exception (storage) fails it."""
+    `lease_lost`; every one of them completes the message. An exception (storage) fails it; the log line of the
+    delivery's end names it `storage_unavailable` when storage failed in transit or answered 5xx."""
     try:
         message = TenantMessage.parse(delivery.body)
     except MalformedMessage as exc:
@@ -173,6 +183,15 @@ def run_message(delivery: Delivery, deps: MessageDeps) -> MessageOutcome:
                 delivery.message_id, delivery.dequeue_count, delivery.invocation_id, message.run_id)
     try:
         _ingest(deps, lease, message, outcome)
+    except Exception as exc:
+        if isinstance(exc, StorageUnavailable):  # what the pass or re-read did before, for the line below
+            if isinstance(exc.outcome, TenantOutcome):
+                outcome.regular = exc.outcome
+            elif isinstance(exc.outcome, RereadOutcome):
+                outcome.reread = exc.outcome
+        if storage_unavailable(exc):
+            outcome.result = "storage_unavailable"
+        raise
     finally:
         leases.release(lease)
         regular, reread = outcome.regular, outcome.reread

@@ -3,7 +3,9 @@
 While the proxy runs it forwards bytes both ways unchanged (Shared Key signatures cover the account and the path,
 not the host and port, so requests keep authenticating). `cut()` resets every connection through it, mid-request
 or idle, and from then on resets every new connection as soon as it is accepted (counted in `refused`, so that a
-test can see its clients met the outage); `restore()` forwards again.
+test can see its clients met the outage); `restore()` forwards again. `cut_at_request(pattern)` cuts for a moment at
+a chosen write: the first request a client sends whose first bytes match is not forwarded, every connection open at
+that moment (its own included) is reset, and forwarding resumes at once; it returns an event set when that happened.
 
 Azurite behind it keeps running with its data, as an Azure Storage account does through an outage of the network
 or a front end: a request the service processed may still lose its response (a received message then stays
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import struct
 import threading
 
-from local.run.services import AZURITE_ACCOUNT, Azurite, free_port
+from local.run.services import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class TcpOutage:
         self._sockets: set[socket.socket] = set()
         self._down = False
         self._listener: socket.socket | None = None
+        self._trigger: tuple[re.Pattern[bytes], threading.Event] | None = None
 
     @property
     def down(self) -> bool:
@@ -72,6 +76,28 @@ class TcpOutage:
         with self._lock:
             self._down = False
         logger.info("TCP outage on port %d over: forwarding again", self.port)
+
+    def cut_at_request(self, pattern: re.Pattern[bytes]) -> threading.Event:
+        """Cut once, the moment one read of what a client sent starts with a match of `pattern` (an HTTP client
+        sends each request on a kept-alive connection after the previous answer, so a request line starts a read),
+        and restore at once: that request never reaches the service, its connection and every other one open then
+        are reset, and new connections are forwarded again. The event is set once it happened; a later call replaces
+        a trigger that did not fire."""
+        fired = threading.Event()
+        with self._lock:
+            self._trigger = (pattern, fired)
+        return fired
+
+    def _tripped(self, data: bytes) -> bool:
+        with self._lock:
+            trigger = self._trigger
+            if trigger is None or not trigger[0].match(data):
+                return False
+            self._trigger = None
+        self.cut()
+        self.restore()
+        trigger[1].set()
+        return True
 
     def stop(self) -> None:
         self.cut()
@@ -106,12 +132,14 @@ class TcpOutage:
                     continue
                 self._sockets |= {client, upstream}
                 self.accepted += 1
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            for source, target, outgoing in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, target, outgoing), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, outgoing: bool) -> None:
         try:
             while data := source.recv(_CHUNK):
+                if outgoing and self._tripped(data):
+                    break
                 target.sendall(data)
         except OSError:
             pass
@@ -139,3 +167,10 @@ def _abort(sock: socket.socket) -> None:
 def queue_through(azurite: Azurite, port: int) -> str:
     """Azurite's connection string with its queue endpoint on `port` (the proxy's); blobs and tables direct."""
     return azurite.connection_string.replace(azurite.queue_url, f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
+
+
+def tables_through(azurite: Azurite, port: int) -> str:
+    """A connection string for the app's tables (TABLES_CONNECTION_STRING) with Azurite's table endpoint on `port`
+    (the proxy's)."""
+    return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"TableEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")

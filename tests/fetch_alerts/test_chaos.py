@@ -139,10 +139,11 @@ def finish_tick(stack: LocalStack, tick: Tick, tenant_ids: list[str],
     and every tenant ended with its alerts stored once, one `new` obligation each, its lease given back, and never
     two passes at once.
 
-    A pass can fail for a reason no chaos of the test's caused (Azurite closes connections idle for 5 s, and a
-    write racing that close is reset and not retried by the SDK); the product records the failure on the tenant,
+    A pass can fail for a reason no chaos of the test's caused; the product records the failure on the tenant,
     completes the message, and the next tick ingests the tenant (docs/ARCHITECTURE.md, "Ingestion on a queue").
-    That next tick is run here for those tenants only, and they are reported."""
+    That next tick is run here for those tenants only, and they are reported. A write reset as Azurite closes its
+    connection idle for 5 s is not such a failure: storage, not the tenant, so that message fails and is delivered
+    again within the tick (tests/fetch_alerts/test_storage_drops.py)."""
     wait_finished(stack, tick.before, timeout=TICK_TIMEOUT)
     assert stack.host is not None
     assert stack.host.invocations("fetch_alerts")["succeeded"] == tick.succeeded + 1, "the timer failed"
