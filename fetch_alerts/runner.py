@@ -34,6 +34,7 @@ from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from fetch_alerts import lease as leases
+from fetch_alerts.cursor import TenantRow
 from fetch_alerts.ingest import (
     RunContext,
     StorageUnavailable,
@@ -182,7 +183,7 @@ def run_message(delivery: Delivery, deps: MessageDeps) -> MessageOutcome:
     logger.info("tenant %s: ingestion started (message %s, dequeue %d, invocation %s, run %s)", tenant_id,
                 delivery.message_id, delivery.dequeue_count, delivery.invocation_id, message.run_id)
     try:
-        _ingest(deps, lease, message, outcome)
+        _ingest(deps, lease, message, outcome, redelivered=delivery.dequeue_count > 1)
     except Exception as exc:
         if isinstance(exc, StorageUnavailable):  # what the pass or re-read did before, for the line below
             if isinstance(exc.outcome, TenantOutcome):
@@ -204,7 +205,8 @@ def run_message(delivery: Delivery, deps: MessageDeps) -> MessageOutcome:
     return outcome
 
 
-def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outcome: MessageOutcome) -> None:
+def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outcome: MessageOutcome, *,
+            redelivered: bool = False) -> None:
     ctx = deps.context(message.run_id)
     tenant_id = message.tenant_id
     found = _active_row(ctx.tenants, tenant_id)  # storage down raises: the host retries the message
@@ -213,6 +215,13 @@ def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outc
         outcome.result = "not_active"
         return
     row, etag = found
+    if redelivered:
+        # The delivery before this one died or failed mid-pass, possibly between storing a page's obligations and
+        # the marker write after them, with a notification run clearing the marker meanwhile. Stored pages are
+        # found stored again and set no marker, so set it now: a marker set for nothing costs one sweep.
+        marker = TenantRow(ctx.tenants, tenant_id, etag)
+        marker.set_marker()
+        row, etag = {**row, "pendingNotifications": True}, marker.etag
     with leases.Heartbeat(lease, ctx.lease_lost):
         regular = outcome.regular = ingest_tenant(ctx, row, etag)
         if regular.error == "mssp_credential":

@@ -59,10 +59,11 @@ def _deps(tables: Tables, circuit: MsspCircuit | None = None) -> MessageDeps:
     return MessageDeps(context=context, leases=tables.leases, lease_seconds=30, circuit=circuit or MsspCircuit())
 
 
-def _delivery(tenant_id: str, *, body: Any = None) -> Delivery:
+def _delivery(tenant_id: str, *, body: Any = None, dequeue_count: int = 1) -> Delivery:
     text = body if body is not None else json.dumps({"tenantId": tenant_id, "runId": "notify-202611271205",
                                                      "enqueuedAt": "2026-11-27T12:05:00Z"})
-    return Delivery(text.encode() if isinstance(text, str) else text, str(uuid.uuid4()), 1, str(uuid.uuid4()))
+    return Delivery(text.encode() if isinstance(text, str) else text, str(uuid.uuid4()), dequeue_count,
+                    str(uuid.uuid4()))
 
 
 def _lease_rows(table: TableClient) -> list[dict[str, Any]]:
@@ -136,3 +137,18 @@ def test_a_poisoned_message_is_recorded_once_per_message_on_one_row_per_tenant(t
     assert poisoned_ingestions(tables.incidents)[tenant]["count"] == 2
     assert record_poisoned(tables.incidents, b"garbage", "message-3") is None
     assert list(poisoned_ingestions(tables.incidents)) == [tenant]
+
+
+@pytest.mark.parametrize(("dequeue_count", "marked"), [(1, False), (2, True)])
+def test_a_redelivered_message_sets_the_tenants_marker_before_its_pass(tables: Tables, dequeue_count: int,
+                                                                         marked: bool) -> None:
+    # The delivery before died between storing a page's obligations and the marker after them, and a notification
+    # run cleared the marker meanwhile: the retry finds those pages stored and would set no marker itself.
+    tenant = str(uuid.uuid4())
+    tables.tenants.create_entity({"PartitionKey": TENANT_PARTITION, "RowKey": tenant,
+                                  "status": TenantStatus.ACTIVE.value, "pendingNotifications": False})
+    outcome = run_message(_delivery(tenant, dequeue_count=dequeue_count), _deps(tables))
+    assert outcome.regular is not None  # the pass ran (it fails here: these tests give it no alert API)
+    row = dict(tables.tenants.get_entity(TENANT_PARTITION, tenant))
+    assert row["pendingNotifications"] is marked
+    assert leases.current(tables.leases, tenant) is None
