@@ -168,9 +168,10 @@ def _ops_mail(stack: LocalStack, tenant: str, words: str) -> list[dict[str, Any]
 def test_a_tenant_whose_row_storage_refuses_is_poisoned_noticed_once_and_holds_up_nobody(
         proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
     stack, proxy = proxied
-    healthy = [add_tenant(stack, alerts={"count": 4, "start": hours_ago(stack, 1), "lagSeconds": 0})
-               for _ in range(2)]
-    broken = add_tenant(stack, alerts={"count": 4, "start": hours_ago(stack, 1), "lagSeconds": 0})
+    # No later updates: the ground truth is checked minutes after the tick read it, so none may appear meanwhile.
+    alerts = {"count": 4, "start": hours_ago(stack, 1), "lagSeconds": 0, "updatesPerAlert": 0}
+    healthy = [add_tenant(stack, alerts=alerts) for _ in range(2)]
+    broken = add_tenant(stack, alerts=alerts)
     incidents = table(stack, "Incidents")
     with proxy.refuse_row_writes("Tenants", TENANT_PARTITION, broken):
         before = fire(stack)
