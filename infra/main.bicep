@@ -46,6 +46,7 @@ param deployerPrincipalType string = 'User'
 
 // --- scale and retention ------------------------------------------------------------------------------
 
+// 2048: one Python worker uses about one vCPU, which 2,048 MB gives (docs/CAPACITY.md, "The values set").
 @description('Optional. Memory of each function app instance in MB.')
 @allowed([
   512
@@ -54,10 +55,12 @@ param deployerPrincipalType string = 'User'
 ])
 param instanceMemoryMB int = 2048
 
+// 40, the lowest Flex allows: the model needs 28-32 instances at the ~90,000 tenants a tick can take, and more only
+// push the Tenants partition past its target (docs/CAPACITY.md, "The values set").
 @description('Optional. Maximum number of function app instances.')
 @minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+param maximumInstanceCount int = 40
 
 @description('Optional. Storage replication (the account also holds the app\'s tables). Locally redundant by default because zone-redundant storage is not offered in every Flex Consumption region; choose Standard_ZRS where it is (infra/README.md). An existing account keeps the redundancy it was created with: pass that value.')
 @allowed([

@@ -17,9 +17,10 @@ param storageSkuName = readEnvironmentVariable('STORAGE_SKU_NAME', 'Standard_LRS
 // name for 90 days): set KEY_VAULT_NAME_SALT to any new lower-case letters or digits, e.g. 2.
 param keyVaultNameSalt = readEnvironmentVariable('KEY_VAULT_NAME_SALT', '')
 
-// Scale: 2 GB instances and at most 100 of them suit up to a few thousand tenants on a 5-minute schedule.
+// Scale: 2 GB instances and at most 40 of them ingest up to about 90,000 tenants per 5-minute tick; the model and its
+// limits are in docs/CAPACITY.md.
 param instanceMemoryMB = 2048
-param maximumInstanceCount = 100
+param maximumInstanceCount = 40
 
 // Schedules (six-field NCRONTAB, UTC).
 param fetchAlertsSchedule = '0 */5 * * * *'

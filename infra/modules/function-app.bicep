@@ -18,6 +18,7 @@ param identityResourceId string
 @description('Required. URL of the blob container that holds the deployment package.')
 param deploymentContainerUrl string
 
+// 2048: one Python worker uses about one vCPU, which 2,048 MB gives (docs/CAPACITY.md, "The values set").
 @description('Optional. Memory of each instance in MB.')
 @allowed([
   512
@@ -26,10 +27,12 @@ param deploymentContainerUrl string
 ])
 param instanceMemoryMB int = 2048
 
+// 40, the lowest Flex allows: the model needs 28-32 instances at the ~90,000 tenants a tick can take, and more only
+// push the Tenants partition past its target (docs/CAPACITY.md, "The values set").
 @description('Optional. Maximum number of instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+param maximumInstanceCount int = 40
 
 @description('Optional. The azd service name of the app (azure.yaml).')
 param azdServiceName string = 'api'

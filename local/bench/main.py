@@ -23,6 +23,7 @@ from typing import Any
 from local.bench.durable import run_durable_fanout_1000
 from local.bench.ingest import run_backlog_50k, run_tenants_1000
 from local.bench.notify import run_emails_2000
+from local.bench.scaleout import run_scaleout
 
 Scenario = Callable[[Path], dict[str, Any]]
 
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "emails_2000": run_emails_2000,
     "backlog_50k": run_backlog_50k,
     "tenants_1000": run_tenants_1000,
+    "scaleout": run_scaleout,
 }
 
 
