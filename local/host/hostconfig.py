@@ -185,7 +185,31 @@ def load_host_config(app_root: Path, environ: Mapping[str, str] | None = None) -
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise HostConfigError(f"{path} is not valid JSON: {exc}") from exc
-    return parse_host_config(data, environ=environ, where=str(path))
+    return parse_host_config(apply_overrides(data, os.environ if environ is None else environ), environ=environ,
+                             where=str(path))
+
+
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+
+
+def apply_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """host.json with the values app settings override: a setting `AzureFunctionsJobHost__a__b` replaces the value
+    at path a.b (keys matched case-insensitively, missing objects created), as the host documents
+    (https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values)."""
+    merged: dict[str, Any] = json.loads(json.dumps(data))
+    for name, value in sorted(environ.items()):
+        if not name.lower().startswith(OVERRIDE_PREFIX.lower()):
+            continue
+        path = [part for part in name[len(OVERRIDE_PREFIX):].split("__") if part]
+        node = merged
+        for part in path[:-1]:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if path:
+            node[next((k for k in node if k.lower() == path[-1].lower()), path[-1])] = value
+    return merged
 
 
 def parse_host_config(

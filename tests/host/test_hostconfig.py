@@ -11,6 +11,7 @@ from local.host.hostconfig import (
     DEFAULT_FUNCTION_TIMEOUT,
     HostConfigError,
     SettingNotFoundError,
+    load_host_config,
     load_settings_file,
     parse_host_config,
     parse_timespan,
@@ -83,3 +84,15 @@ def test_flat_settings_file_gives_its_values(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"A": "1", "N": 5}))
     assert load_settings_file(path) == {"A": "1", "N": "5"}
+
+
+def test_app_settings_override_host_json_values_case_insensitively(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": {
+        "batchSize": 8, "visibilityTimeout": "00:00:30"}}}))
+    environ = {"AzureFunctionsJobHost__extensions__queues__VisibilityTimeout": "00:00:02",
+               "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
+               "AzureFunctionsJobHost__functionTimeout": "00:01:00", "UNRELATED__extensions": "x"}
+    config = load_host_config(tmp_path, environ)
+    assert (config.queues.visibility_timeout, config.queues.max_dequeue_count, config.queues.batch_size) == (2, 3, 8)
+    assert config.function_timeout == 60
+    assert load_host_config(tmp_path, {}).queues.visibility_timeout == 30
