@@ -8,8 +8,8 @@ every pool here is sized from FETCH_CONCURRENCY, the tenants an instance ingests
 The environment's proxy and CA bundle settings (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE,
 CURL_CA_BUNDLE) still apply, as with any requests session, but are read once per origin instead of at every
 request: requests walks the whole environment twice per request to find them, and app settings are
-environment variables that stay as they are for the life of the worker (a changed app setting restarts it,
-https://learn.microsoft.com/azure/azure-functions/functions-how-to-use-azure-function-app-settings).
+environment variables that stay as they are for the life of the worker (changing an app setting restarts the
+app: https://learn.microsoft.com/azure/azure-functions/functions-app-settings).
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def table_transport(concurrency: int) -> RequestsTransport:
 
 class TableStore:
     """Table clients for one storage account, created lazily and shared across threads: Azure SDK client
-    methods are thread-safe (https://azure.github.io/azure-sdk/python_design.html#thread-safety), so one
+    methods are thread-safe (https://azure.github.io/azure-sdk/python_design.html, "Thread safety"), so one
     client per table serves the whole process."""
 
     def __init__(self, service: TableServiceClient, name_prefix: str = "") -> None:
