@@ -17,11 +17,12 @@ run did, read back from storage and from the local cloud's statistics:
   sizes (the run's tenant feed rows give each transaction's alert count), one after another as ingestion
   writes one tenant's pages.
 - tenants_1000: max(the same API calls -- a token and the same alerts_v2 list call per tenant through the
-  app's ApiClient --, the same storage operations per tenant -- the unpublished-feed query, the marker
-  upsert, the alert transaction with the same rows, the global feed row's upsert (fetch_alerts/feed.py
-  publishes a lone row without a transaction), the two tenant-row merges --), each on FETCH_CONCURRENCY
-  threads. The app's host instances are stopped first, so nothing they still do (the notification run's
-  end, queue polling) takes CPU from the bound.
+  app's ApiClient --, the same storage operations per tenant -- the timer's enqueue, then the message
+  received and deleted, the lease taken and released, the tenant row read, the unpublished-feed query, the
+  marker upsert, the alert transaction with the same rows, the global feed row's upsert (fetch_alerts/feed.py
+  publishes a lone row without a transaction), the two tenant-row merges, the re-read's row read --), each on
+  FETCH_CONCURRENCY threads. The app's host instances are stopped first, so nothing they still do (the
+  notification run's end, queue polling) takes CPU from the bound.
 """
 
 from __future__ import annotations
@@ -377,11 +378,20 @@ def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, ca
 
 
 def _direct_storage_operations(tenant_ids: list[str], concurrency: int) -> float:
-    """Per tenant, ingestion's storage operations with the same rows, written to fresh partitions."""
+    """Per tenant, ingestion's storage operations with the same rows, written to fresh partitions, through the
+    product's own functions where it has them: the timer's enqueue (one message per tenant, as many sends in
+    flight as the timer uses), then on `concurrency` threads per tenant: a message received (eight per receive, as
+    host.json's batchSize) and deleted, the lease taken and released, the tenant row read, the unpublished-feed
+    query, the marker, the alert transaction, the global feed upsert, the cursor and health merges, and the re-read's
+    read of the row."""
+    from fetch_alerts import lease as leases
+    from fetch_alerts.tenant_queue import connection, enqueue_tenants
     from shared.tables import Table, get_table_store
 
     store = get_table_store()
     alerts, feed, tenants = store.table(Table.ALERTS), store.table(Table.ALERT_FEED), store.table(Table.TENANTS)
+    lease_table = store.table(Table.INGEST_LEASES)
+    queue = connection().client(f"bench-bound-{uuid.uuid4().hex[:12]}")
     lock = threading.Lock()
     prepared: dict[str, tuple[str, list[dict[str, Any]]]] = {}
 
@@ -394,9 +404,19 @@ def _direct_storage_operations(tenant_ids: list[str], concurrency: int) -> float
             prepared[tenant_id] = (target, rows)
 
     _on_pool(concurrency, prepare, tenant_ids)
+    received: list[Any] = []
+
+    def message() -> Any:
+        with lock:  # one receive at a time, as the trigger's listener
+            if not received:
+                received.extend(queue.receive_messages(messages_per_page=8, max_messages=8, visibility_timeout=600))
+            return received.pop() if received else None
 
     def operations(tenant_id: str) -> None:
         target, rows = prepared[tenant_id]
+        delivered = message()
+        lease = leases.acquire(lease_table, target, "bench", 60)
+        tenants.get_entity("tenant", target)
         list(alerts.query_entities("PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi", select=["RowKey"],
                                    parameters={"pk": target, "lo": "feed|", "hi": "feed}"}))
         etag = tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": target, "pendingNotifications": True},
@@ -412,5 +432,15 @@ def _direct_storage_operations(tenant_ids: list[str], concurrency: int) -> float
         tenants.update_entity({"PartitionKey": "tenant", "RowKey": target, "lastSuccess": datetime.now(UTC),
                                "consecutiveFailures": 0}, mode=UpdateMode.MERGE, etag=etag,
                               match_condition=MatchConditions.IfNotModified)
+        tenants.get_entity("tenant", target)
+        if lease is not None:
+            leases.release(lease)
+        if delivered is not None:
+            queue.delete_message(delivered)
 
-    return _on_pool(concurrency, operations, tenant_ids)
+    try:
+        started = time.monotonic()
+        enqueue_tenants(queue, tenant_ids, "bench", ttl_seconds=3600)
+        return time.monotonic() - started + _on_pool(concurrency, operations, tenant_ids)
+    finally:
+        queue.delete_queue()
