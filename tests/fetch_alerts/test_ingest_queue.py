@@ -8,9 +8,8 @@ The app reaches its tables through a storage fault proxy (tests/storage_faults.p
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from shared.tenants import TENANT_PARTITION
 from tests.fetch_alerts.harness import (
     SECRET,
     add_alert,
+    add_latency,
     add_tenant,
     cloud_now,
     fire,
@@ -34,6 +34,7 @@ from tests.fetch_alerts.harness import (
     table,
     tenant_row,
     wait_finished,
+    wait_for,
 )
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth
 from tests.notify_mssp.conftest import World
@@ -75,20 +76,6 @@ def stack(proxied: tuple[LocalStack, StorageFaultProxy]) -> LocalStack:
     return proxied[0]
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-
-
-def _slow(stack: LocalStack, tenant: str, ms: int) -> None:
-    stack.cloud.control("POST", f"tenants/{tenant}/faults", json={"kind": "latency", "api": "graph", "latencyMs": ms})
-
-
 def _api_calls(stack: LocalStack, tenant: str) -> int:
     return int(stack.cloud.control("GET", "stats").json()["apiRequests"].get(tenant, {}).get("graph", 0))
 
@@ -113,7 +100,7 @@ def test_a_ticks_alerts_are_emailed_by_that_ticks_notification_run(stack: LocalS
     titles = [f"Queue tick alert {uuid.uuid4().hex[:8]}" for _ in range(3)]
     for title in titles:
         add_alert(stack, tenant, title=title, severity="high")
-    _slow(stack, tenant, 1500)  # the pass takes seconds: a run started at once would find nothing pending
+    add_latency(stack, tenant, 1500)  # the pass takes seconds: a run started at once would find nothing pending
     started = datetime.now(UTC) - timedelta(seconds=1)
     run_tick(stack)
     run = wait_for_orchestration(stack, "notify_mssp", started)
@@ -127,10 +114,10 @@ def test_a_ticks_alerts_are_emailed_by_that_ticks_notification_run(stack: LocalS
 
 def test_a_duplicate_message_while_the_tenant_is_ingested_completes_without_a_second_pass(stack: LocalStack) -> None:
     tenant = add_tenant(stack, alerts={"count": 12, "start": hours_ago(stack, 2), "lagSeconds": 0})
-    _slow(stack, tenant, 3000)  # three pages of five: the pass holds the lease for about ten seconds
+    add_latency(stack, tenant, 3000)  # three pages of five: the pass holds the lease for about ten seconds
     lease_table = table(stack, "IngestLeases")
     before = fire(stack)
-    _wait_for(lambda: leases.current(lease_table, tenant), 60, "the tick's pass holds the tenant's lease")
+    wait_for(lambda: leases.current(lease_table, tenant), 60, "the tick's pass holds the tenant's lease")
     duplicate = _queue(stack).send_message(TenantMessage(tenant, "a-duplicate-delivery", "").to_text())
     wait_finished(stack, before)  # the timer waits until the queue is empty: the duplicate was completed too
     stack.cloud.control("DELETE", f"tenants/{tenant}/faults")
@@ -159,7 +146,7 @@ def test_a_message_for_a_tenant_another_instance_holds_is_completed_untouched(st
 def _ops_notices(stack: LocalStack) -> None:
     before = finished_invocations(stack, "ops_notices")
     fire_timer(stack, "ops_notices")
-    _wait_for(lambda: finished_invocations(stack, "ops_notices") > before, 60, "the ops notices check ended")
+    wait_for(lambda: finished_invocations(stack, "ops_notices") > before, 60, "the ops notices check ended")
 
 
 def _ops_mail(stack: LocalStack, tenant: str, words: str) -> list[dict[str, Any]]:
@@ -180,14 +167,14 @@ def test_a_tenant_whose_row_storage_refuses_is_poisoned_noticed_once_and_holds_u
         before = fire(stack)
         # Every delivery fails (the failure cannot even be recorded on the tenant): after maxDequeueCount (5)
         # deliveries, visibilityTimeout (2 s here) apart, the host moves the message to ingest-tenants-poison.
-        record = _wait_for(lambda: poisoned_ingestions(incidents).get(broken), 400, "the poisoned message's record")
+        record = wait_for(lambda: poisoned_ingestions(incidents).get(broken), 400, "the poisoned message's record")
         assert record["count"] == 1
         for tenant in healthy:  # ingested by the same tick, before the broken tenant's message gave up
             assert assert_table_matches_ground_truth(stack, tenant, "graph").alerts == 4
             assert tenant_row(stack, tenant)["lastSuccess"] < record["lastSeen"]
         assert len(_ingestion_lines(stack, broken, "ingestion started")) == 5
         _ops_notices(stack)
-        notice = _wait_for(lambda: _ops_mail(stack, broken, "alert ingestion keeps failing"), 60, "the notice")
+        notice = wait_for(lambda: _ops_mail(stack, broken, "alert ingestion keeps failing"), 60, "the notice")
         _ops_notices(stack)  # a second evaluation repeats nothing
         assert len(_ops_mail(stack, broken, "alert ingestion keeps failing")) == len(notice) == 1
         wait_finished(stack, before, timeout=300)  # the tick's queue drained once the message left it
@@ -195,5 +182,5 @@ def test_a_tenant_whose_row_storage_refuses_is_poisoned_noticed_once_and_holds_u
     assert tenant_row(stack, broken).get("lastSuccess") is not None
     assert assert_table_matches_ground_truth(stack, broken, "graph").alerts == 4
     _ops_notices(stack)
-    _wait_for(lambda: _ops_mail(stack, broken, "alert ingestion works again"), 60, "the clearing notice")
+    wait_for(lambda: _ops_mail(stack, broken, "alert ingestion works again"), 60, "the clearing notice")
     assert poisoned_ingestions(incidents)[broken]["count"] == 1
