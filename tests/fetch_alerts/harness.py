@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from local.run.cycle import finished_invocations, fire_timer
 from local.run.stack import (
@@ -264,3 +265,37 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.2) -> An
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:.0f}s")
         time.sleep(poll)
+
+
+if TYPE_CHECKING:
+    from tests.tcp_outage import TcpOutage
+
+
+@dataclass
+class BehindOutage:
+    stack: LocalStack
+    outage: TcpOutage
+
+
+@contextmanager
+def stack_behind_outage(workdir: Path, service: Literal["queue", "table"], instances: int,
+                        **settings: str) -> Iterator[BehindOutage]:
+    """A stack (start_stack) whose `instances` hosts reach Azurite's queue or table service through a TcpOutage
+    proxy the test can cut; the other services stay direct."""
+    from tests.tcp_outage import TcpOutage, queue_through, tables_through
+
+    stack = start_stack(workdir, instances=0, **settings)
+    outage: TcpOutage | None = None
+    try:
+        if service == "queue":
+            outage = TcpOutage(stack.azurite.queue_port).start()
+            stack.settings["AzureWebJobsStorage"] = queue_through(stack.azurite, outage.port)
+        else:
+            outage = TcpOutage(stack.azurite.table_port).start()
+            stack.settings["TABLES_CONNECTION_STRING"] = tables_through(stack.azurite, outage.port)
+        stack.start_hosts(instances)
+        yield BehindOutage(stack, outage)
+    finally:
+        stack.stop()
+        if outage is not None:
+            outage.stop()

@@ -30,6 +30,7 @@ import pytest
 
 from local.run.stack import NEVER, LocalStack
 from tests.fetch_alerts.harness import (
+    BehindOutage,
     IngestionLog,
     Pass,
     add_tenants,
@@ -40,7 +41,7 @@ from tests.fetch_alerts.harness import (
     iso,
     retire_tenants,
     run_tick,
-    start_stack,
+    stack_behind_outage,
     table,
     wait_finished,
     wait_for,
@@ -51,7 +52,6 @@ from tests.fetch_alerts.truth import (
     ground_truth,
     stored_rows_by_tenant,
 )
-from tests.tcp_outage import TcpOutage, queue_through
 
 pytestmark = pytest.mark.slow
 
@@ -74,29 +74,14 @@ SETTINGS = {
 }
 
 
-@dataclass
-class Chaos:
-    stack: LocalStack
-    outage: TcpOutage
-
-
 @pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
-    stack = start_stack(tmp_path_factory.mktemp("chaos"), instances=0, **SETTINGS)
-    outage: TcpOutage | None = None
-    try:
-        outage = TcpOutage(stack.azurite.queue_port).start()
-        stack.settings["AzureWebJobsStorage"] = queue_through(stack.azurite, outage.port)
-        stack.start_hosts(INSTANCES)
-        yield Chaos(stack, outage)
-    finally:
-        stack.stop()
-        if outage is not None:
-            outage.stop()
+def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BehindOutage]:
+    with stack_behind_outage(tmp_path_factory.mktemp("chaos"), "queue", INSTANCES, **SETTINGS) as behind:
+        yield behind
 
 
 @pytest.fixture
-def tenants(chaos: Chaos) -> Iterator[list[str]]:
+def tenants(chaos: BehindOutage) -> Iterator[list[str]]:
     """This test's tenants, on every instance running (one killed by an earlier test comes back); retired after, so
     that the next test's tick has only its own."""
     stack = chaos.stack
@@ -189,7 +174,8 @@ def _open(log: IngestionLog, instance: int) -> list[Pass]:
     return [found for found in log.passes if found.instance == instance and found.ended is None]
 
 
-def test_an_instance_killed_mid_tick_leaves_its_tenants_to_the_survivors(chaos: Chaos, tenants: list[str]) -> None:
+def test_an_instance_killed_mid_tick_leaves_its_tenants_to_the_survivors(chaos: BehindOutage,
+                                                                        tenants: list[str]) -> None:
     stack = chaos.stack
     victim = INSTANCES - 1  # not instance 0, which runs the timer
     tick = start_tick(stack)
@@ -231,7 +217,7 @@ def test_an_instance_killed_mid_tick_leaves_its_tenants_to_the_survivors(chaos: 
           f"for its queue to drain; {len(outcome.caught_up)} failed passes caught up by the next tick")
 
 
-def test_the_queue_service_unreachable_mid_tick_is_ridden_out(chaos: Chaos, tenants: list[str]) -> None:
+def test_the_queue_service_unreachable_mid_tick_is_ridden_out(chaos: BehindOutage, tenants: list[str]) -> None:
     stack, outage = chaos.stack, chaos.outage
     tick = start_tick(stack)
     wait_for(lambda: sum(found.ended is not None for found in ingestion_log(stack, tenants).passes) >= TENANTS // 4,

@@ -16,28 +16,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
 from fetch_alerts.lease import current
-from local.run.stack import NEVER, LocalStack
+from local.run.stack import NEVER
 from tests.fetch_alerts.harness import (
+    BehindOutage,
     add_latency,
     add_tenant,
     cloud_now,
     fire,
     ingestion_log,
     iso,
-    start_stack,
+    stack_behind_outage,
     table,
     tenant_row,
     wait_finished,
     wait_for,
 )
 from tests.fetch_alerts.truth import assert_table_matches_ground_truth, assert_versions_stored_once, stored_rows
-from tests.tcp_outage import TcpOutage, tables_through
 
 pytestmark = pytest.mark.slow
 
@@ -47,26 +46,12 @@ LATENCY_MS = 2000  # every Graph call: the pass spends seconds between its pages
 VISIBILITY_TIMEOUT = 30  # host.json extensions.queues.visibilityTimeout: the delay before a failed delivery's retry
 
 
-@dataclass
-class Drops:
-    stack: LocalStack
-    outage: TcpOutage
-
-
 @pytest.fixture(scope="module")
-def drops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drops]:
-    stack = start_stack(tmp_path_factory.mktemp("storage-drops"), instances=0, FETCH_GRAPH_PAGE_SIZE=str(PAGE_SIZE),
-                        VERIFICATION_SCHEDULE=NEVER, OPS_NOTICES_SCHEDULE=NEVER)
-    outage: TcpOutage | None = None
-    try:
-        outage = TcpOutage(stack.azurite.table_port).start()
-        stack.settings["TABLES_CONNECTION_STRING"] = tables_through(stack.azurite, outage.port)
-        stack.start_hosts(1)
-        yield Drops(stack, outage)
-    finally:
-        stack.stop()
-        if outage is not None:
-            outage.stop()
+def drops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BehindOutage]:
+    with stack_behind_outage(tmp_path_factory.mktemp("storage-drops"), "table", 1,
+                             FETCH_GRAPH_PAGE_SIZE=str(PAGE_SIZE), VERIFICATION_SCHEDULE=NEVER,
+                             OPS_NOTICES_SCHEDULE=NEVER) as behind:
+        yield behind
 
 
 def _tenant_row_write(tenant_id: str) -> re.Pattern[bytes]:
@@ -77,7 +62,8 @@ def _tenant_row_write(tenant_id: str) -> re.Pattern[bytes]:
                       + re.escape(tenant_id.encode()) + quote + rb"\)")
 
 
-def test_a_connection_dropped_under_a_tenants_write_retries_the_message_and_records_no_failure(drops: Drops) -> None:
+def test_a_connection_dropped_under_a_tenants_write_retries_the_message_and_records_no_failure(
+        drops: BehindOutage) -> None:
     stack, outage = drops.stack, drops.outage
     now = cloud_now(stack)
     tenant = add_tenant(stack, activated_at=now - timedelta(hours=2),
