@@ -34,11 +34,21 @@ def camel(value: Any) -> str:
     """`TruePositive` -> `truePositive`; Graph's spelling is already camelCase; None -> ``."""
     if not isinstance(value, str) or not value:
         return ""
-    return value[0].lower() + value[1:]
+    return value[0].lower() + value[1:TEXT_LIMIT]
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+# Table Storage holds a string property of at most 64 KiB (32K UTF-16 characters) and an entity of at most 1 MiB
+# (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#property-types).
+# A column over that would fail the page's transaction on every tick, and the tenant's ingestion with it, so every
+# text column is cut: the whole alert is in the payload columns (shared/payload.py) in any case.
+TEXT_LIMIT = 1024  # names, ids and enum values: far longer than any Microsoft sends
+TITLE_LIMIT = 4000
+MITRE_LIMIT = 8000
+
+
+def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    return text[:limit]
 
 
 def _first_device(raw: dict[str, Any], source: AlertSource) -> tuple[str, str]:
@@ -55,13 +65,13 @@ def _first_user(raw: dict[str, Any], source: AlertSource) -> str:
         user = raw.get("relatedUser")
         if isinstance(user, dict) and user.get("userName"):
             domain = _text(user.get("domainName"))
-            return f"{domain}\\{user['userName']}" if domain else _text(user["userName"])
+            return _text(f"{domain}\\{user['userName']}" if domain else user["userName"])
         return ""
     for item in raw.get("evidence") or ():
         account = item.get("userAccount") if isinstance(item, dict) else None
         if isinstance(account, dict) and account.get("accountName"):
             domain = _text(account.get("domainName"))
-            return f"{domain}\\{account['accountName']}" if domain else _text(account["accountName"])
+            return _text(f"{domain}\\{account['accountName']}" if domain else account["accountName"])
     return ""
 
 
@@ -83,7 +93,7 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
     columns: dict[str, Any] = {
         "alertId": alert_id,
         "source": source.value,
-        "title": _text(raw.get("title"))[:4000],
+        "title": _text(raw.get("title"), TITLE_LIMIT),
         "category": _text(raw.get("category")),
         "severity": camel(raw.get("severity")) or "unknown",
         "status": camel(raw.get("status")) or "unknown",
@@ -95,7 +105,7 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
         "deviceName": device,
         "userName": _first_user(raw, source),
         "deviceGroup": group,
-        "mitreTechniques": json.dumps(mitre if isinstance(mitre, list) else [], ensure_ascii=False)[:8000],
+        "mitreTechniques": json.dumps(mitre if isinstance(mitre, list) else [], ensure_ascii=False)[:MITRE_LIMIT],
         "incidentId": _text(raw.get("incidentId")),
         "detectionSource": _text(raw.get("detectionSource")),
         "serviceSource": _text(raw.get("serviceSource")) if graph else "",

@@ -171,6 +171,23 @@ def test_a_2_mb_alert_is_stored_within_the_table_limits(stack: LocalStack, sourc
 
 
 @pytest.mark.parametrize("source", ["graph", "defender"])
+def test_text_fields_longer_than_a_table_property_are_cut_and_the_alert_stored(stack: LocalStack,
+                                                                               source: str) -> None:
+    # Table Storage refuses a string property over 64 KiB (32K UTF-16 characters); a column copied whole would
+    # fail the page's transaction on every tick, and the tenant's ingestion with it.
+    tenant = add_tenant(stack, source=source, alerts={"lagSeconds": 0})
+    long = {name: name[0] * 40_000 for name in ("title", "category", "deviceGroup")}
+    alert = add_alert(stack, tenant, **long)
+    run_tick(stack)
+    assert_table_matches_ground_truth(stack, tenant, source)
+    row = dict(table(stack, "Alerts").get_entity(tenant, alert_key(alert["id"])))
+    texts = {name: value for name, value in row.items() if isinstance(value, str)}
+    assert max(len(v) for v in texts.values()) <= 32 * 1024, {n: len(v) for n, v in texts.items()}
+    assert row["title"] == "t" * 4000 and row["category"] == "c" * 1024
+    assert decode_payload(row)["id"] == alert["id"]
+
+
+@pytest.mark.parametrize("source", ["graph", "defender"])
 def test_unknown_enum_values_are_stored_as_received(stack: LocalStack, source: str) -> None:
     tenant = add_tenant(stack, source=source, alerts={"count": 10, "start": hours_ago(stack, 3), "lagSeconds": 0,
                                                       "futureEnumFraction": 1.0})
