@@ -13,9 +13,10 @@ The lease is one row per tenant in the IngestLeases table, PartitionKey `lease`,
 `messageId` and `runId`. Only fetch_alerts uses the table, so the module lives here (docs/ARCHITECTURE.md,
 "Who owns a table's keys").
 
-- acquire: read the row; when there is none, create it (an insert, which fails when another created it first);
-  when it has expired, replace it under its ETag (which fails when another took it first). A lease held by
-  someone else until a later time is not taken: the message is a duplicate.
+- acquire: create the row (an insert, which fails when the row exists: a lease released deletes its row, so the
+  common case is one write); when it exists, read it, and when it has expired, replace it under its ETag (which
+  fails when another took it first). A lease held by someone else until a later time is not taken: the message
+  is a duplicate.
 - renew: replace the row under the ETag this holder last wrote, with a later expiry; a failed condition means
   the lease was lost (it expired and another took it), and the pass stops before its next write.
 - release: delete the row under that ETag (a lease another took meanwhile is left alone).
@@ -39,7 +40,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.tables import Missing, Outcome, delete_if_unchanged, update_row, write_if_unchanged
+from shared.tables import CONFLICT_ATTEMPTS, Missing, Outcome, delete_if_unchanged, update_row, write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ def acquire(table: TableClient, tenant_id: str, owner: str, seconds: float, **de
         return {"PartitionKey": LEASE_PARTITION, "RowKey": tenant_id, "owner": owner,
                 "expiresAt": now + timedelta(seconds=seconds), "acquiredAt": now, "renewedAt": now, **details}
 
-    update = update_row(table, LEASE_PARTITION, tenant_id, take, missing=Missing.CREATE)
+    # Insert first: a released lease leaves no row, so one write takes it; only a conflict costs a read.
+    keys = {"PartitionKey": LEASE_PARTITION, "RowKey": tenant_id}
+    update = update_row(table, LEASE_PARTITION, tenant_id, take, missing=Missing.CREATE, known=(keys, None),
+                        attempts=CONFLICT_ATTEMPTS + 1)
     if update.outcome is Outcome.UNCHANGED:
         return None  # take() saw another's running lease
     if update.outcome is Outcome.CONTENDED or update.etag is None:
