@@ -59,7 +59,7 @@ def test_one_tenant_comes_with_its_status_history(onboarding):
     assert all(h["at"] and h["reason"] for h in history)
 
 
-@pytest.mark.parametrize("tenant", [str(uuid.uuid4()), "not-a-guid"])
+@pytest.mark.parametrize("tenant", [str(uuid.uuid4()), "not-a-guid"], ids=["unknown-guid", "not-a-guid"])
 def test_an_unknown_or_malformed_tenant_is_a_problem(onboarding, tenant):
     response = onboarding.api("GET", f"tenants/{tenant}")
     assert response.status_code in (400, 404)

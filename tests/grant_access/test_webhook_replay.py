@@ -86,7 +86,9 @@ def test_a_timestamp_within_five_minutes_is_accepted(onboarding, offset):
 
 
 @pytest.mark.parametrize("timestamp", [None, "", "abc", "-5", "1.5e9", f"0{int(time.time())}", "9" * 20,
-                                       f"{int(time.time())}.0", "17000000\u00b2\u00b2"])
+                                       f"{int(time.time())}.0", "17000000\u00b2\u00b2"],
+                         ids=["missing", "empty", "letters", "negative", "exponent", "leading-zero", "20-digits",
+                              "decimal", "superscript-digits"])
 def test_a_missing_or_malformed_timestamp_is_refused(onboarding, timestamp):
     data, headers = _captured(onboarding, {"customerName": "Malformed Ltd"})
     if timestamp is None:

@@ -30,7 +30,7 @@ def test_a_valid_value_followed_by_a_newline_is_refused(check, valid):
 
 @pytest.mark.parametrize("name, valid", [
     ("MSSP_APP_CLIENT_ID", GUID), ("MAIL_SENDER", "alerts@mssp.example"), ("INVITATION_TTL", "7d"),
-])
+], ids=lambda value: value if value != GUID else "guid")
 def test_a_setting_with_a_newline_and_more_after_it_is_refused(name, valid):
     assert Settings({name: valid}).get(name)
     with pytest.raises(SettingsError, match=name):
