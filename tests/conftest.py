@@ -10,6 +10,14 @@ import pytest
 from local.run.services import Azurite, LocalCloud, MailDev, start_azurite, start_cloud, start_maildev
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules holding a test marked `slow` run first (stable order otherwise): `make test` hands whole modules to
+    its workers (pytest-xdist, --dist loadfile) in this order, so the long ones start early and the workers end
+    together instead of one finishing a long module alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     service = start_azurite(tmp_path_factory.mktemp("azurite"))

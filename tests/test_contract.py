@@ -119,6 +119,7 @@ def _send(env: Onboarding, session: requests.Session, case: Any, tally: Tally, s
             tally.examples.append(f"{case.operation.label} -> {response.status_code}: {str(exc)[:600]}")
 
 
+@pytest.mark.slow
 def test_generated_requests_get_documented_answers_and_never_a_5xx(env: Onboarding):
     served = requests.get(f"{env.host_url}/api/openapi.json", headers={"x-functions-key": env.key}, timeout=30)
     assert served.status_code == 200 and served.text == document_text()

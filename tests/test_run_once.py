@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from local.run.services import REPO_ROOT, free_port
 
 SUMMARY_KEYS = {"tenants", "alerts_stored", "emails_delivered", "duplicates", "failures", "errors"}
 
 
+@pytest.mark.slow
 def test_once_runs_a_cycle_and_ends_with_the_summary_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "local.run", "--once", "--port", str(free_port()), "--workdir", str(tmp_path)],

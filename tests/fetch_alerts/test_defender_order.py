@@ -102,6 +102,7 @@ def run_until_complete(stack: LocalStack, tenant: str, during: Callable[[int], N
     raise AssertionError(f"the pass did not complete in {most} ticks")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ORDERS)
 def test_a_pass_resumed_across_ticks_loses_nothing_in_any_list_order(budget_stack: LocalStack, order: str) -> None:
     stack = budget_stack

@@ -117,6 +117,7 @@ def test_alerts_added_and_updated_while_paging_shift_pages_without_losing_any(st
     assert report.alerts == 33
 
 
+@pytest.mark.slow
 def test_defender_alerts_updated_while_paging_are_not_lost(stack: LocalStack) -> None:
     tenant = add_tenant(stack, source="defender", alerts={"count": 30, "start": hours_ago(stack, 40),
                                                           "lagSeconds": 0, "updatesPerAlert": 0})
@@ -199,6 +200,7 @@ def test_unknown_enum_values_are_stored_as_received(stack: LocalStack, source: s
     assert all(r["detectionSource"] for r in rows)
 
 
+@pytest.mark.slow
 def test_the_host_killed_between_pages_resumes_without_loss_or_duplicate_obligations(stack: LocalStack) -> None:
     tenant = add_tenant(stack, alerts={"count": 40, "start": hours_ago(stack, 6), "lagSeconds": 0},
                         activated_at=cloud_now(stack) - timedelta(hours=3))

@@ -155,6 +155,7 @@ def _ops_mail(stack: LocalStack, tenant: str, words: str) -> list[dict[str, Any]
             str(m.get("subject") or "") and any(t.get("address") == OPS for t in m.get("to") or [])]
 
 
+@pytest.mark.slow
 def test_a_tenant_whose_row_storage_refuses_is_poisoned_noticed_once_and_holds_up_nobody(
         proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
     stack, proxy = proxied

@@ -70,6 +70,7 @@ def _reread(stack: LocalStack, tenant: str, source: str, kind: str) -> tuple[int
     return total, ticks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["graph", "defender"])
 def test_the_rereads_cost_per_tenant_and_day_is_bounded(stack: LocalStack, source: str) -> None:
     tenant = add_tenant(stack, source=source, alerts={"alertsPerHour": 4, "start": hours_ago(stack, 9 * 24),

@@ -316,6 +316,7 @@ def test_a_missing_or_wrong_key_is_a_401(stack: LocalStack, key: str | None) -> 
 # --- cost ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_page_of_a_tenant_with_100000_alerts_reads_a_bounded_number_of_rows(
         stack: LocalStack, seeder: WriterSeeder) -> None:
     tenant_id = new_tenant(seeder)
@@ -336,6 +337,7 @@ def test_a_page_of_a_tenant_with_100000_alerts_reads_a_bounded_number_of_rows(
     assert int(filtered.headers["X-Rows-Read"]) <= max_rows_read(100)
 
 
+@pytest.mark.slow
 def test_a_page_across_1000_tenants_reads_a_bounded_number_of_rows(stack: LocalStack, seeder: WriterSeeder) -> None:
     tenants = [str(uuid.uuid4()) for _ in range(1000)]
     seeder.store_many([versions(t, 1, ticks_now()) for t in tenants])

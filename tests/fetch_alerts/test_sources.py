@@ -28,6 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     service.stop()
 
 
+@pytest.mark.slow
 def test_with_the_real_rate_limits_on_a_large_catch_up_gets_no_429(stack: LocalStack) -> None:
     # 160 pages of one alert: more calls than Graph's 150 a minute, so the limiter must hold some back.
     tenant = add_tenant(stack, rate_limits=True, alerts={"count": 160, "start": hours_ago(stack, 20),

@@ -85,6 +85,7 @@ query_pairs = st.lists(st.tuples(st.sampled_from(PARAMS) | st.text(max_size=10),
 raw_queries = st.text(alphabet=string.printable + "é€\x00", max_size=300)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(pairs=query_pairs, raw=raw_queries, use_raw=st.booleans())
 def test_the_consent_callback_survives_any_query_string(probe, pairs, raw, use_raw):
@@ -121,6 +122,7 @@ content_types = st.sampled_from(["application/json", "application/json; charset=
                                  "application/x-www-form-urlencoded", "APPLICATION/JSON"])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(body=bodies, content_type=content_types, signed=st.sampled_from([True, True, True, False]))
 def test_the_webhook_survives_any_body(probe, body, content_type, signed):

@@ -10,6 +10,7 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
@@ -34,6 +35,7 @@ def ticks(host: LocalHost) -> int:
     return host.invocations("tick")["succeeded"]
 
 
+@pytest.mark.slow
 def test_a_timer_fires_on_the_lock_holder_only_and_another_instance_takes_over_when_it_dies(
         azurite: Azurite, tmp_path: Path) -> None:
     host_id = f"singleton-{uuid.uuid4().hex[:8]}"

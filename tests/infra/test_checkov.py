@@ -44,6 +44,7 @@ def _skips() -> list[tuple[str, str, str]]:
             for path in bicep_files() for match in _SKIP.finditer(path.read_text())]
 
 
+@pytest.mark.slow
 def test_checkov_reports_no_failed_check(report: dict[str, Any]) -> None:
     failed = [(c["check_id"], c["resource"], c["file_path"]) for c in report["results"]["failed_checks"]]
     assert failed == []

@@ -46,6 +46,7 @@ def _requirement_names() -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_requirements_resolve_from_wheels_for_python_311_on_linux_x86_64(resolved: dict[str, str]) -> None:
     assert set(_requirement_names()) <= set(resolved)
 

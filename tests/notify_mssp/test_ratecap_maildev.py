@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import pytest
 from azure.data.tables import TableServiceClient
 
 from notify_mssp.email import EmailMessage
@@ -30,6 +31,7 @@ def send_under_the_cap(cap: SendRateCap, transport: SmtpTransport, messages: lis
             time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_maildev_never_receives_more_than_the_cap_in_any_60_seconds(azurite, maildev):
     table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(
         f"SendRate{uuid.uuid4().hex[:12]}")

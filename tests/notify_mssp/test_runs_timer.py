@@ -26,6 +26,7 @@ def notify_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     stack.stop()
 
 
+@pytest.mark.slow
 def test_a_manual_run_then_the_timer_tick_email_every_obligation(world: World):
     tenant, recipient = paused_tenant(world), world.recipient()
     world.rule([tenant], [recipient], mode="digest")
