@@ -4,6 +4,11 @@ Serves onboarding verification and alert ingestion. `TenantTokens.token(tenant, 
 bearer token for the source's API in that tenant. One azure-identity credential per tenant, created under
 the tenant's lock and kept, so its token cache holds: concurrent callers queue on the lock and share a
 single token request, and later calls reuse the token until azure-identity refreshes it before expiry.
+The credentials of at most MAX_CACHED_TENANTS tenants are kept, the least recently used dropped first: with
+many instances taking tenants from one queue, every process would otherwise come to hold a credential (tens
+of KB) for every tenant of the deployment (docs/CAPACITY.md). A dropped tenant's next call requests a token
+again, which a process that sees the tenant less than hourly would have done anyway (tokens live about an
+hour).
 Failures come out as the typed errors of shared.errors, never as azure-identity's exceptions (their
 text can quote a token response).
 """
@@ -14,6 +19,7 @@ import base64
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +82,9 @@ class IdentityConfig:
         return load_config(cls, settings)
 
 
+MAX_CACHED_TENANTS = 4096  # about 200 MB of credentials at most; docs/CAPACITY.md, "Memory"
+
+
 @dataclass
 class _TenantSlot:
     lock: threading.Lock
@@ -94,7 +103,7 @@ class TenantTokens:
     """Tokens of the MSSP's multi-tenant app in each customer tenant."""
 
     def __init__(self, config: IdentityConfig, hosts: ApiHosts, credential: Callable[[], AppCredentialConfig], *,
-                 managed_identity: TokenCredential | None = None) -> None:
+                 managed_identity: TokenCredential | None = None, max_tenants: int = MAX_CACHED_TENANTS) -> None:
         """`credential` reads the app's credential settings when a tenant's credential is built (a bad one is
         then that tenant's MsspCredentialError). `managed_identity` is the credential whose token the federated
         form presents; by default the function app's managed identity (AZURE_CLIENT_ID, or system-assigned),
@@ -103,7 +112,8 @@ class TenantTokens:
         self._hosts = hosts
         self._credential_config = credential
         self._managed_identity = managed_identity
-        self._slots: dict[str, _TenantSlot] = {}
+        self._slots: OrderedDict[str, _TenantSlot] = OrderedDict()  # least recently used first
+        self._max_tenants = max_tenants
         self._lock = threading.Lock()
         self._last = _LastEntraResponse()
         self._transport: RequestsTransport | None = None
@@ -114,9 +124,11 @@ class TenantTokens:
             identity_logger.setLevel(logging.ERROR)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, managed_identity: TokenCredential | None = None) -> TenantTokens:
+    def from_settings(cls, settings: Settings, *, managed_identity: TokenCredential | None = None,
+                      max_tenants: int = MAX_CACHED_TENANTS) -> TenantTokens:
         return cls(IdentityConfig.from_settings(settings), ApiHosts.from_settings(settings),
-                   lambda: AppCredentialConfig.from_settings(settings), managed_identity=managed_identity)
+                   lambda: AppCredentialConfig.from_settings(settings), managed_identity=managed_identity,
+                   max_tenants=max_tenants)
 
     def token(self, tenant_id: str, source: AlertSource) -> str:
         """An access token for `source` in the tenant; raises a shared.errors.MicrosoftError subtype."""
@@ -150,13 +162,20 @@ class TenantTokens:
                               code="InvalidToken") from None
 
     def _slot(self, tenant_id: str) -> _TenantSlot:
-        slot = self._slots.get(tenant_id)
-        if slot is None:
-            with self._lock:  # checked again under the lock: two first callers must get the same slot
-                slot = self._slots.get(tenant_id)
-                if slot is None:
-                    slot = self._slots[tenant_id] = _TenantSlot(threading.Lock())
+        with self._lock:  # two first callers must get the same slot
+            slot = self._slots.get(tenant_id)
+            if slot is None:
+                slot = self._slots[tenant_id] = _TenantSlot(threading.Lock())
+                while len(self._slots) > self._max_tenants:
+                    # A caller still using the dropped slot keeps it; the tenant's next caller starts a new one.
+                    self._slots.popitem(last=False)
+            else:
+                self._slots.move_to_end(tenant_id)
         return slot
+
+    def cached_tenants(self) -> int:
+        """How many tenants' credentials this object keeps."""
+        return len(self._slots)
 
     def _new_credential(self, tenant_id: str) -> TokenCredential:
         try:

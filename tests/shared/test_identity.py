@@ -169,6 +169,21 @@ def test_a_token_is_requested_once_and_reused_across_many_calls(cloud, app, tena
     assert token_requests(cloud, tenant) == 1
 
 
+def test_the_least_recently_used_tenants_credential_is_dropped_past_the_cap_and_asked_for_again(cloud, app):
+    tenants = [consented_tenant(cloud, app["clientId"]) for _ in range(4)]
+    tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]), max_tenants=3)
+    for tenant_id in tenants[:3]:
+        tokens.token(tenant_id, AlertSource.GRAPH)
+    tokens.token(tenants[0], AlertSource.GRAPH)  # the first is used again: the second is now least recent
+    tokens.token(tenants[3], AlertSource.GRAPH)  # a fourth tenant: the second's credential is dropped
+    assert tokens.cached_tenants() == 3
+    tokens.token(tenants[0], AlertSource.GRAPH)  # still cached: no new token request
+    tokens.token(tenants[2], AlertSource.GRAPH)
+    tokens.token(tenants[1], AlertSource.GRAPH)  # dropped: Entra is asked again
+    assert [token_requests(cloud, t) for t in tenants] == [1, 2, 1, 1]
+    assert tokens.cached_tenants() == 3
+
+
 def test_twenty_concurrent_callers_share_one_token_request(cloud, app, tenant):
     tokens = TenantTokens.from_settings(cloud_settings(cloud, app["clientId"]))
     add_fault(cloud, tenant, "latency", api="token", latencyMs=300, count=1)  # keep them all waiting at once
