@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fetch_alerts.config import RateLimits
-from fetch_alerts.ratelimit import BudgetExhausted, RateLimiter
+from fetch_alerts.ratelimit import SWEEP_EVERY, BudgetExhausted, RateLimiter
 from fetch_alerts.sources import PassState
 from local.run.stack import LocalStack
 from shared.alert_sources import AlertSource
@@ -90,3 +90,31 @@ def test_a_pass_state_saved_before_defender_windows_resumes_at_or_before_its_cre
                                   '{"lo":1,"cap":2,"windows":7}', "[]"])
 def test_an_unreadable_pass_state_is_ignored(text: str) -> None:
     assert PassState.from_json(text) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_tenants_windows_are_dropped_and_a_busy_tenants_limit_still_holds() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits.from_settings(Settings({"GRAPH_CALLS_PER_MINUTE": "2",
+                                                             "GLOBAL_API_CALLS_PER_MINUTE": "1000000"})), clock)
+    many = [f"00000000-0000-0000-0001-{i:012d}" for i in range(2 * SWEEP_EVERY)]
+    for tenant_id in many:
+        limiter.acquire(tenant_id, AlertSource.GRAPH, clock.now + 1)
+    clock.now += 50
+    limiter.acquire(TENANT, AlertSource.GRAPH, clock.now + 1)
+    limiter.acquire(TENANT, AlertSource.GRAPH, clock.now + 1)  # TENANT's limit of 2 a minute is used up
+    assert limiter.tracked() == len(many) + 1
+    clock.now += 15  # the many tenants' calls are 65 s old, TENANT's 15 s: the next sweep drops only theirs
+    others = [f"00000000-0000-0000-0002-{i:012d}" for i in range(SWEEP_EVERY)]
+    for tenant_id in others:
+        limiter.acquire(tenant_id, AlertSource.GRAPH, clock.now + 1)
+    assert limiter.tracked() <= SWEEP_EVERY + 1
+    with pytest.raises(BudgetExhausted):  # TENANT's windows were kept: its third call within the minute waits
+        limiter.acquire(TENANT, AlertSource.GRAPH, clock.now + 1)
