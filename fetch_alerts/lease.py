@@ -58,6 +58,9 @@ class Lease:
     seconds: float
     etag: str
     valid_until: float
+    # Taken over from a holder whose lease ran out without being released: that invocation died or lost storage
+    # mid-pass, as for a message delivered again (fetch_alerts/runner.py sets the marker for both).
+    took_over: bool = False
 
     def held(self, clock: Any = time.monotonic) -> bool:
         return clock() < self.valid_until
@@ -96,10 +99,13 @@ def acquire(table: TableClient, tenant_id: str, owner: str, seconds: float, **de
     started = time.monotonic()
     now = datetime.now(UTC)
 
+    taken_from: list[str] = [""]  # the expired holder the last attempt replaced, if any
+
     def take(row: dict[str, Any]) -> dict[str, Any] | None:
         held = holder(row, now)
         if held is not None and held[0] != owner:
             return None
+        taken_from[0] = str(row.get("owner") or "") if held is None else ""
         return {"PartitionKey": LEASE_PARTITION, "RowKey": tenant_id, "owner": owner,
                 "expiresAt": now + timedelta(seconds=seconds), "acquiredAt": now, "renewedAt": now, **details}
 
@@ -113,7 +119,11 @@ def acquire(table: TableClient, tenant_id: str, owner: str, seconds: float, **de
         if current(table, tenant_id) is not None:
             return None  # others kept taking it: one of them holds it now
         raise LeaseUnavailable(f"tenant {tenant_id}: the ingestion lease could not be written")
-    return Lease(table, tenant_id, owner, seconds, update.etag, _valid_until(started, seconds))
+    took_over = bool(taken_from[0]) and taken_from[0] != owner
+    if took_over:
+        logger.warning("tenant %s: ingestion lease of %s ran out without being released; taken over", tenant_id,
+                       taken_from[0])
+    return Lease(table, tenant_id, owner, seconds, update.etag, _valid_until(started, seconds), took_over)
 
 
 def current(table: TableClient, tenant_id: str) -> tuple[str, datetime] | None:

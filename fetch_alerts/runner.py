@@ -183,7 +183,7 @@ def run_message(delivery: Delivery, deps: MessageDeps) -> MessageOutcome:
     logger.info("tenant %s: ingestion started (message %s, dequeue %d, invocation %s, run %s)", tenant_id,
                 delivery.message_id, delivery.dequeue_count, delivery.invocation_id, message.run_id)
     try:
-        _ingest(deps, lease, message, outcome, redelivered=delivery.dequeue_count > 1)
+        _ingest(deps, lease, message, outcome, redelivered=delivery.dequeue_count > 1 or lease.took_over)
     except Exception as exc:
         if isinstance(exc, StorageUnavailable):  # what the pass or re-read did before, for the line below
             if isinstance(exc.outcome, TenantOutcome):
@@ -218,7 +218,10 @@ def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outc
     if redelivered:
         # The delivery before this one died or failed mid-pass, possibly between storing a page's obligations and
         # the marker write after them, with a notification run clearing the marker meanwhile. Stored pages are
-        # found stored again and set no marker, so set it now: a marker set for nothing costs one sweep.
+        # found stored again and set no marker, so set it now: a marker set for nothing costs one sweep. The
+        # same holds when this delivery took over a lease that ran out unreleased, whatever its dequeue count:
+        # in Azure a killed instance's message stays invisible for 10 minutes and may expire (its TTL is one
+        # tick) before it comes back, so the tenant's next message is a first delivery.
         marker = TenantRow(ctx.tenants, tenant_id, etag)
         marker.set_marker()
         row, etag = {**row, "pendingNotifications": True}, marker.etag

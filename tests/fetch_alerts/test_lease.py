@@ -89,6 +89,7 @@ def test_a_held_lease_is_refused_and_an_expired_one_is_taken_over(table: TableCl
         second = leases.acquire(table, tenant, "second", 30)
         time.sleep(0.05)
     assert second is not None
+    assert (first.took_over, second.took_over) == (False, True)  # the second replaced a lease left unreleased
     assert not leases.renew(first)  # the old holder learns it lost the lease
     leases.release(first)  # and its release leaves the new holder's lease alone
     holder = leases.current(table, tenant)
@@ -101,7 +102,8 @@ def test_a_released_lease_is_free_at_once(table: TableClient) -> None:
     assert first is not None
     leases.release(first)
     assert leases.current(table, tenant) is None
-    assert leases.acquire(table, tenant, "second", 60) is not None
+    second = leases.acquire(table, tenant, "second", 60)
+    assert second is not None and not second.took_over  # a released lease is no sign of a holder that died
 
 
 def test_the_heartbeat_keeps_a_short_lease_for_longer_than_its_length(table: TableClient) -> None:

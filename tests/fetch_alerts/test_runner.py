@@ -152,3 +152,21 @@ def test_a_redelivered_message_sets_the_tenants_marker_before_its_pass(tables: T
     row = dict(tables.tenants.get_entity(TENANT_PARTITION, tenant))
     assert row["pendingNotifications"] is marked
     assert leases.current(tables.leases, tenant) is None
+
+
+def test_a_first_delivery_that_takes_over_a_lease_left_unreleased_sets_the_marker(tables: Tables) -> None:
+    # An invocation died holding the lease, and its message expired before the host delivered it again (Azure's
+    # in-flight visibility outlasts the message's TTL): the tenant's next tick is a first delivery.
+    tenant = str(uuid.uuid4())
+    tables.tenants.create_entity({"PartitionKey": TENANT_PARTITION, "RowKey": tenant,
+                                  "status": TenantStatus.ACTIVE.value, "pendingNotifications": False})
+    dead = leases.acquire(tables.leases, tenant, "invocation-that-died", 0.5)
+    assert dead is not None and not dead.took_over
+    deadline = time.monotonic() + 10
+    while leases.current(tables.leases, tenant) is not None:
+        assert time.monotonic() < deadline, "the dead invocation's lease never ran out"
+        time.sleep(0.1)
+    outcome = run_message(_delivery(tenant, dequeue_count=1), _deps(tables))
+    assert outcome.regular is not None
+    assert dict(tables.tenants.get_entity(TENANT_PARTITION, tenant))["pendingNotifications"] is True
+    assert leases.current(tables.leases, tenant) is None
