@@ -220,11 +220,6 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
     source = AlertSource(str(row.get("alertSource") or "graph"))
     now = datetime.now(UTC)
     ctx.check_lease()
-    leftover = feed.unpublished(ctx.alerts, tenant_id, Tenant(row).feed_published)
-    if leftover:
-        logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
-        feed.publish(ctx.feed, tenant_id, leftover)
-        tenant.merge({"feedPublished": leftover[-1]})
     state = start_state(row, config.overlap_minutes, config.lookback_days, now)
     previous_cursor = cursor_ticks(row)
     writer = AlertWriter(ctx.alerts, tenant_id, activated_ticks(row, now), tenant.set_marker,
@@ -239,8 +234,16 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
         page.read, page.alerts = len(page.alerts), []
         return page, prepared
 
+    # The first page is fetched (token, API call) on the prefetcher's thread while the feed rows a previous run
+    # left unpublished are looked for and published here: reading from Microsoft waits for none of our writes,
+    # and those rows are published before any of this pass's.
     prefetcher = Prefetcher(pager.pages(), prepare)
     try:
+        leftover = feed.unpublished(ctx.alerts, tenant_id, Tenant(row).feed_published)
+        if leftover:
+            logger.info("tenant %s: publishing %d feed rows a previous run left", tenant_id, len(leftover))
+            feed.publish(ctx.feed, tenant_id, leftover)
+            tenant.merge({"feedPublished": leftover[-1]})
         for page, prepared in prefetcher:
             if ctx.mssp_broken.is_set():
                 return
