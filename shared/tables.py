@@ -217,7 +217,7 @@ def update_if_unchanged(entity: Row, etag: str, *, mode: UpdateMode = UpdateMode
 
 def update_row(table: TableClient, partition: str, row_key: str, mutate: Callable[[Row], Row | None], *,
                missing: Missing = Missing.SKIP, attempts: int = CONFLICT_ATTEMPTS,
-               mode: UpdateMode = UpdateMode.REPLACE, known: tuple[Row, str] | None = None,
+               mode: UpdateMode = UpdateMode.REPLACE, known: tuple[Row, str | None] | None = None,
                between_attempts: Callable[[int], None] | None = None) -> RowUpdate:
     """Read the row, apply `mutate`, write the result under the row's ETag; on a conflict, again from a fresh
     read, at most `attempts` times (docs/ARCHITECTURE.md, invariant 12).
@@ -225,7 +225,8 @@ def update_row(table: TableClient, partition: str, row_key: str, mutate: Callabl
     `mutate` gets a copy of the row as read (or, with Missing.CREATE and no row, a new row holding only its
     keys) and returns the row to write, or None to write nothing; it must depend on its argument only, as it
     runs again after each conflict. With UpdateMode.MERGE the row it returns may hold only the columns to
-    change. `known` is a (row, ETag) already read, used for the first attempt instead of a read.
+    change. `known` is a (row, ETag) already read, used for the first attempt instead of a read; an ETag of None
+    means the row is taken to be absent, so the first attempt is an insert (a conflict then reads the row).
     `between_attempts(attempt)` runs after each conflict (a jittered pause, say)."""
     etag: str | None  # None: no row was read, so the write creates it
     for attempt in range(attempts):
