@@ -56,7 +56,7 @@ from local.bench.ingest import SECRET, _add_tenants, _api_calls, _iso
 from local.bench.notify import _store_rule
 from local.run.cycle import DURABLE_API, finished_invocations, fire_timer
 from local.run.services import REPO_ROOT, LocalCloud, start_azurite, start_cloud, start_maildev
-from local.run.stack import DEFENDER_RESOURCE, GRAPH_RESOURCE, NEVER, LocalStack, app_settings, cloud_now, stack_table
+from local.run.stack import NEVER, LocalStack, app_settings, cloud_now, register_mssp_app, stack_table
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,7 @@ class Cloud:
         service = start_cloud(workdir)
         client_id = str(uuid.uuid4())
         try:
-            service.control("POST", "apps", json={
-                "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
-                "secrets": [{"value": SECRET}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
-                "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
-                                           DEFENDER_RESOURCE: ["Alert.Read.All"]}})
+            register_mssp_app(service, client_id, SECRET)
         except BaseException:
             service.stop()
             raise

@@ -185,15 +185,20 @@ def start_with_mssp_app(workdir: Path, secret: str, *, instances: int = 1, **set
     stack = LocalStack.start(workdir, with_maildev=False, schedule=NEVER, extra_settings=extra,
                              start_app=instances > 0, instances=instances)
     try:
-        stack.cloud.control("POST", "apps", json={
-            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
-            "secrets": [{"value": secret}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
-            "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
-                                       DEFENDER_RESOURCE: ["Alert.Read.All"]}})
+        register_mssp_app(stack.cloud, client_id, secret)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def register_mssp_app(cloud: LocalCloud, client_id: str, secret: str) -> None:
+    """Register the MSSP's multi-tenant app in the local cloud: a client secret and both alert APIs' roles."""
+    cloud.control("POST", "apps", json={
+        "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True,
+        "secrets": [{"value": secret}], "redirectUris": ["https://127.0.0.1/api/consent/callback"],
+        "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
+                                   DEFENDER_RESOURCE: ["Alert.Read.All"]}})
 
 
 def stack_table(stack: LocalStack, name: str) -> TableClient:

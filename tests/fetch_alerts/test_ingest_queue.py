@@ -19,7 +19,7 @@ import pytest
 from fetch_alerts import lease as leases
 from fetch_alerts.tenant_queue import INGEST_QUEUE, QueueConnection, TenantMessage
 from local.run.cycle import finished_invocations, fire_timer, orchestration_instances, wait_for_orchestration
-from local.run.stack import DEFENDER_RESOURCE, GRAPH_RESOURCE, NEVER, LocalStack
+from local.run.stack import NEVER, LocalStack, register_mssp_app
 from shared.incidents import poisoned_ingestions
 from shared.tenants import TENANT_PARTITION
 from tests.fetch_alerts.harness import (
@@ -59,11 +59,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSta
     proxy = start_table_proxy(stack.azurite)
     try:
         stack.settings["TABLES_CONNECTION_STRING"] = proxy.table_connection_string()
-        stack.cloud.control("POST", "apps", json={
-            "clientId": client_id, "displayName": "MSSP alerts", "multiTenant": True, "secrets": [{"value": SECRET}],
-            "redirectUris": ["https://127.0.0.1/api/consent/callback"],
-            "requiredResourceAccess": {GRAPH_RESOURCE: ["SecurityAlert.Read.All"],
-                                       DEFENDER_RESOURCE: ["Alert.Read.All"]}})
+        register_mssp_app(stack.cloud, client_id, SECRET)
         stack.start_host()
         yield stack, proxy
     finally:
