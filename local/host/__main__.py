@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import logging
 import os
 import sys
@@ -28,17 +27,10 @@ from local.host.hostconfig import (
     load_settings_file,
 )
 from local.host.keys import HostKeys
+from local.host.logs import setup_logging
 from local.host.server import HostOptions, LocalHost
 
 logger = logging.getLogger("local.host")
-
-
-class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        # No strftime: it imports at first use, which fails for records logged during interpreter exit.
-        m = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
-                f"{m.microsecond // 1000:03d}Z")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,14 +63,6 @@ def _join_values(argv: list[str]) -> list[str]:
 _VALUE_OPTIONS = {"--port", "--app-root", "--app", "--settings-file", "--master-key", "--function-key", "--state-dir"}
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_UtcFormatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
 # App settings the C runtime reads when a process starts. Azure starts the worker with every app setting in its
 # environment; this host reads its settings file after starting, so for these it starts itself once more.
 PROCESS_START_SETTINGS = ("MALLOC_ARENA_MAX",)
@@ -96,7 +80,7 @@ def _restart_with_process_settings(settings: dict[str, str], argv: list[str] | N
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    _setup_logging()
+    setup_logging(sys.stdout)
     app_root = args.app_root.resolve()
     state_dir = args.state_dir.resolve() if args.state_dir else None
     try:

@@ -31,7 +31,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -63,6 +63,7 @@ class AdminApi:
         function_errors: dict[str, str],
         http_url_of: Callable[[FunctionInfo], str | None],
         extra_stats: Callable[[], dict[str, Any]] | None = None,
+        refresh_stats: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.functions = functions
@@ -74,6 +75,7 @@ class AdminApi:
         self.function_errors = function_errors
         self.http_url_of = http_url_of
         self.extra_stats = extra_stats
+        self.refresh_stats = refresh_stats
         self.on_shutdown = on_shutdown
         self.started = time.monotonic()
         self._background: set[asyncio.Task[Any]] = set()
@@ -196,6 +198,8 @@ class AdminApi:
             "peak_rss_mb": round(peak_mb, 1),
             "invocations": self.invoker.stats(),
         }
+        if self.refresh_stats is not None:
+            await self.refresh_stats()
         if self.extra_stats is not None:
             body.update(self.extra_stats())
         return web.json_response(body)

@@ -73,6 +73,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from local.host.hostconfig import MIN_QUEUE_POLLING_INTERVAL, QueuesOptions, resolve_setting_expressions
 from local.host.invoker import FunctionInfo, Invoker, TriggerData
+from local.host.listener_process import ListenerPlan, ListenerProcess
 
 logger = logging.getLogger(__name__)
 #: The host's own storage requests log here, at WARNING and above only (the SDK logs each request at INFO); the
@@ -193,22 +194,34 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat() if moment is not None else None
 
 
-def trigger_data(body: bytes, *, binary: bool = False, message_id: str | None = None, dequeue_count: int = 0,
-                 pop_receipt: str | None = None, inserted_on: dt.datetime | None = None,
-                 expires_on: dt.datetime | None = None, next_visible_on: dt.datetime | None = None) -> TriggerData:
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the host sends the worker about a queue message besides its body (the trigger metadata); times are
+    ISO 8601 strings in UTC. An invocation through the admin API has none of them (DequeueCount 0)."""
+
+    message_id: str | None = None
+    dequeue_count: int = 0
+    pop_receipt: str | None = None
+    inserted_on: str | None = None
+    expires_on: str | None = None
+    next_visible_on: str | None = None
+
+
+def trigger_data(body: bytes, facts: MessageFacts | None = None, *, binary: bool = False) -> TriggerData:
     """The queue trigger's value and metadata, as the host sends them to the Python worker: the body as a string
     (UTF-8, as the extension's StorageQueueMessageToStringConverter reads it), or as bytes when the binding's
     dataType is binary."""
+    facts = facts or MessageFacts()
     text = body.decode("utf-8", errors="replace")
-    metadata: dict[str, meta.Datum] = {"DequeueCount": meta.Datum(dequeue_count, "int"),
+    metadata: dict[str, meta.Datum] = {"DequeueCount": meta.Datum(facts.dequeue_count, "int"),
                                        "QueueTrigger": meta.Datum(text, "string")}
-    for key, value in (("Id", message_id), ("PopReceipt", pop_receipt)):
+    for key, value in (("Id", facts.message_id), ("PopReceipt", facts.pop_receipt)):
         if value is not None:
             metadata[key] = meta.Datum(value, "string")
-    for key, moment in (("InsertionTime", inserted_on), ("ExpirationTime", expires_on),
-                        ("NextVisibleTime", next_visible_on)):
+    for key, moment in (("InsertionTime", facts.inserted_on), ("ExpirationTime", facts.expires_on),
+                        ("NextVisibleTime", facts.next_visible_on)):
         if moment is not None:
-            metadata[key] = meta.Datum(json.dumps(_iso(moment)), "json")
+            metadata[key] = meta.Datum(json.dumps(moment), "json")
     return TriggerData(meta.Datum(body, "bytes") if binary else meta.Datum(text, "string"), metadata)
 
 
@@ -255,18 +268,19 @@ class _InFlight:
 class QueueListener:
     """Polls one queue for one function, as the extension's QueueListener and QueueProcessor do."""
 
-    fn: FunctionInfo
+    function: str
     queue_name: str
     queue: QueueClient
     poison: QueueClient | None
     options: QueuesOptions
-    invoker: Invoker
+    #: Runs the function with one message (in the host process: local/host/queue_process.py); raises when the
+    #: invocation failed.
+    dispatch: Callable[[str, bytes, MessageFacts], Awaitable[None]]
     visibility: int
     on_poisoned: Callable[[str], None] = lambda name: None
     stats: ListenerStats = field(default_factory=ListenerStats)
 
     def __post_init__(self) -> None:
-        self.binary = str(self.fn.trigger.get("dataType", "")).lower() == "binary"
         self._backoff = ExponentialBackoff(MIN_QUEUE_POLLING_INTERVAL, self.options.max_polling_interval)
         self._found_since_last_delay = False
         self._queue_exists: bool | None = None
@@ -279,8 +293,8 @@ class QueueListener:
     # --- polling ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"queue listener {self.fn.name}")
-        logger.info("Storage queue listener started for 'Functions.%s' (queue name='%s')", self.fn.name,
+        self._task = asyncio.create_task(self._run(), name=f"queue listener {self.function}")
+        logger.info("Storage queue listener started for 'Functions.%s' (queue name='%s')", self.function,
                     self.queue_name)
 
     @property
@@ -300,7 +314,7 @@ class QueueListener:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("Storage queue listener of 'Functions.%s' failed a poll of '%s'", self.fn.name,
+                logger.exception("Storage queue listener of 'Functions.%s' failed a poll of '%s'", self.function,
                                  self.queue_name)
                 wait = self._backoff_wait()
             await wait
@@ -313,7 +327,7 @@ class QueueListener:
             if not self._queue_exists:
                 if not self._logged_missing:
                     logger.info("Queue '%s' of 'Functions.%s' does not exist yet; polling for it",
-                                self.queue_name, self.fn.name)
+                                self.queue_name, self.function)
                     self._logged_missing = True
                 return self._backoff_wait()
             self.stats.polls += 1
@@ -323,13 +337,13 @@ class QueueListener:
             self._queue_exists = None
             if _is(exc, 404) or _is(exc, 409, "QueueBeingDeleted", "QueueDisabled") or _server_error(exc):
                 logger.info("Polling queue '%s' of 'Functions.%s' failed (%s %s); backing off", self.queue_name,
-                            self.fn.name, exc.status_code, _error_code(exc))
+                            self.function, exc.status_code, _error_code(exc))
                 return self._backoff_wait()
             raise
         except AzureError as exc:  # storage unreachable: the real host's exception handler would restart it
             self._queue_exists = None
             logger.warning("Polling queue '%s' of 'Functions.%s' failed: %s; backing off", self.queue_name,
-                           self.fn.name, type(exc).__name__)
+                           self.function, type(exc).__name__)
             return self._backoff_wait()
         self._logged_missing = False
         decoded: list[tuple[QueueMessage, bytes]] = []
@@ -370,7 +384,7 @@ class QueueListener:
         self._found_since_last_delay = False
         self.stats.backoff_seconds = delay
         logger.debug("Backoff delay of %.0f ms for queue '%s' of 'Functions.%s'", delay * 1000, self.queue_name,
-                     self.fn.name)
+                     self.function)
         return self._sleep_or_wake(delay)
 
     async def _sleep_or_wake(self, delay: float) -> None:
@@ -396,11 +410,10 @@ class QueueListener:
             renewal = asyncio.create_task(self._renew(state), name=f"renew {message.id}")
             succeeded = False
             try:
-                value = trigger_data(body, binary=self.binary, message_id=message.id, dequeue_count=dequeue_count,
-                                     pop_receipt=state.pop_receipt, inserted_on=message.inserted_on,
-                                     expires_on=message.expires_on, next_visible_on=state.next_visible_on)
-                await self.invoker.invoke(self.fn, {self.fn.trigger_name: value},
-                                          reason=f"New queue message detected on '{self.queue_name}'.")
+                await self.dispatch(self.function, body, MessageFacts(
+                    message_id=str(message.id), dequeue_count=dequeue_count, pop_receipt=state.pop_receipt,
+                    inserted_on=_iso(message.inserted_on), expires_on=_iso(message.expires_on),
+                    next_visible_on=_iso(state.next_visible_on)))
                 succeeded = True
             except asyncio.CancelledError:
                 raise
@@ -422,7 +435,7 @@ class QueueListener:
                     await asyncio.wait_for(self._release(state), 1.0)
             raise
         except Exception:
-            logger.exception("Completing queue message %s of 'Functions.%s' failed", message.id, self.fn.name)
+            logger.exception("Completing queue message %s of 'Functions.%s' failed", message.id, self.function)
 
     async def _renew(self, state: _InFlight) -> None:
         """Keep the message invisible while the function runs (UpdateQueueMessageVisibilityCommand)."""
@@ -445,7 +458,7 @@ class QueueListener:
                 if _gone(exc):
                     state.lost = True
                     logger.warning("Lost queue message %s of 'Functions.%s' while it ran (%s)", state.message.id,
-                                   self.fn.name, _error_code(exc) or exc.status_code)
+                                   self.function, _error_code(exc) or exc.status_code)
                     return
                 raise
             except AzureError:
@@ -531,22 +544,23 @@ class QueueListener:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
-        logger.info("Storage queue listener stopped for 'Functions.%s' (queue name='%s')", self.fn.name,
+        logger.info("Storage queue listener stopped for 'Functions.%s' (queue name='%s')", self.function,
                     self.queue_name)
 
 
 class Queues:
     """Every queue-triggered function of the app. A function whose queue name or connection cannot be resolved
-    is reported in error (`errors`), as the host reports a listener that could not start, and the others run."""
+    is reported in error (`errors`), as the host reports a listener that could not start, and the others run. The
+    listeners poll in a process of their own (local/host/listener_process.py); this host process runs the
+    invocations they hand over."""
 
     def __init__(self, functions: dict[str, FunctionInfo], invoker: Invoker, options: QueuesOptions, *,
                  environ: Mapping[str, str] | None = None) -> None:
         self.options = options
         self.visibility = in_flight_visibility(environ)
         self.errors: dict[str, str] = {}
-        self.listeners: dict[str, QueueListener] = {}
-        self._planned: dict[str, tuple[FunctionInfo, str, str]] = {}
-        self._services: dict[str, QueueServiceClient] = {}
+        self._functions: dict[str, tuple[FunctionInfo, str]] = {}
+        plans: list[ListenerPlan] = []
         for fn in functions.values():
             if fn.trigger_type != "queueTrigger" or fn.error:
                 continue
@@ -562,14 +576,60 @@ class Queues:
                 self.errors[fn.name] = str(exc)
                 logger.error("The listener for function 'Functions.%s' was unable to start: %s", fn.name, exc)
                 continue
-            self._planned[fn.name] = (fn, name, connection)
+            self._functions[fn.name] = (fn, name)
+            plans.append(ListenerPlan(fn.name, name, connection))
         invoker.set_trigger_binder("queueTrigger", self.admin_message)
         self._invoker = invoker
+        self._process = ListenerProcess(plans, options, self.visibility, self._invoke) if plans else None
 
     @staticmethod
     def admin_message(fn: FunctionInfo, text: str) -> TriggerData:
         """The message of an invocation through the admin API: its body is the input text."""
-        return trigger_data(text.encode("utf-8"), binary=str(fn.trigger.get("dataType", "")).lower() == "binary")
+        return trigger_data(text.encode("utf-8"), binary=_binary(fn))
+
+    async def start(self) -> None:
+        if self._process is not None:
+            await self._process.start()
+
+    async def _invoke(self, function: str, body: bytes, facts: dict[str, Any]) -> bool:
+        """Run one message the listener process handed over; whether the invocation succeeded."""
+        fn, queue_name = self._functions[function]
+        value = trigger_data(body, MessageFacts(**facts), binary=_binary(fn))
+        try:
+            await self._invoker.invoke(fn, {fn.trigger_name: value},
+                                       reason=f"New queue message detected on '{queue_name}'.")
+        except Exception:  # noqa: BLE001 - the invoker logged it; the listener releases the message
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return self._process.stats() if self._process is not None else {}
+
+    async def refresh_stats(self) -> None:
+        if self._process is not None:
+            await self._process.refresh_stats()
+
+    async def stop(self, grace: float) -> None:
+        if self._process is not None:
+            await self._process.stop(grace)
+
+
+def _binary(fn: FunctionInfo) -> bool:
+    return str(fn.trigger.get("dataType", "")).lower() == "binary"
+
+
+class Listeners:
+    """The listeners of the listener process: one per queue-triggered function, each handing its messages to
+    `dispatch`."""
+
+    def __init__(self, plans: list[ListenerPlan], options: QueuesOptions, visibility: int,
+                 dispatch: Callable[[str, bytes, MessageFacts], Awaitable[None]]) -> None:
+        self.options = options
+        self.visibility = visibility
+        self.listeners: dict[str, QueueListener] = {}
+        self._plans = plans
+        self._dispatch = dispatch
+        self._services: dict[str, QueueServiceClient] = {}
 
     def _service(self, connection: str) -> QueueServiceClient:
         if connection not in self._services:
@@ -577,15 +637,15 @@ class Queues:
         return self._services[connection]
 
     def start(self) -> None:
-        for fn, name, connection in self._planned.values():
-            service = self._service(connection)
-            poison_name = poison_queue_name(name)
+        for plan in self._plans:
+            service = self._service(plan.connection)
+            poison_name = poison_queue_name(plan.queue)
             listener = QueueListener(
-                fn=fn, queue_name=name, queue=service.get_queue_client(name),
+                function=plan.function, queue_name=plan.queue, queue=service.get_queue_client(plan.queue),
                 poison=service.get_queue_client(poison_name) if poison_name else None,
-                options=self.options, invoker=self._invoker, visibility=self.visibility,
+                options=self.options, dispatch=self._dispatch, visibility=self.visibility,
                 on_poisoned=self.notify)
-            self.listeners[fn.name] = listener
+            self.listeners[plan.function] = listener
             listener.start()
 
     def notify(self, queue_name: str) -> None:

@@ -96,6 +96,7 @@ class LocalHost:
             function_errors={**self.timers.errors, **self.queues.errors},
             http_url_of=self._http_url,
             extra_stats=self._engine_stats,
+            refresh_stats=self.queues.refresh_stats,
             on_shutdown=self.stopped.set,
         )
         self._runner: web.AppRunner | None = None
@@ -140,7 +141,7 @@ class LocalHost:
         await self._runner.setup()
         # Listeners start before the host answers, so an instance that is ready has tried for its timer locks.
         await self.timers.start()
-        self.queues.start()
+        await self.queues.start()
         await web.TCPSite(self._runner, self.options.bind, self.options.port, reuse_address=True).start()
         self._log_functions()
         logger.info("Host started on %s (Durable %s)", self.base_url,
