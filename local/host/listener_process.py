@@ -232,4 +232,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Through the package's module, so that the listeners and this process share one copy of its classes.
+    from local.host import listener_process
+
+    listener_process.main()
