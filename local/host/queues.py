@@ -45,6 +45,10 @@ named otherwise), and what each gives this module:
   function with a message whose body is the input (no id, DequeueCount 0), as the extension's
   StringToStorageQueueMessageConverter builds it; nothing is read from or deleted in the queue then.
 
+The listeners (`Listeners`, `QueueListener`) run in a process of their own, as the extension runs in the .NET host
+apart from the Python worker (local/host/listener_process.py); `Queues` is the host's side: it resolves the
+bindings, starts that process and runs the invocations it hands over.
+
 Local difference, for crash tests only: `LOCAL_HOST_QUEUE_VISIBILITY_SECONDS` (whole seconds, default 600)
 shortens the visibility timeout messages are received with; renewal stays at half of it. A host killed
 with SIGKILL leaves its messages invisible until that timeout passes, as a crashed instance does in Azure.
@@ -273,7 +277,7 @@ class QueueListener:
     queue: QueueClient
     poison: QueueClient | None
     options: QueuesOptions
-    #: Runs the function with one message (in the host process: local/host/queue_process.py); raises when the
+    #: Runs the function with one message (in the host process: local/host/listener_process.py); raises when the
     #: invocation failed.
     dispatch: Callable[[str, bytes, MessageFacts], Awaitable[None]]
     visibility: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,49 @@ def test_the_message_of_a_killed_instance_is_delivered_again_to_another_after_th
         assert [r["pid"] for r in again] == [second.process.pid]
         wait_until(lambda: queue_length(storage, "crash-work") == 0, 15, "the message was not deleted")
         assert len(records(storage, "work", key)) == 2
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
+def _group_members(group: int) -> list[int]:
+    """The live processes (zombies aside) of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(entry.name))
+    return members
+
+
+def test_a_host_process_killed_alone_takes_its_listener_process_with_it(storage: Azurite, tmp_path: Path) -> None:
+    """The listeners poll in a child of the host (local/host/listener_process.py). When only the host's own process
+    dies (as an out-of-memory kill would end it), the child ends too, completing nothing: the message in flight
+    comes back after its visibility timeout, to another instance, as a dead instance's does."""
+    names = {"work": "orphan-work", "idle": "orphan-idle"}
+    first = start(storage, tmp_path / "first.log", **names)
+    second: LocalHost | None = None
+    try:
+        group = first.process.pid  # the host leads its process group
+        key = uuid.uuid4().hex
+        send(storage, {"key": key, "sleep_first": 600}, name="orphan-work")
+        (taken,) = wait_until(lambda: records(storage, "work", key), 30, "the host did not take the message")
+        assert taken["pid"] == first.process.pid
+        assert len(_group_members(group)) == 2, "the host and its listener process"
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        wait_until(lambda: not _group_members(group), 15, "the listener process outlived its host")
+        second = start(storage, tmp_path / "second.log", **names)
+        again = wait_until(lambda: [r for r in records(storage, "work", key) if r["dequeueCount"] == 2], 30,
+                           "the dead host's message was not delivered again")
+        assert [r["pid"] for r in again] == [second.process.pid]
+        wait_until(lambda: queue_length(storage, "orphan-work") == 0, 15, "the message was not deleted")
     finally:
         first.kill()
         if second is not None:
