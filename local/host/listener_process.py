@@ -36,7 +36,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from local.host.hostconfig import QueuesOptions
 from local.host.logs import setup_logging
@@ -187,9 +187,17 @@ class _Dispatcher:
             ended.set_result(ok)
 
 
+class _Protocol:
+    """The listener process's end of the pipe to the host: its own duplicate of stdout, so that whatever else the
+    process prints goes to the log instead of into the protocol (`main` points stdout at stderr)."""
+
+    stream: BinaryIO | None = None
+
+
 def _write(message: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(_line(message))
-    sys.stdout.buffer.flush()
+    stream = _Protocol.stream or sys.stdout.buffer
+    stream.write(_line(message))
+    stream.flush()
 
 
 async def _serve() -> None:
@@ -227,6 +235,8 @@ async def _serve() -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Protocol.stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     setup_logging(sys.stderr)
     asyncio.run(_serve())
 
