@@ -10,7 +10,7 @@ local.host.listener_process` (started and stopped by the host, `ListenerProcess`
 local/host/queues.py's listeners, and the host process only runs the invocations:
 
 - host -> listener process, one JSON object per line on its stdin: first the listeners to run (functions, queue
-  names, connection strings), host.json's `extensions.queues` and the in-flight visibility; then
+  names, connection strings), host.json's `extensions.queues`, the in-flight visibility and the log level; then
   `{"op": "done", "seq": n, "ok": bool}` when an invocation has ended, `{"op": "stats"}`, `{"op": "stop",
   "grace": s}`.
 - listener process -> host, on its stdout: `{"op": "invoke", "seq": n, "function": name, "body": base64,
@@ -91,7 +91,7 @@ class ListenerProcess:
             sys.executable, "-m", "local.host.listener_process", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env, limit=_LINE_LIMIT)
         self._send({"listeners": [dataclasses.asdict(p) for p in self._plans], "options": options,
-                    "visibility": self._visibility})
+                    "visibility": self._visibility, "log_level": logging.getLogger().getEffectiveLevel()})
         self._reader = asyncio.create_task(self._read(), name="queue listener process")
 
     def stats(self) -> dict[str, Any]:
@@ -207,6 +207,7 @@ async def _serve() -> None:
     stdin = asyncio.StreamReader(limit=_LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     config = json.loads(await stdin.readline() or b"{}")
+    logging.getLogger().setLevel(int(config.get("log_level", logging.INFO)))  # host.json's `default`, as the host's
     dispatcher = _Dispatcher()
     listeners = Listeners([ListenerPlan(**p) for p in config.get("listeners", [])],
                           QueuesOptions(**config.get("options", {})), int(config.get("visibility", 600)), dispatcher)

@@ -293,3 +293,19 @@ def test_a_host_process_killed_alone_takes_its_listener_process_with_it(storage:
         first.kill()
         if second is not None:
             second.stop()
+
+
+def test_the_listener_process_logs_at_host_json_default_level(storage: Azurite, tmp_path: Path) -> None:
+    """host.json `logging.logLevel.default` Warning (here through its app-setting override) silences the listeners'
+    information lines too, though they are written by the listener process."""
+    host = start_host(APP_ROOT, settings(storage, work="quiet-work", idle="quiet-idle"), log_path=tmp_path / "host.log",
+                      env={"AzureFunctionsJobHost__logging__logLevel__default": "Warning"})
+    try:
+        key = uuid.uuid4().hex
+        send(storage, {"key": key}, name="quiet-work")
+        wait_until(lambda: records(storage, "work", key), 30, "the message was not delivered")
+        wait_until(lambda: queue_length(storage, "quiet-work") == 0, 15, "the message was not deleted")
+    finally:
+        host.stop()
+    log = host.log_path.read_text()
+    assert "Trigger Details" not in log and "Storage queue listener started" not in log
