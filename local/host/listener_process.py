@@ -35,7 +35,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from local.host.hostconfig import QueuesOptions
@@ -45,7 +44,6 @@ logger = logging.getLogger("local.host.queues")
 
 #: Lines can carry a message body of up to 64 KiB, base64-encoded.
 _LINE_LIMIT = 1 << 20
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: How long a stats request waits for the listener process's answer before the last known figures are used.
 STATS_WAIT_SECONDS = 2.0
 
@@ -83,13 +81,15 @@ class ListenerProcess:
         self._stopping = False
 
     async def start(self) -> None:
+        """Start the listener process (none without listeners). It inherits the host's environment and working
+        directory, so it imports `local` as the host did."""
+        if not self._plans:
+            return
         options = {**dataclasses.asdict(self._options),
                    "new_batch_threshold": self._options.effective_new_batch_threshold}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT,
-                                                                        os.environ.get("PYTHONPATH", "")]))}
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "local.host.listener_process", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, env=env, limit=_LINE_LIMIT)
+            stdout=asyncio.subprocess.PIPE, limit=_LINE_LIMIT)
         self._send({"listeners": [dataclasses.asdict(p) for p in self._plans], "options": options,
                     "visibility": self._visibility, "log_level": logging.getLogger().getEffectiveLevel()})
         self._reader = asyncio.create_task(self._read(), name="queue listener process")
@@ -106,7 +106,7 @@ class ListenerProcess:
         self._stats_waiters.append(waiter)
         self._send({"op": "stats"})
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), STATS_WAIT_SECONDS)
+            await asyncio.wait_for(waiter, STATS_WAIT_SECONDS)
 
     async def stop(self, grace: float) -> None:
         """The listeners stop polling and let the messages in flight finish (the host keeps running them) for up to

@@ -584,7 +584,7 @@ class Queues:
             plans.append(ListenerPlan(fn.name, name, connection))
         invoker.set_trigger_binder("queueTrigger", self.admin_message)
         self._invoker = invoker
-        self._process = ListenerProcess(plans, options, self.visibility, self._invoke) if plans else None
+        self._process = ListenerProcess(plans, options, self.visibility, self._invoke)
 
     @staticmethod
     def admin_message(fn: FunctionInfo, text: str) -> TriggerData:
@@ -592,8 +592,7 @@ class Queues:
         return trigger_data(text.encode("utf-8"), binary=_binary(fn))
 
     async def start(self) -> None:
-        if self._process is not None:
-            await self._process.start()
+        await self._process.start()
 
     async def _invoke(self, function: str, body: bytes, facts: dict[str, Any]) -> bool:
         """Run one message the listener process handed over; whether the invocation succeeded."""
@@ -607,15 +606,13 @@ class Queues:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return self._process.stats() if self._process is not None else {}
+        return self._process.stats()
 
     async def refresh_stats(self) -> None:
-        if self._process is not None:
-            await self._process.refresh_stats()
+        await self._process.refresh_stats()
 
     async def stop(self, grace: float) -> None:
-        if self._process is not None:
-            await self._process.stop(grace)
+        await self._process.stop(grace)
 
 
 def _binary(fn: FunctionInfo) -> bool:
