@@ -56,7 +56,7 @@ from local.bench.ingest import SECRET, _add_tenants, _api_calls, _iso
 from local.bench.notify import _store_rule
 from local.run.cycle import DURABLE_API, finished_invocations, fire_timer
 from local.run.services import REPO_ROOT, LocalCloud, start_azurite, start_cloud, start_maildev
-from local.run.stack import NEVER, LocalStack, app_settings, cloud_now, register_mssp_app, stack_table
+from local.run.stack import NEVER, QUIET, LocalStack, app_settings, cloud_now, register_mssp_app, stack_table
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ MAIL_SCHEDULE = "0 * * * * *"  # every minute: S = 60 s
 MAIL_S, MAIL_D = 60, 50  # the mail run's schedule interval and FETCH_DRAIN_WAIT_SECONDS (kept below S)
 PRODUCTION_S, PRODUCTION_D = 300, 240
 # Only the ingestion tick runs: the other timers never fire by themselves during a measurement.
-QUIET = {"VERIFICATION_SCHEDULE": NEVER, "OPS_NOTICES_SCHEDULE": NEVER, "RETENTION_SCHEDULE": NEVER}
 # The scaling runs measure until every tenant is ingested, however slow the shared machine is: messages that
 # outlive the tick (not the production 300 s) and a drain wait just below host.json's functionTimeout (10 min).
 LONG_TICK = {"FETCH_MESSAGE_TTL_SECONDS": "3600", "FETCH_DRAIN_WAIT_SECONDS": "590"}

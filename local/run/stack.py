@@ -171,6 +171,9 @@ class LocalStack:
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 DEFENDER_RESOURCE = "https://api.securitycenter.microsoft.com"
 NEVER = "0 0 0 1 1 *"  # a timer schedule that never fires on its own
+# The schedules of the app's other timers (verification, operational notices, retention), off: a run that
+# measures or tests ingestion fires what it needs through the admin API.
+QUIET = {"VERIFICATION_SCHEDULE": NEVER, "OPS_NOTICES_SCHEDULE": NEVER, "RETENTION_SCHEDULE": NEVER}
 
 
 def start_with_mssp_app(workdir: Path, secret: str, *, instances: int = 1, **settings: str) -> LocalStack:
@@ -181,7 +184,7 @@ def start_with_mssp_app(workdir: Path, secret: str, *, instances: int = 1, **set
 
     client_id = str(uuid4())
     extra = {"MSSP_APP_CLIENT_ID": client_id, "MSSP_APP_CREDENTIAL": "secret", "MSSP_APP_CLIENT_SECRET": secret,
-             **settings}
+             **QUIET, **settings}
     stack = LocalStack.start(workdir, with_maildev=False, schedule=NEVER, extra_settings=extra,
                              start_app=instances > 0, instances=instances)
     try:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from local.run.cycle import finished_invocations, fire_timer
 from local.run.stack import (
-    NEVER,
     LocalStack,
     cloud_now,
     stack_table,
@@ -35,7 +34,7 @@ def start_stack(workdir: Path, *, instances: int = 1, **settings: str) -> LocalS
     """A LocalStack whose app settings name a fresh MSSP app (created in the local cloud), running `instances`
     host instances (0: none yet, see local.run.stack.start_with_mssp_app)."""
     return start_with_mssp_app(workdir, SECRET, instances=instances,
-                               **{"FETCH_BACKOFF_MS": "50", "RETENTION_SCHEDULE": NEVER, **settings})
+                               **{"FETCH_BACKOFF_MS": "50", **settings})
 
 
 def client_id(stack: LocalStack) -> str:

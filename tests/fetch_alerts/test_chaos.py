@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from local.run.stack import NEVER, LocalStack
+from local.run.stack import LocalStack
 from tests.fetch_alerts.harness import (
     BehindOutage,
     IngestionLog,
@@ -69,8 +69,6 @@ SETTINGS = {
     # The drain wait outlasts the test's own deadline: the tick ends because its queue is empty, not because the
     # timer gave up.
     "FETCH_DRAIN_WAIT_SECONDS": str(int(TICK_TIMEOUT) + 30),
-    "VERIFICATION_SCHEDULE": NEVER,
-    "OPS_NOTICES_SCHEDULE": NEVER,
 }
 
 

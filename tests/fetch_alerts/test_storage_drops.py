@@ -21,7 +21,6 @@ from datetime import timedelta
 import pytest
 
 from fetch_alerts.lease import current
-from local.run.stack import NEVER
 from tests.fetch_alerts.harness import (
     BehindOutage,
     add_latency,
@@ -51,8 +50,7 @@ VISIBILITY_TIMEOUT = 5
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BehindOutage]:
     with stack_behind_outage(tmp_path_factory.mktemp("storage-drops"), "table", 1,
-                             FETCH_GRAPH_PAGE_SIZE=str(PAGE_SIZE), VERIFICATION_SCHEDULE=NEVER,
-                             OPS_NOTICES_SCHEDULE=NEVER,
+                             FETCH_GRAPH_PAGE_SIZE=str(PAGE_SIZE),
                              AzureFunctionsJobHost__extensions__queues__visibilityTimeout=f"00:00:{VISIBILITY_TIMEOUT:02d}",
                              ) as behind:
         yield behind
