@@ -16,13 +16,17 @@ run did, read back from storage and from the local cloud's statistics:
 - backlog_50k: the alert rows the run stored (same payload columns), written in transactions of the same
   sizes (the run's tenant feed rows give each transaction's alert count), one after another as ingestion
   writes one tenant's pages.
-- tenants_1000: max(the same API calls -- a token and the same alerts_v2 list call per tenant through the
-  app's ApiClient --, the same storage operations per tenant -- the timer's enqueue, then the message
-  received and deleted, the lease taken and released, the tenant row read, the unpublished-feed query, the
-  marker upsert, the alert transaction with the same rows, the global feed row's upsert (fetch_alerts/feed.py
-  publishes a lone row without a transaction), the two tenant-row merges, the re-read's row read --), each on
-  FETCH_CONCURRENCY threads. The app's host instances are stopped first, so nothing they still do (the
-  notification run's end, queue polling) takes CPU from the bound.
+- tenants_1000: per tenant, on FETCH_CONCURRENCY threads, the same API calls and storage operations in one
+  pass: the timer's enqueue, then the message received and deleted, the lease taken and released, the
+  tenant row read, the unpublished-feed query, a token and the same alerts_v2 list call through the app's
+  ApiClient, the marker upsert, the alert transaction with the same rows, the global feed row's upsert
+  (fetch_alerts/feed.py publishes a lone row without a transaction), the two tenant-row merges, the re-read's
+  row read. One pass, because one Python process pays for both with the same core: the app's process is
+  CPU-bound here, so its API calls cannot hide behind its storage operations, and a bound taking the larger
+  of the two done apart would ask for work done in no time. The figures also give each part done apart
+  (`api_calls_direct_s`, `storage_operations_direct_s`) and the ratio to the storage part alone. The app's
+  host instances are stopped first, so nothing they still do (the notification run's end, queue polling)
+  takes CPU from the bound.
 """
 
 from __future__ import annotations
@@ -322,11 +326,15 @@ def run_tenants_1000(workdir: Path, tenants: int = TENANTS) -> dict[str, Any]:
             host.stop()
         with _app_environment(stack) as settings:
             concurrency = int(settings.get("FETCH_CONCURRENCY"))
-            api_wall = _direct_api_calls(settings, tenant_ids, concurrency, calls // max(1, len(tenant_ids)))
+            calls_per_tenant = calls // max(1, len(tenant_ids))
+            # The bound first, closest in time to the run; then its two parts apart, for the figures.
+            with _tenant_api_calls(settings, concurrency, calls_per_tenant) as api_calls:
+                bound = _direct_storage_operations(tenant_ids, concurrency, api_calls)
+            with _tenant_api_calls(settings, concurrency, calls_per_tenant) as api_calls:
+                api_wall = _on_pool(concurrency, api_calls, tenant_ids)
             storage_wall = _direct_storage_operations(tenant_ids, concurrency)
     finally:
         stack.stop()
-    bound = max(api_wall, storage_wall)
     complete = stored >= tenants * ALERTS_PER_TENANT
     return {
         "driver": "host timer (admin API)",
@@ -339,6 +347,7 @@ def run_tenants_1000(workdir: Path, tenants: int = TENANTS) -> dict[str, Any]:
                   "storage_operations_direct_s": round(storage_wall, 2)},
         "target": "wall_s <= 1.5 x bound wall_s; peak_rss_mb < 300",
         "ratio": round(wall / bound, 3) if bound else None,
+        "ratio_to_storage_operations_alone": round(wall / storage_wall, 3) if storage_wall else None,
         "met": complete and wall <= 1.5 * bound and peak_rss < RSS_LIMIT_MB,
     }
 
@@ -350,8 +359,10 @@ def _on_pool(concurrency: int, work: Callable[[str], None], items: list[str]) ->
     return time.monotonic() - started
 
 
-def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, calls_per_tenant: int) -> float:
-    """The run's API calls again through the app's ApiClient (fresh token cache: a token per tenant too)."""
+@contextmanager
+def _tenant_api_calls(settings: Any, concurrency: int, calls_per_tenant: int) -> Iterator[Callable[[str], None]]:
+    """One tenant's API calls of the run, again through the app's ApiClient (a fresh token cache: a token per
+    tenant too)."""
     from fetch_alerts.config import ApiCallConfig, RateLimits
     from fetch_alerts.http import ApiClient
     from fetch_alerts.keys import odata_literal
@@ -372,18 +383,19 @@ def _direct_api_calls(settings: Any, tenant_ids: list[str], concurrency: int, ca
             api.get(tenant_id, AlertSource.GRAPH, url, params, deadline)
 
     try:
-        return _on_pool(concurrency, calls, tenant_ids)
+        yield calls
     finally:
         api.close()
 
 
-def _direct_storage_operations(tenant_ids: list[str], concurrency: int) -> float:
+def _direct_storage_operations(tenant_ids: list[str], concurrency: int,
+                               api_calls: Callable[[str], None] | None = None) -> float:
     """Per tenant, ingestion's storage operations with the same rows, written to fresh partitions, through the
     product's own functions where it has them: the timer's enqueue (one message per tenant, as many sends in
     flight as the timer uses), then on `concurrency` threads per tenant: a message received (eight per receive, as
     host.json's batchSize) and deleted, the lease taken and released, the tenant row read, the unpublished-feed
-    query, the marker, the alert transaction, the global feed upsert, the cursor and health merges, and the re-read's
-    read of the row."""
+    query, `api_calls` for the tenant where ingestion makes them, the marker, the alert transaction, the global
+    feed upsert, the cursor and health merges, and the re-read's read of the row."""
     from fetch_alerts import lease as leases
     from fetch_alerts.tenant_queue import connection, enqueue_tenants
     from shared.tables import Table, get_table_store
@@ -419,6 +431,8 @@ def _direct_storage_operations(tenant_ids: list[str], concurrency: int) -> float
         tenants.get_entity("tenant", target)
         list(alerts.query_entities("PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi", select=["RowKey"],
                                    parameters={"pk": target, "lo": "feed|", "hi": "feed}"}))
+        if api_calls is not None:
+            api_calls(tenant_id)
         etag = tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": target, "pendingNotifications": True},
                                      mode=UpdateMode.MERGE).get("etag")
         alerts.submit_transaction([("create", row) for row in rows])
