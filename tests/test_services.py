@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from local.run.services import ServiceError, _spawn
+from local.run.stack import LocalStack
 
 
 def _sleeper(tmp_path):
@@ -78,3 +82,27 @@ def _read_response(conn: socket.socket) -> bytes:
         assert chunk, "connection closed inside a response"
         body += chunk
     return head
+
+
+def test_a_stack_whose_cloud_cannot_start_leaves_no_other_service_running(tmp_path):
+    (tmp_path / "cloud").write_text("in the way of the cloud's state directory")
+    with pytest.raises(FileExistsError):
+        LocalStack.start(tmp_path, with_maildev=True)
+    logs = {tmp_path / "azurite" / "azurite.log", tmp_path / "maildev" / "maildev.log"}
+    assert all(log.exists() for log in logs), "Azurite and MailDev were started beside the failing cloud"
+    deadline = time.monotonic() + 10  # a stopped service's process group may take a moment to exit
+    while (running := _processes_writing(logs)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running, f"processes of the failed stack still run: {running}"
+
+
+def _processes_writing(logs: set[Path]) -> list[int]:
+    """Pids of the processes that hold one of `logs` open (a service's output goes to its log)."""
+    holders = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        if int(fd_dir.parent.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(Path(os.readlink(fd)) in logs for fd in fd_dir.iterdir()):
+                holders.append(int(fd_dir.parent.name))
+    return holders

@@ -12,14 +12,17 @@ demo call. `stack.invocations(name)` sums a function's invocation counts over th
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import certifi
 from azure.data.tables import TableClient, TableServiceClient
@@ -91,29 +94,20 @@ class LocalStack:
               schedule: str = "0 */5 * * * *", extra_settings: Mapping[str, str] | None = None,
               start_app: bool = True, instances: int = 1) -> LocalStack:
         workdir.mkdir(parents=True, exist_ok=True)
-        started: list[object] = []
+        azurite, cloud, maildev = _start_services(workdir, with_maildev)
+        extra = dict(extra_settings or {})
+        if maildev is not None:
+            extra.setdefault("SMTP_HOST", "127.0.0.1")
+            extra.setdefault("SMTP_PORT", str(maildev.smtp_port))
+        stack = cls(workdir=workdir, azurite=azurite, cloud=cloud, maildev=maildev, host_port=host_port,
+                    settings=app_settings(azurite, cloud, schedule=schedule, extra=extra))
         try:
-            azurite = start_azurite(workdir / "azurite")
-            started.append(azurite)
-            cloud = start_cloud(workdir / "cloud")
-            started.append(cloud)
-            maildev = start_maildev(workdir / "maildev") if with_maildev else None
-            started.append(maildev)
-            extra = dict(extra_settings or {})
-            if maildev is not None:
-                extra.setdefault("SMTP_HOST", "127.0.0.1")
-                extra.setdefault("SMTP_PORT", str(maildev.smtp_port))
-            stack = cls(workdir=workdir, azurite=azurite, cloud=cloud, maildev=maildev, host_port=host_port,
-                        settings=app_settings(azurite, cloud, schedule=schedule, extra=extra))
             if start_app:
                 stack.start_hosts(instances)
-            return stack
         except BaseException:
-            for service in reversed(started):
-                if service is not None:
-                    with contextlib.suppress(Exception):
-                        service.stop()  # type: ignore[attr-defined]
+            stack.stop()  # the services, and any instance that did start
             raise
+        return stack
 
     def start_host(self) -> LocalHost:
         """(Re)start instance 0 of the local host with the real app; in-memory Durable state starts empty."""
@@ -164,6 +158,33 @@ class LocalStack:
             if service is not None:
                 with contextlib.suppress(Exception):
                     service.stop()
+
+
+def _start_services(workdir: Path, with_maildev: bool) -> tuple[Azurite, LocalCloud, MailDev | None]:
+    """Azurite, the local cloud and (optionally) MailDev, started side by side: none needs another, and each
+    spends its start waiting for its process to listen. If one fails (or Ctrl-C comes), the others are stopped
+    once their starts have ended."""
+    starts: dict[str, Callable[[], Any]] = {"azurite": lambda: start_azurite(workdir / "azurite"),
+                                             "cloud": lambda: start_cloud(workdir / "cloud")}
+    if with_maildev:
+        starts["maildev"] = lambda: start_maildev(workdir / "maildev")
+    pool = ThreadPoolExecutor(len(starts), thread_name_prefix="service-start")
+    futures = {name: pool.submit(start) for name, start in starts.items()}
+    try:
+        concurrent.futures.wait(futures.values())
+        errors = [error for error in (f.exception() for f in futures.values()) if error is not None]
+        if errors:
+            raise errors[0]
+    except BaseException:
+        pool.shutdown(wait=True)
+        for future in futures.values():
+            if future.exception() is None:
+                with contextlib.suppress(Exception):
+                    future.result().stop()
+        raise
+    pool.shutdown()
+    maildev = futures["maildev"].result() if "maildev" in futures else None
+    return futures["azurite"].result(), futures["cloud"].result(), maildev
 
 
 # --- an ingestion stack: the MSSP's app registered in the local cloud (ingestion tests and benches) ------
