@@ -195,8 +195,8 @@ def start_azurite(workdir: Path, *, in_memory: bool = True, debug_log: Path | No
         # Azurite closes a connection idle for 5 s (Node's default). A client that reuses one at that very
         # moment gets "Remote end closed connection without response" on a request the server never read,
         # and tests poll at about that interval. Azure keeps idle connections far longer; see the README's
-        # known differences. The product retries such drops (docs/ARCHITECTURE.md), and the chaos tests
-        # drop connections on purpose instead of by chance.
+        # known differences. Ingestion retries such drops (docs/ARCHITECTURE.md), and the chaos tests drop
+        # connections on purpose instead of by chance.
         *(arg for service in ("blob", "queue", "table")
           for arg in (f"--{service}KeepAliveTimeout", str(KEEP_ALIVE_S))),
     ]
