@@ -19,7 +19,8 @@ from shared.alert_sources import AlertSource
 
 
 class InvalidAlert(ValueError):
-    """An alert object without a usable id or timestamps; the page is a bad response."""
+    """An alert object without a usable id or timestamps: skipped (logged with the tenant), the rest of its page
+    stored."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ def camel(value: Any) -> str:
 TEXT_LIMIT = 1024  # names, ids and enum values: far longer than any Microsoft sends
 TITLE_LIMIT = 4000
 MITRE_LIMIT = 8000
+# The alert id is kept whole (readers look the row up by it; keys hold it escaped and, when long, hashed:
+# shared/alerts.py), so an id longer than this cannot be stored and its alert is skipped. Microsoft documents no
+# length; its ids are tens of characters. With the columns above, the id and the portal link (cut at the same
+# length) stay inside what shared/payload.py leaves of the 1 MiB entity beside the payload.
+ID_LIMIT = 8000
 
 
 def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
@@ -79,6 +85,9 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
     """The row columns of one alert object (without payload, keys or bookkeeping)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
         raise InvalidAlert("an alert without an id")
+    if len(raw["id"]) > ID_LIMIT:
+        raise InvalidAlert(f"alert {raw['id'][:80]}...: its id of {len(raw['id'])} characters is longer than the "
+                           f"{ID_LIMIT} that can be stored")
     graph = source is AlertSource.GRAPH
     created_text = raw.get("createdDateTime" if graph else "alertCreationTime")
     updated_text = raw.get("lastUpdateDateTime" if graph else "lastUpdateTime")
@@ -109,6 +118,6 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
         "incidentId": _text(raw.get("incidentId")),
         "detectionSource": _text(raw.get("detectionSource")),
         "serviceSource": _text(raw.get("serviceSource")) if graph else "",
-        "portalLink": f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={tenant_id}",
+        "portalLink": _text(f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={tenant_id}", ID_LIMIT),
     }
     return Normalised(alert_id, created, updated, columns)

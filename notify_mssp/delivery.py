@@ -40,12 +40,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.tables import MAX_TRANSACTION_OPERATIONS, update_if_unchanged, write_if_unchanged
+from shared.tables import (
+    MAX_KEY_CHARS,
+    MAX_TRANSACTION_OPERATIONS,
+    escape_key_part,
+    update_if_unchanged,
+    write_if_unchanged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +63,6 @@ MAX_DIGEST_COVERED = 8000
 # a dead run's obligations are taken over within NOTIFY_CLAIM_TIMEOUT plus a tick or two.
 DIGEST_LOOKBACK = timedelta(days=2)
 _LISTED_MAX_CHARS = 30_000  # the `listed` column: a string property holds 32K UTF-16 characters
-_MAX_KEY = 1000  # Table Storage allows 1 KiB per key; escaping can triple a long address
 
 
 class DeliveryState(StrEnum):
@@ -97,11 +101,12 @@ class DeliveryKey:
 
 def _escape(value: str) -> str:
     # Recipients may hold `/`, `#` or `?` (valid in a local part), which Table Storage keys forbid.
-    return quote(value, safe="-_.~@+")
+    return escape_key_part(value, safe="@+")
 
 
 def _bounded(key: str) -> str:
-    return key if len(key) <= _MAX_KEY else "sha256|" + hashlib.sha256(key.encode()).hexdigest()
+    # Escaping can triple a long address or alert id.
+    return key if len(key) <= MAX_KEY_CHARS else "sha256|" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def alert_delivery_key(tenant_id: str, alert_id: str, reason: str, rule_id: str, recipient: str) -> DeliveryKey:

@@ -5,16 +5,18 @@ Owns the row keys and their encoding, the obligation reasons and states, and the
 no flow spells a key prefix, a reason or a state by hand.
 
 Alert ids come from Microsoft and may hold characters Table Storage forbids in keys (`/ \\ # ?`, control
-characters) or our own `|` separator, so they are percent-encoded.
+characters) or our own `|` separator, so they are escaped (shared.tables.escape_key_part); and Microsoft
+documents no length for them, while a key holds at most 1 KiB, so a long one is shortened with a hash
+(`escape_id`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
-from urllib.parse import quote
 
-from shared.tables import prefix_end
+from shared.tables import KEY_ESCAPE, escape_key_part, prefix_end
 
 ALERT_PREFIX = "alert|"
 OBLIGATION_PREFIX = "obligation|"
@@ -67,8 +69,22 @@ def severity_rank(graph_severity: str | None) -> int:
     return SEVERITY_LEVELS.index(level) + 1 if level is not None else 0
 
 
+# Table Storage keys hold at most 1 KiB (docs/MICROSOFT.md, "Table Storage limits"), and a tenant feed row lists
+# up to 100 escaped ids in one 64 KiB string property, so an escaped id is at most this long.
+MAX_ESCAPED_ID = 256
+_LONG_MARK = KEY_ESCAPE + "-"  # never in an escaped value, where `!` is always followed by two hex digits
+_KEPT = MAX_ESCAPED_ID - len(_LONG_MARK) - 64
+
+
 def escape_id(alert_id: str) -> str:
-    return quote(alert_id, safe="-_.~")
+    """The id as it appears in keys: escaped, and when that is longer than MAX_ESCAPED_ID, its first
+    characters, `!-` and the SHA-256 of the whole id (so no short id's form and no other long id's form equals
+    it). Every flow reaches keys through this function, never by decoding one: the `alertId` column holds the
+    id itself."""
+    escaped = escape_key_part(alert_id)
+    if len(escaped) <= MAX_ESCAPED_ID:
+        return escaped
+    return escaped[:_KEPT] + _LONG_MARK + hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def alert_key(alert_id: str) -> str:

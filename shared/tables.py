@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -32,7 +33,22 @@ logger = logging.getLogger(__name__)
 MAX_TRANSACTION_OPERATIONS = 100  # operations per entity-group transaction (one partition)
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024  # payload of one transaction request
 MAX_FILTER_COMPARISONS = 15  # comparisons per $filter
-MAX_KEY_CHARS = 1024  # a PartitionKey or RowKey; `/ \\ # ?` and control characters are not allowed in either
+# A PartitionKey or RowKey holds 1 KiB of UTF-16, so 512 characters (Azurite refuses the 513th), and no
+# `/ \\ # ?` or control character (docs/MICROSOFT.md, "Table Storage limits").
+MAX_KEY_CHARS = 512
+KEY_ESCAPE = "!"
+
+
+def escape_key_part(value: str, safe: str = "") -> str:
+    """`value` as it may appear in a key: letters, digits, `- _ . ~` and the characters in `safe` as they are,
+    every other character as `!XX` per UTF-8 byte (`a/b` -> `a!2Fb`, `!` -> `!21`), so distinct values give
+    distinct keys. Not `%XX`: Table Storage decodes the URL path of a point operation (get, update, merge,
+    delete, insert-or-replace, insert-or-merge) twice, so a key holding `%` is read or written as another key
+    (docs/MICROSOFT.md, "Table Storage limits")."""
+    if KEY_ESCAPE in safe or "%" in safe:
+        raise ValueError("`!` and `%` are never safe in a key")
+    # surrogatepass: JSON may escape a lone surrogate (`\\ud800`), which the parser passes on as it is.
+    return urllib.parse.quote(value.encode("utf-8", "surrogatepass"), safe="-_.~" + safe).replace("%", KEY_ESCAPE)
 
 
 def prefix_end(prefix: str) -> str:

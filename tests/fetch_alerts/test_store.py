@@ -8,19 +8,19 @@ import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.keys.escape_id
 
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
 from fetch_alerts.keys import format_ticks, from_datetime
-from fetch_alerts.normalise import normalise
+from fetch_alerts.normalise import ID_LIMIT, InvalidAlert, normalise
 from fetch_alerts.retention import run_retention
 from fetch_alerts.store import AlertWriter, Prepared
 from local.run.services import Azurite
 from shared import payload
 from shared.alert_sources import AlertSource
-from shared.alerts import alert_key, escape_id
+from shared.alerts import MAX_ESCAPED_ID, alert_key, escape_id, obligation_key
+from shared.tables import MAX_KEY_CHARS
 
 PORTAL = "https://security.microsoft.com"
 
@@ -112,13 +112,52 @@ def test_a_page_of_many_alerts_goes_in_transactions_of_at_most_100_operations(ta
     assert result.stored == 250 and result.new_obligations == 250
     assert result.transactions == len(result.feed_keys) == 6  # 49 alerts + 49 obligations + 1 feed row each
     feed = rows(alerts, tenant, "feed|")
-    listed = [unescape_id(e[0]) for r in feed for e in json.loads(r["alerts"])]
-    assert sorted(listed) == sorted(f"id/{i}#?\\|x" for i in range(250))
+    listed = [e[0] for r in feed for e in json.loads(r["alerts"])]
+    assert sorted(listed) == sorted(escape_id(f"id/{i}#?\\|x") for i in range(250))
 
 
-def test_an_alert_id_with_forbidden_key_characters_is_escaped() -> None:
-    assert not set(escape_id("a/b\\c#d?e|f\x01")) & set("/\\#?|\x01")
-    assert unescape_id(escape_id("a/b\\c#d?e|f")) == "a/b\\c#d?e|f"
+# Ids Microsoft might send: it documents `id` as a string, nothing more.
+HOSTILE_IDS = ["a/b\\c#d?e|f\x01", "100%25", "100%", "x!21", "x!", "o'brien", "a b+c=d:e", "ünï/😀", "~tilde~",
+               "da637551227677560813_-961444813", "L" * 300, "L" * 299 + "M", "/" * 2000]
+
+
+def test_escaped_ids_hold_no_character_table_storage_forbids_or_double_decodes_and_stay_short() -> None:
+    escaped = [escape_id(i) for i in HOSTILE_IDS]
+    for alert_id, key in zip(HOSTILE_IDS, escaped, strict=True):
+        assert not set(key) & set("/\\#?|%'\x01"), (alert_id, key)
+        assert len(key) <= MAX_ESCAPED_ID, (alert_id, len(key))
+        assert len(obligation_key(alert_id, "severity-Informational")) <= MAX_KEY_CHARS
+    assert len(set(escaped)) == len(HOSTILE_IDS)  # distinct ids, distinct keys
+    assert escape_id("da637551227677560813_-961444813") == "da637551227677560813_-961444813"  # Microsoft's form
+
+
+def test_a_long_ids_key_is_its_start_and_a_hash_that_no_short_ids_key_can_equal() -> None:
+    long_key = escape_id("L" * 300)
+    assert long_key.startswith("L" * 100) and "!-" in long_key
+    # `!` is always escaped, so no id of its own makes `!-`: the two forms never meet.
+    assert "!-" not in escape_id("L" * 100 + "!-" + "0" * 64) and escape_id("!-") == "!21-"
+
+
+def test_an_id_too_long_to_store_is_refused_by_name_and_the_longest_storable_one_is_kept_whole() -> None:
+    longest = normalise(graph_alert("é" * ID_LIMIT, NOW), AlertSource.GRAPH, "t", PORTAL)
+    assert longest.columns["alertId"] == "é" * ID_LIMIT and len(longest.columns["portalLink"]) <= ID_LIMIT
+    with pytest.raises(InvalidAlert, match=f"{ID_LIMIT + 1} characters"):
+        normalise(graph_alert("x" * (ID_LIMIT + 1), NOW), AlertSource.GRAPH, "t", PORTAL)
+
+
+def test_alerts_with_hostile_ids_are_stored_once_under_keys_their_readers_compute(
+        tables: dict[str, TableClient]) -> None:
+    tenant = str(uuid.uuid4())
+    alerts = tables["Alerts"]
+    page = [prepare(tenant, graph_alert(i, NOW + timedelta(seconds=n))) for n, i in enumerate(HOSTILE_IDS)]
+    assert writer(alerts, tenant, NOW).write(page).new_obligations == len(HOSTILE_IDS)
+    assert writer(alerts, tenant, NOW).write(page).stored == 0  # read back by key: nothing stored twice
+    stored = {r["alertId"]: r["RowKey"] for r in rows(alerts, tenant, "alert|")}
+    assert stored == {i: alert_key(i) for i in HOSTILE_IDS}
+    for alert_id in HOSTILE_IDS:  # a point read, as the notification run and the pull API do
+        assert alerts.get_entity(tenant, alert_key(alert_id))["alertId"] == alert_id
+    every_key = [r["RowKey"] for r in rows(alerts, tenant, "")]
+    assert not [k for k in every_key if "%" in k or len(k) > MAX_KEY_CHARS]
 
 
 def test_a_huge_payload_is_trimmed_and_marked_but_keeps_the_full_hash() -> None:

@@ -14,11 +14,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote as unescape_id  # the inverse of fetch_alerts.keys.escape_id
 
 from fetch_alerts.keys import from_datetime, parse_ticks
 from local.run.stack import LocalStack
-from shared.alerts import escape_id
+from shared.alerts import alert_key, escape_id, obligation_key
 from tests.fetch_alerts.harness import table, tenant_row
 
 
@@ -62,6 +61,10 @@ def assert_rows_match_truth(truth: list[dict[str, Any]], rows: list[dict[str, An
     alerts = [r for r in rows if r["RowKey"].startswith("alert|")]
     ids = [r["alertId"] for r in alerts]
     assert len(ids) == len(set(ids)), "an alert is stored twice"
+    obligations = [r for r in rows if r["RowKey"].startswith("obligation|")]
+    misfiled = [r["RowKey"] for r in alerts if r["RowKey"] != alert_key(r["alertId"])]
+    misfiled += [r["RowKey"] for r in obligations if r["RowKey"] != obligation_key(r["alertId"], r["reason"])]
+    assert not misfiled, f"rows under another key than their alert id's: {misfiled[:5]}"
     hash_field = "graphHash" if source == "graph" else "defenderHash"
     expected = {a["id"]: (parse_ticks(a["lastUpdateDateTime"]), a[hash_field]) for a in truth}
     actual = {r["alertId"]: (parse_ticks(r["lastUpdateDateTime"]), r["payloadHash"]) for r in alerts}
@@ -73,16 +76,12 @@ def assert_rows_match_truth(truth: list[dict[str, Any]], rows: list[dict[str, An
         f"{len(stale)} not the latest version {[(i, expected[i], actual[i]) for i in stale[:3]]}")
     activated = from_datetime(activated_at)
     after = {a["id"] for a in truth if parse_ticks(a["createdDateTime"]) >= activated}
-    news = [r["RowKey"].split("|")[1] for r in rows if r["RowKey"].startswith("obligation|")
-            and r["RowKey"].endswith("|new")]
-
-    news_ids = [unescape_id(n) for n in news]
+    news_ids = [r["alertId"] for r in obligations if r["reason"] == "new"]
     assert len(news_ids) == len(set(news_ids)), "an alert has two `new` obligations"
     assert set(news_ids) == after, (
         f"`new` obligations differ: {len(after - set(news_ids))} missing, {len(set(news_ids) - after)} for backfill "
         "or unknown alerts")
-    rises = [unescape_id(r["RowKey"].split("|")[1]) for r in rows if r["RowKey"].startswith("obligation|")
-             and r["RowKey"].rsplit("|", 1)[1].startswith("severity-")]
+    rises = [r["alertId"] for r in obligations if r["reason"].startswith("severity-")]
     assert set(rises) <= after, f"severity-rise obligations for backfill alerts: {sorted(set(rises) - after)[:5]}"
     return TruthReport(alerts=len(expected), new_obligations=len(news_ids), backfill=len(expected) - len(after))
 
