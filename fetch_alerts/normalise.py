@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +30,9 @@ class Normalised:
     created_ticks: int
     updated_ticks: int
     columns: dict[str, Any]
+    # What the text columns and the obligation's copy of the id take in a transaction's body, where azure-core
+    # writes JSON with non-ASCII characters escaped (6 or 12 bytes each): fetch_alerts/store.py's budget.
+    text_bytes: int = 0
 
 
 def camel(value: Any) -> str:
@@ -47,9 +51,10 @@ TITLE_LIMIT = 4000
 MITRE_LIMIT = 8000
 # The alert id is kept whole (readers look the row up by it; keys hold it escaped and, when long, hashed:
 # shared/alerts.py), so an id longer than this cannot be stored and its alert is skipped. Microsoft documents no
-# length; its ids are tens of characters. With the columns above, the id and the portal link (cut at the same
-# length) stay inside what shared/payload.py leaves of the 1 MiB entity beside the payload.
+# length; its ids are tens of characters. With the columns above, the id and the portal link stay inside what
+# shared/payload.py leaves of the 1 MiB entity beside the payload.
 ID_LIMIT = 8000
+LINK_LIMIT = 8000
 
 
 def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
@@ -97,6 +102,10 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
     except ValueError as exc:
         raise InvalidAlert(f"alert {raw['id'][:80]}: {exc}") from None
     alert_id = raw["id"]
+    # surrogatepass: JSON may escape a lone surrogate, which the parser passes on (shared/fastjson.py).
+    link = f"{portal_host}/alerts/{quote(alert_id.encode('utf-8', 'surrogatepass'), safe='')}?tid={tenant_id}"
+    if len(link) > LINK_LIMIT:
+        link = f"{portal_host}/alerts?tid={tenant_id}"  # the tenant's alert queue: a cut link would lead nowhere
     device, group = _first_device(raw, source)
     mitre = raw.get("mitreTechniques")
     columns: dict[str, Any] = {
@@ -118,6 +127,8 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
         "incidentId": _text(raw.get("incidentId")),
         "detectionSource": _text(raw.get("detectionSource")),
         "serviceSource": _text(raw.get("serviceSource")) if graph else "",
-        "portalLink": _text(f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={tenant_id}", ID_LIMIT),
+        "portalLink": link,
     }
-    return Normalised(alert_id, created, updated, columns)
+    text = [value for value in columns.values() if isinstance(value, str)]
+    text_bytes = sum(len(encode_basestring_ascii(value)) for value in [*text, alert_id])
+    return Normalised(alert_id, created, updated, columns, text_bytes)

@@ -83,7 +83,7 @@ class Prepared:
 
     @property
     def size(self) -> int:
-        return self.payload.compressed_bytes * 4 // 3 + _ROW_OVERHEAD_BYTES
+        return self.payload.compressed_bytes * 4 // 3 + self.norm.text_bytes + _ROW_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

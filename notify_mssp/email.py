@@ -174,7 +174,7 @@ def alert_link(alert_row: dict[str, Any], tenant_id: str, portal_host: str, *, w
     parts = urlsplit(stored)
     if parts.scheme != "https" or not parts.netloc:
         alert_id = str(alert_row.get("alertId") or "")
-        parts = urlsplit(f"{portal_host}/alerts/{quote(alert_id, safe='')}?tid={quote(tenant_id, safe='')}")
+        parts = urlsplit(f"{portal_host}/alerts/{quote(alert_id.encode('utf-8', 'surrogatepass'), safe='')}")
     query = f"tid={quote(tenant_id, safe='')}" if with_tenant and tenant_id else ""
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
