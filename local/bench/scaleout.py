@@ -655,11 +655,12 @@ def run_scaleout(workdir: Path, tenants: int = TENANTS, counts: tuple[int, ...] 
 
 
 def _model_rate(run: dict[str, Any], base: dict[str, Any]) -> float:
-    """Tenants/s an idle 2-core machine would allow this instance count, from the 1-instance run's CPU per
-    tenant: the least of the latency bound, one Python process per instance (the GIL: about one core each) and
-    the machine's two cores shared by the hosts, the cloud and Azurite."""
+    """Tenants/s an idle 2-core machine would allow this instance count: the least of the latency bound, one
+    Python process per instance (the GIL: about one core each, at the 1-instance run's host CPU per tenant) and
+    the machine's two cores shared by the hosts, the cloud and Azurite at this run's own CPU per tenant (which
+    is lower with more instances: one process running 16 tenants at once spends more per tenant)."""
     per_process = base["cpu_bound_tenants_per_s_one_process"] or float("inf")
-    machine = base["cpu_bound_tenants_per_s_on_2_cores"] or float("inf")
+    machine = run["cpu_bound_tenants_per_s_on_2_cores"] or float("inf")
     return round(min(run["expected_latency_bound_tenants_per_s"], run["instances"] * per_process, machine), 1)
 
 
