@@ -93,11 +93,21 @@ def _finished(stack: LocalStack) -> int:
     return finished_invocations(stack, TIMER)
 
 
+# When each stack's last tick was fired, on the cloud's clock (keyed by the cloud's URL: one per stack).
+_TICK_FIRED: dict[str, datetime] = {}
+
+
 def fire(stack: LocalStack) -> int:
     """Start one tick; returns the finished count to wait beyond."""
     before = _finished(stack)
+    _TICK_FIRED[stack.cloud.url] = cloud_now(stack)
     fire_timer(stack, TIMER)
     return before
+
+
+def last_tick_fired(stack: LocalStack) -> datetime | None:
+    """The cloud time at which the stack's last tick (fire or run_tick) was fired; None before any."""
+    return _TICK_FIRED.get(stack.cloud.url)
 
 
 def wait_finished(stack: LocalStack, before: int, count: int = 1, timeout: float = 120.0) -> None:
