@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
-from urllib.parse import quote
 
 from azure.data.tables import EdmType, EntityProperty
 
 from fetch_alerts.keys import format_ticks, parse_ticks
 from shared.alert_sources import AlertSource
+from shared.alerts import portal_alert_url
 
 
 class InvalidAlert(ValueError):
@@ -32,7 +32,7 @@ class Normalised:
     columns: dict[str, Any]
     # What the text columns and the obligation's copy of the id take in a transaction's body, where azure-core
     # writes JSON with non-ASCII characters escaped (6 or 12 bytes each): fetch_alerts/store.py's budget.
-    text_bytes: int = 0
+    text_bytes: int
 
 
 def camel(value: Any) -> str:
@@ -102,8 +102,7 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
     except ValueError as exc:
         raise InvalidAlert(f"alert {raw['id'][:80]}: {exc}") from None
     alert_id = raw["id"]
-    # surrogatepass: JSON may escape a lone surrogate, which the parser passes on (shared/fastjson.py).
-    link = f"{portal_host}/alerts/{quote(alert_id.encode('utf-8', 'surrogatepass'), safe='')}?tid={tenant_id}"
+    link = f"{portal_alert_url(portal_host, alert_id)}?tid={tenant_id}"
     if len(link) > LINK_LIMIT:
         link = f"{portal_host}/alerts?tid={tenant_id}"  # the tenant's alert queue: a cut link would lead nowhere
     device, group = _first_device(raw, source)
@@ -129,6 +128,6 @@ def normalise(raw: Any, source: AlertSource, tenant_id: str, portal_host: str) -
         "serviceSource": _text(raw.get("serviceSource")) if graph else "",
         "portalLink": link,
     }
-    text = [value for value in columns.values() if isinstance(value, str)]
-    text_bytes = sum(len(encode_basestring_ascii(value)) for value in [*text, alert_id])
+    text_bytes = sum(len(encode_basestring_ascii(value)) for value in columns.values() if isinstance(value, str))
+    text_bytes += len(encode_basestring_ascii(alert_id))  # the obligation's copy
     return Normalised(alert_id, created, updated, columns, text_bytes)

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from notify_mssp.rules import Rule, alert_device_groups
-from shared.alerts import risen_level, severity_level
+from shared.alerts import portal_alert_url, risen_level, severity_level
 from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def alert_link(alert_row: dict[str, Any], tenant_id: str, portal_host: str, *, w
     parts = urlsplit(stored)
     if parts.scheme != "https" or not parts.netloc:
         alert_id = str(alert_row.get("alertId") or "")
-        parts = urlsplit(f"{portal_host}/alerts/{quote(alert_id.encode('utf-8', 'surrogatepass'), safe='')}")
+        parts = urlsplit(portal_alert_url(portal_host, alert_id))
     query = f"tid={quote(tenant_id, safe='')}" if with_tenant and tenant_id else ""
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 

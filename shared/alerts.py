@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from enum import StrEnum
+from urllib.parse import quote
 
 from shared.tables import KEY_ESCAPE, escape_key_part, prefix_end
 
@@ -85,6 +86,12 @@ def escape_id(alert_id: str) -> str:
     if len(escaped) <= MAX_ESCAPED_ID:
         return escaped
     return escaped[:_KEPT] + _LONG_MARK + hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def portal_alert_url(portal_host: str, alert_id: str) -> str:
+    """The alert's page in the Defender portal, without a query: `{portal_host}/alerts/{id}` (surrogatepass: JSON
+    may escape a lone surrogate, which the parser passes on, shared/fastjson.py)."""
+    return f"{portal_host}/alerts/{quote(alert_id.encode('utf-8', 'surrogatepass'), safe='')}"
 
 
 def alert_key(alert_id: str) -> str:

@@ -72,10 +72,9 @@ def assert_rows_match_truth(truth: list[dict[str, Any]], rows: list[dict[str, An
     hash_field = "graphHash" if source == "graph" else "defenderHash"
     expected = {a["id"]: (parse_ticks(a["lastUpdateDateTime"]), a[hash_field]) for a in truth}
     actual = {r["alertId"]: (parse_ticks(r["lastUpdateDateTime"]), r["payloadHash"]) for r in alerts}
-    late = set() if newer_than is None else {i for i, (ticks, _) in expected.items()
-                                             if ticks >= from_datetime(newer_than) and i not in actual}
-    late |= set() if newer_than is None else {i for i in set(expected) & set(actual) if expected[i] != actual[i]
-                                              and expected[i][0] >= from_datetime(newer_than) > actual[i][0]}
+    cut = None if newer_than is None else from_datetime(newer_than)
+    late = set() if cut is None else {i for i, (ticks, _) in expected.items()
+                                      if ticks >= cut and (i not in actual or actual[i][0] < cut)}
     missing = sorted(set(expected) - set(actual) - late)
     extra = sorted(set(actual) - set(expected))
     stale = sorted(i for i in set(expected) & set(actual) - late if expected[i] != actual[i])
