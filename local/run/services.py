@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+AZURITE_PRELOAD = Path(__file__).with_name("azurite_lokijs.cjs")
 
 # Azurite's published development account. It is a well-known constant of the emulator, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -140,6 +142,13 @@ def _spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | 
     return Service(name=name, process=process, log_path=log_path, _log_file=log_file)
 
 
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise ServiceError("node is not on PATH: the local platform needs Node.js 20 (README)")
+    return node
+
+
 def _need_node_tool(tool: str) -> Path:
     path = NODE_BIN / tool
     if not path.exists():
@@ -185,8 +194,12 @@ def start_azurite(workdir: Path, *, in_memory: bool = True, debug_log: Path | No
     workdir.mkdir(parents=True, exist_ok=True)
     ports = [free_port() for _ in range(3)]
     argv = [
-        str(_need_node_tool("azurite")),
+        _node(),
+        # Azurite's removals without LokiJS's whole-index rebuild (the module says why; PLATFORM.md measures it)
+        "--require", str(AZURITE_PRELOAD),
+        str(_need_node_tool("azurite").resolve()),
         "--silent",
+        "--disableTelemetry",  # Azurite 3.x sends usage telemetry to Microsoft unless told not to
         "--skipApiVersionCheck",
         "--loose",
         "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]),

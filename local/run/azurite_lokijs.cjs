@@ -1,0 +1,36 @@
+// Loaded into Azurite's Node process before Azurite itself (`node --require`, local/run/services.py).
+//
+// Azurite keeps queue messages, blob/queue extents and table entities in LokiJS collections with binary
+// indices. LokiJS 1.5.12 rebuilds every binary index of a collection from scratch (a sort of the whole
+// collection, per index) whenever documents are removed through its batch path, even a batch of one, and
+// Azurite removes through that path: each queue message delete, each expired message and each extent its
+// garbage collector frees. With a queue of 2,000 messages that is four sorts of 2,000 documents per delete,
+// and the extent collector freeing 2,000 extents in one go blocks Azurite's only thread for about 3 s, so
+// every table and queue request waits (README, "Known differences between the local platform and Azure", Storage).
+// Azure's queue service costs nothing on our machine and does not slow down with the queue's length, so
+// this is a difference of the local stand-in that distorts what the tests and benchmarks measure.
+//
+// The change: a removal of exactly one document goes through LokiJS's own single-document `remove`, which
+// maintains each binary index in place (one binary search and one pass over the index) instead of
+// rebuilding it. Everything else (batches of two or more, inserts, updates, queries) is LokiJS unchanged.
+// tests/local/test_azurite_lokijs.py checks the indices stay exact under random inserts, updates and
+// removals, and that the whole platform's suite runs on it.
+
+"use strict";
+
+const path = require("path");
+
+const azurite = path.dirname(require.resolve("azurite/package.json", { paths: [process.cwd(), __dirname] }));
+const Loki = require(require.resolve("lokijs", { paths: [azurite] }));
+const Collection = Loki.Collection;
+const batchRemove = Collection.prototype.removeBatchByPositions;
+
+Collection.prototype.removeBatchByPositions = function removeBatchByPositions(positions) {
+  if (positions.length === 1 && this.data[positions[0]] !== undefined) {
+    this.remove(this.data[positions[0]]);
+    return;
+  }
+  batchRemove.call(this, positions);
+};
+
+module.exports = { batchRemove };
