@@ -35,7 +35,9 @@ const make = (name, remove) => {
 const colls = [make("patched", patched), make("original", batchRemove)];
 const rebuilds = new Map(colls.map((c) => [c, 0]));
 const ensureAll = Loki.Collection.prototype.ensureAllIndexes;
-for (const c of colls) c.ensureAllIndexes = function (force) { rebuilds.set(c, rebuilds.get(c) + 1); return ensureAll.call(this, force); };
+for (const c of colls) {
+  c.ensureAllIndexes = function (force) { rebuilds.set(c, rebuilds.get(c) + 1); return ensureAll.call(this, force); };
+}
 const strip = (d) => ({ queueName: d.queueName, messageId: d.messageId, visibleTime: d.visibleTime });
 const key = (docs) => JSON.stringify(docs.map(strip).sort((x, y) => x.messageId < y.messageId ? -1 : 1));
 const problems = [];
@@ -44,7 +46,8 @@ let next = 0, singles = 0;
 for (let step = 0; step < Number(process.argv[3]); step++) {
   const ids = colls[1].find().map((d) => d.messageId);
   const op = ids.length < 4 ? 0 : rand(10);
-  const id = ids[rand(ids.length)], time = rand(50), some = [...new Set([id, ids[rand(ids.length)], ids[rand(ids.length)]])];
+  const pick = () => ids[rand(ids.length)];
+  const id = pick(), time = rand(50), some = [...new Set([id, pick(), pick()])];
   if (op === 7 || op === 8) singles += 1;
   for (const coll of colls) {
     const before = rebuilds.get(coll);
