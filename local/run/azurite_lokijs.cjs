@@ -6,15 +6,16 @@
 // Azurite removes through that path: each queue message delete, each expired message and each extent its
 // garbage collector frees. With a queue of 2,000 messages that is four sorts of 2,000 documents per delete,
 // and the extent collector freeing 2,000 extents in one go blocks Azurite's only thread for about 3 s, so
-// every table and queue request waits (README, "Known differences between the local platform and Azure", Storage).
+// every table and queue request waits (README, "Known differences between the local platform and Azure",
+// Storage, gives the figures).
 // Azure's queue service costs nothing on our machine and does not slow down with the queue's length, so
 // this is a difference of the local stand-in that distorts what the tests and benchmarks measure.
 //
 // The change: a removal of exactly one document goes through LokiJS's own single-document `remove`, which
 // maintains each binary index in place (one binary search and one pass over the index) instead of
 // rebuilding it. Everything else (batches of two or more, inserts, updates, queries) is LokiJS unchanged.
-// tests/local/test_azurite_lokijs.py checks the indices stay exact under random inserts, updates and
-// removals, and that the whole platform's suite runs on it.
+// tests/test_azurite_lokijs.py checks that the indices stay exact, and the answers the same as LokiJS's own,
+// under random inserts, updates and removals, and that a single removal no longer rebuilds them.
 
 "use strict";
 
