@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from local.run.services import AZURITE_PRELOAD, REPO_ROOT, _node
+from local.run.services import AZURITE_PRELOAD, REPO_ROOT, Azurite, _node
 
 # A seeded random run of the operations Azurite does on a collection indexed like its queue messages (inserts,
 # updates of indexed fields, removals of one document through `remove([doc])` and `findAndRemove`, removals
@@ -100,12 +101,6 @@ def test_single_removals_keep_the_indices_exact_and_do_not_rebuild_them(seed):
     assert found["rebuilds"][0] > 0  # while batches of two or more still take LokiJS's path
 
 
-def test_azurite_starts_with_the_preload_and_without_telemetry(tmp_path):
-    from local.run.services import start_azurite
-
-    azurite = start_azurite(tmp_path / "azurite")
-    try:
-        argv = (open(f"/proc/{azurite.process.pid}/cmdline", "rb").read().split(b"\0"))
-    finally:
-        azurite.stop()
+def test_azurite_starts_with_the_preload_and_without_telemetry(azurite: Azurite):
+    argv = Path(f"/proc/{azurite.process.pid}/cmdline").read_bytes().split(b"\0")
     assert str(AZURITE_PRELOAD).encode() in argv and b"--disableTelemetry" in argv

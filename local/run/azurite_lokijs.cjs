@@ -21,7 +21,7 @@
 
 const path = require("path");
 
-const azurite = path.dirname(require.resolve("azurite/package.json", { paths: [process.cwd(), __dirname] }));
+const azurite = path.dirname(require.resolve("azurite/package.json", { paths: [__dirname] }));
 const Loki = require(require.resolve("lokijs", { paths: [azurite] }));
 const Collection = Loki.Collection;
 const batchRemove = Collection.prototype.removeBatchByPositions;
