@@ -191,9 +191,10 @@ class Ledger:
                 self.offend("key", family, method, path, status, sent, f"a code= parameter: {excerpt}")
         if PLATFORM_LINK.search(text) or PLATFORM_LINK.search(headers):
             self.offend("platform-link", family, method, path, status, sent, excerpt)
-        # Without a valid key a FUNCTION route answers 401; a path no route matches is the host's bare 404.
+        # Without a valid key a FUNCTION route answers 401; a path no route matches is the host's bare 404, a
+        # request line over 8 KiB the host's bare 414 (both before any key is checked, as in Azure).
         if (auth_level != "anonymous" and key in ("none", "wrong") and status != 401
-                and not (status == 404 and media not in JSON_TYPES)):
+                and not (status in (404, 414) and media not in JSON_TYPES)):
             self.offend("auth", family, method, path, status, sent, excerpt)
 
     def summary(self) -> str:

@@ -28,6 +28,20 @@ from local.host.timers import Timers, host_id
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+# Kestrel, which serves the Functions host, refuses a request line (method, target, version) over 8,192 bytes
+# (KestrelServerLimits.MaxRequestLineSize) with 414 before any routing or key check. aiohttp's own parser stops
+# at 8,190 with a 400 that echoes the line back, so it is given room and the host answers as Kestrel does.
+MAX_REQUEST_LINE_BYTES = 8192
+PARSER_LINE_BYTES = 64 * 1024
+
+
+@web.middleware
+async def _request_line_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+    line = len(request.method) + len(request.raw_path.encode()) + len(" HTTP/1.1") + 1
+    if line > MAX_REQUEST_LINE_BYTES:
+        return web.Response(status=414)
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 @dataclass
@@ -119,7 +133,7 @@ class LocalHost:
             return extra
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_request_line_limit])
         app.add_routes(self.admin.routes())
         if self.engine is not None:
             app.add_routes(self.engine.routes())
@@ -137,7 +151,7 @@ class LocalHost:
                 self.engine = None
         # Requests still running at stop get a few seconds, well inside the launcher's 10 s grace.
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+                                     shutdown_timeout=SHUTDOWN_GRACE_SECONDS, max_line_size=PARSER_LINE_BYTES)
         await self._runner.setup()
         # Listeners start before the host answers, so an instance that is ready has tried for its timer locks.
         await self.timers.start()

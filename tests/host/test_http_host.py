@@ -131,6 +131,19 @@ def test_auth_level_admits_exactly_the_keys_azure_admits(
         assert response.content == b""
 
 
+def test_a_request_line_over_kestrels_8_kib_is_refused_with_414_before_any_key_check_and_not_echoed(
+        host: LocalHost) -> None:
+    # GET /api/secured/function?q=... HTTP/1.1: the line is 8,192 bytes at most, as Kestrel allows.
+    fits = "x" * (8192 - len("GET /api/secured/function?q= HTTP/1.1"))
+    assert get(host, "/api/secured/function", params={"q": fits}).status_code == 401
+    for query in (fits + "x", "<x-hostile>" * 3000):
+        response = get(host, "/api/secured/function", params={"q": query})
+        assert (response.status_code, response.content) == (414, b"")
+    with_key = get(host, "/api/secured/function", params={"q": fits + "x"},
+                   headers={"x-functions-key": host.function_key})
+    assert with_key.status_code == 414
+
+
 def test_function_key_is_accepted_in_the_code_query_parameter(host: LocalHost) -> None:
     response = get(host, "/api/secured/function", params={"code": host.function_key})
     assert (response.status_code, response.text) == (200, "function level")
