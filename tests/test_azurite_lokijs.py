@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -170,7 +170,7 @@ def test_expired_messages_disappear_although_the_sweep_is_skipped_until_one_can_
     while "short" in (seen := [m.content for m in queue.peek_messages(max_messages=32)]):
         assert time.monotonic() < deadline, "the message outlived its time to live"
         time.sleep(0.2)
-    assert seen == ["long"] and datetime.now(timezone.utc) >= expires
+    assert seen == ["long"] and datetime.now(UTC) >= expires
     for receive in (queue.peek_messages, queue.receive_messages):  # and nothing else was swept
         assert [m.content for m in receive(max_messages=32)] == ["long"]
 
@@ -199,8 +199,10 @@ const rand = (n) => {  // mulberry32
   t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
   return ((t ^ (t >>> 14)) >>> 0) % n;
 };
-const keys = ["1", "01", "1.0", " 1", "1e0", "Infinity", "0", "", " ", "a", "A", "a ", "b", "tenant-7", "é", "10", "9"];
-const coll = new Loki("t", { persistenceMethod: "memory" }).addCollection("table", { indices: ["PartitionKey", "RowKey"] });
+const keys = ["1", "01", "1.0", " 1", "1e0", "Infinity", "0", "", " ", "a", "A", "a ", "b", "tenant-7", "é", "10",
+  "9"];
+const coll = new Loki("t", { persistenceMethod: "memory" })
+  .addCollection("table", { indices: ["PartitionKey", "RowKey"] });
 const entity = (pk, rk, n) => ({ PartitionKey: pk, RowKey: rk, properties: { PartitionKey: pk, RowKey: rk, n } });
 let next = 0;
 for (; next < 600; next++) coll.insert(entity(keys[rand(keys.length)], "r" + next, rand(10)));
@@ -238,11 +240,13 @@ for (let round = 0; round < 30; round++) {
     if ((predicate.partitionKey === undefined ? null : predicate.partitionKey) !== pinned) {
       problems.push(`${query}: pinned to ${JSON.stringify(predicate.partitionKey)}`);
     }
-    const loose = coll.data.filter((e) => Number(e.PartitionKey) === Number(pinned) || e.PartitionKey === pinned).length;
-    if (pinned !== null) {
-      narrowed += 1;
-      if (asked > loose) problems.push(`round ${round}: ${query} asked about ${asked} of ${coll.count()} entities`);
-    } else if (asked !== coll.count()) problems.push(`round ${round}: ${query} asked about ${asked} of ${coll.count()}`);
+    // at most the entities whose key the index cannot tell from the pinned one; without a pin, all of them
+    const limit = pinned === null ? coll.count()
+      : coll.data.filter((e) => e.PartitionKey === pinned || Number(e.PartitionKey) === Number(pinned)).length;
+    if (pinned !== null) narrowed += 1;
+    if (pinned !== null ? asked > limit : asked !== limit) {
+      problems.push(`round ${round}: ${query} asked about ${asked} of ${coll.count()} entities`);
+    }
   }
 }
 console.log(JSON.stringify({ problems: problems.slice(0, 5), narrowed, size: coll.count() }));
