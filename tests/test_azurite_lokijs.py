@@ -16,17 +16,8 @@ from azure.storage.queue import QueueClient
 
 from local.run.services import AZURITE_PRELOAD, REPO_ROOT, Azurite, _node
 
-# A seeded random run of the operations Azurite does on a collection indexed like its queue messages (inserts,
-# updates of indexed fields, removals of one document through `remove([doc])` and `findAndRemove`, removals
-# of a few at once, removals that find nothing as Azurite's sweep of expired messages does, range queries),
-# on two collections: one with the preload's removal, one with LokiJS's own.
-# After every operation both indices are checked by LokiJS itself and against a scan of the data, and the two
-# collections must hold the same documents and answer the same queries.
-SCRIPT = r"""
-const { original } = require(process.argv[1]);  // the preload: LokiJS's own removals, and the change made
-const Loki = require("lokijs");
-const proto = Loki.Collection.prototype;
-const patched = { removeBatch: proto.removeBatch, removeBatchByPositions: proto.removeBatchByPositions };
+# rand(n): 0..n-1, the same sequence for the same seed (the script's second argument).
+SEEDED_RANDOM = r"""
 let seed = Number(process.argv[2]);
 const rand = (n) => {  // mulberry32
   seed = (seed + 0x6D2B79F5) | 0;
@@ -34,6 +25,19 @@ const rand = (n) => {  // mulberry32
   t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
   return ((t ^ (t >>> 14)) >>> 0) % n;
 };
+"""
+
+# A seeded random run of the operations Azurite does on a collection indexed like its queue messages (inserts,
+# updates of indexed fields, removals of one document through `remove([doc])` and `findAndRemove`, removals
+# of a few at once, removals that find nothing as Azurite's sweep of expired messages does, range queries),
+# on two collections: one with the preload's removal, one with LokiJS's own.
+# After every operation both indices are checked by LokiJS itself and against a scan of the data, and the two
+# collections must hold the same documents and answer the same queries.
+SCRIPT = SEEDED_RANDOM + r"""
+const { original } = require(process.argv[1]);  // the preload: LokiJS's own removals, and the change made
+const Loki = require("lokijs");
+const proto = Loki.Collection.prototype;
+const patched = { removeBatch: proto.removeBatch, removeBatchByPositions: proto.removeBatchByPositions };
 const db = new Loki("t", { persistenceMethod: "memory" });
 const make = (name, removals) => Object.assign(
   db.addCollection(name, { indices: ["queueName", "messageId", "visibleTime"] }), removals);
@@ -186,19 +190,12 @@ def test_azurite_starts_with_the_preload_and_without_telemetry(azurite: Azurite)
 # keys that differ only in case or trailing space. Between queries, random inserts, merges and deletes keep
 # the index moving. Every query's answer must equal a scan with Azurite's own predicate and where(), and the
 # count of entities the predicate was asked about shows whether the query was narrowed.
-TABLE_SCRIPT = r"""
+TABLE_SCRIPT = SEEDED_RANDOM + r"""
 const { original } = require(process.argv[1]);
 const path = require("path");
 const Loki = require("lokijs");
 const azurite = path.dirname(require.resolve("azurite/package.json"));
 const generator = require(path.join(azurite, "dist/src/table/persistence/LokiTableStoreQueryGenerator.js")).default;
-let seed = Number(process.argv[2]);
-const rand = (n) => {  // mulberry32
-  seed = (seed + 0x6D2B79F5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) % n;
-};
 const keys = ["1", "01", "1.0", " 1", "1e0", "Infinity", "0", "", " ", "a", "A", "a ", "b", "tenant-7", "é", "10",
   "9"];
 const coll = new Loki("t", { persistenceMethod: "memory" })
