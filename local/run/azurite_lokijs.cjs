@@ -64,6 +64,41 @@ Collection.prototype.removeBatchByPositions = function removeBatchByPositions(po
   original.removeBatchByPositions.call(this, positions);
 };
 
+// 3: the sweep of expired messages.
+const QueueStore = require(path.join(azurite, "dist/src/queue/persistence/LokiQueueMetadataStore.js")).default;
+original.clearExpiredMessages = QueueStore.prototype.clearExpiredMessages;
+original.insertMessage = QueueStore.prototype.insertMessage;
+const nothingExpiresBefore = new WeakMap();  // store -> Map(account + "\n" + queue -> epoch ms)
+const bounds = (store) => {
+  if (!nothingExpiresBefore.has(store)) nothingExpiresBefore.set(store, new Map());
+  return nothingExpiresBefore.get(store);
+};
+
+QueueStore.prototype.insertMessage = function insertMessage(message, context) {
+  const done = original.insertMessage.call(this, message, context);
+  const queue = `${message.accountName}\n${message.queueName}`, known = bounds(this).get(queue);
+  if (known !== undefined) {
+    bounds(this).set(queue, Math.min(known, new Date(message.expirationTime).getTime()));
+  }
+  return done;
+};
+
+// Azurite calls it without awaiting it, so, like the original, all of it runs before its caller goes on.
+QueueStore.prototype.clearExpiredMessages = async function clearExpiredMessages(account, queue, context) {
+  const key = `${account}\n${queue}`, known = bounds(this).get(key);
+  if (known !== undefined && Date.now() < known) {
+    this.checkQueueExist(account, queue, context);
+    return undefined;
+  }
+  const swept = original.clearExpiredMessages.call(this, account, queue, context);  // done when it returns
+  let earliest = Infinity;
+  for (const doc of this.db.getCollection(this.MESSAGES_COLLECTION).find({ accountName: account, queueName: queue })) {
+    earliest = Math.min(earliest, new Date(doc.expirationTime).getTime());
+  }
+  bounds(this).set(key, earliest);
+  return swept;
+};
+
 // 4: table queries pinned to one partition.
 const table = (file) => require(path.join(azurite, "dist/src/table/persistence", file)).default;
 const generator = table("LokiTableStoreQueryGenerator.js");
@@ -108,41 +143,6 @@ Loki.Resultset.prototype.where = function where(fun) {
     this.find({ PartitionKey: fun.partitionKey });  // the index's range for the key, a superset of its matches
   }
   return original.where.call(this, fun);
-};
-
-// 3: the sweep of expired messages.
-const QueueStore = require(path.join(azurite, "dist/src/queue/persistence/LokiQueueMetadataStore.js")).default;
-original.clearExpiredMessages = QueueStore.prototype.clearExpiredMessages;
-original.insertMessage = QueueStore.prototype.insertMessage;
-const nothingExpiresBefore = new WeakMap();  // store -> Map(account + "\n" + queue -> epoch ms)
-const bounds = (store) => {
-  if (!nothingExpiresBefore.has(store)) nothingExpiresBefore.set(store, new Map());
-  return nothingExpiresBefore.get(store);
-};
-
-QueueStore.prototype.insertMessage = function insertMessage(message, context) {
-  const done = original.insertMessage.call(this, message, context);
-  const queue = `${message.accountName}\n${message.queueName}`, known = bounds(this).get(queue);
-  if (known !== undefined) {
-    bounds(this).set(queue, Math.min(known, new Date(message.expirationTime).getTime()));
-  }
-  return done;
-};
-
-// Azurite calls it without awaiting it, so, like the original, all of it runs before its caller goes on.
-QueueStore.prototype.clearExpiredMessages = async function clearExpiredMessages(account, queue, context) {
-  const key = `${account}\n${queue}`, known = bounds(this).get(key);
-  if (known !== undefined && Date.now() < known) {
-    this.checkQueueExist(account, queue, context);
-    return undefined;
-  }
-  const swept = original.clearExpiredMessages.call(this, account, queue, context);  // done when it returns
-  let earliest = Infinity;
-  for (const doc of this.db.getCollection(this.MESSAGES_COLLECTION).find({ accountName: account, queueName: queue })) {
-    earliest = Math.min(earliest, new Date(doc.expirationTime).getTime());
-  }
-  bounds(this).set(key, earliest);
-  return swept;
 };
 
 module.exports = { original, pinnedPartitionKey };
