@@ -9,6 +9,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -98,8 +99,9 @@ console.log(JSON.stringify({ problems: problems.slice(0, 5), singles, empties, s
 """
 
 
-def _run(seed: int, steps: int) -> dict:
-    done = subprocess.run([_node(), "-e", SCRIPT, str(AZURITE_PRELOAD), str(seed), str(steps)], cwd=REPO_ROOT,
+def _run(script: str, *args: object) -> Any:
+    """The script's JSON answer, run by Node with the preload's path and `args` as its arguments."""
+    done = subprocess.run([_node(), "-e", script, str(AZURITE_PRELOAD), *map(str, args)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
@@ -107,7 +109,7 @@ def _run(seed: int, steps: int) -> dict:
 
 @pytest.mark.parametrize("seed", [1, 7, 2026])
 def test_single_and_empty_removals_keep_the_indices_exact_and_do_not_rebuild_them(seed):
-    found = _run(seed, 1500)
+    found = _run(SCRIPT, seed, 1500)
     assert found["problems"] == []
     # the run removed one at a time, and nothing, from a sizeable queue
     assert found["singles"] > 200 and found["empties"] > 100 and found["size"] > 50
@@ -153,10 +155,7 @@ original.clearExpiredMessages = function (...args) { sweeps += 1; return sweep.a
 
 
 def test_the_sweep_of_expired_messages_runs_only_once_one_can_have_expired():
-    done = subprocess.run([_node(), "-e", SWEEP_SCRIPT, str(AZURITE_PRELOAD)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout) == [
+    assert _run(SWEEP_SCRIPT) == [
         ["m1,m2,m3", 1], ["m1,m2,m3", 1], ["m1,m2,m3", 1], ["m1,m2,m3", 1], ["m1,m2,m3", 1],
         ["m2,m3", 1], ["m2,m3,m4", 1], ["m2,m3", 2], ["m2,m3", 2], ["m2,m3", 2]]
 
@@ -230,8 +229,7 @@ for (let round = 0; round < 30; round++) {
     const counted = Object.assign((e) => { asked += 1; return predicate(e); }, predicate);
     const got = ids(coll.chain().where(counted).data());
     const reference = original.generateQueryEntityWhereFunction.call(generator, query);
-    const resultset = coll.chain();
-    const want = ids(original.where.call(resultset, reference).data());
+    const want = ids(original.where.call(coll.chain(), reference).data());
     if (got !== want) problems.push(`round ${round}: ${query} answers differently`);
     if (ids(coll.data.filter((e) => reference(e))) !== want) problems.push(`round ${round}: ${query}: scan differs`);
     if ((predicate.partitionKey === undefined ? null : predicate.partitionKey) !== pinned) {
@@ -252,10 +250,7 @@ console.log(JSON.stringify({ problems: problems.slice(0, 5), narrowed, size: col
 
 @pytest.mark.parametrize("seed", [3, 2026])
 def test_a_query_pinned_to_one_partition_reads_only_that_partition_and_answers_as_azurite_does(seed):
-    done = subprocess.run([_node(), "-e", TABLE_SCRIPT, str(AZURITE_PRELOAD), str(seed)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout)
+    found = _run(TABLE_SCRIPT, seed)
     assert found["problems"] == []
     assert found["narrowed"] == 30 * 3 * 17 and found["size"] > 300
 

@@ -76,9 +76,9 @@ const bounds = (store) => {
 
 QueueStore.prototype.insertMessage = function insertMessage(message, context) {
   const done = original.insertMessage.call(this, message, context);
-  const queue = `${message.accountName}\n${message.queueName}`, known = bounds(this).get(queue);
+  const queues = bounds(this), queue = `${message.accountName}\n${message.queueName}`, known = queues.get(queue);
   if (known !== undefined) {
-    bounds(this).set(queue, Math.min(known, new Date(message.expirationTime).getTime()));
+    queues.set(queue, Math.min(known, new Date(message.expirationTime).getTime()));
   }
   return done;
 };
@@ -145,4 +145,4 @@ Loki.Resultset.prototype.where = function where(fun) {
   return original.where.call(this, fun);
 };
 
-module.exports = { original, pinnedPartitionKey };
+module.exports = { original };

@@ -195,7 +195,7 @@ def start_azurite(workdir: Path, *, in_memory: bool = True, debug_log: Path | No
     ports = [free_port() for _ in range(3)]
     argv = [
         _node(),
-        # Azurite's removals without LokiJS's whole-index rebuild (the module says why; README's known differences)
+        # Azurite without its costs that grow with what is stored (the module lists them; README's known differences)
         "--require", str(AZURITE_PRELOAD),
         str(_need_node_tool("azurite").resolve()),
         "--silent",
