@@ -1,8 +1,10 @@
 """Alerts stored by ingestion's own writer, for the SIEM pull API tests.
 
 `WriterSeeder.store` hands Graph alert objects to `fetch_alerts.store.AlertWriter` (normalised and encoded
-as ingestion does) and publishes the tenant feed rows it wrote with `fetch_alerts.feed.publish`, so every
-row the API reads has the layout the real writer gives it: a change of that layout reaches these tests.
+as ingestion does), publishes the tenant feed rows it wrote with `fetch_alerts.feed.publish` and records the
+last one in the tenant row's `feedPublished`, as ingestion does, so every row the API reads has the layout
+the real writer gives it (a change of that layout reaches these tests) and a tick that did ingest a seeded
+tenant would find nothing left to publish again.
 
 `WriterSeeder.store_bulk` is for volume (a tenant with 100,000 alerts): the writer builds its transactions
 as usual, but they are sent as raw `$batch` requests, serialised by the Table SDK's own entity serialiser;
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableServiceClient, UpdateMode
 from azure.data.tables._serialize import _add_entity_properties
 
 from fetch_alerts import feed
@@ -77,13 +79,26 @@ class WriterSeeder:
         self.portal = str(Settings(dict(stack.settings)).get("PORTAL_HOST"))
         self._raw = FeedSeeder(stack.azurite.connection_string, stack.azurite.table_url, prefix=prefix)
         self._written_ns = 0
+        self._tenants: set[str] = set()  # the tenant rows this seeder wrote
 
     def tenant(self, display_name: str = "Contoso Ltd", tenant_id: str | None = None) -> str:
         """An active tenant row (the columns onboarding writes that the pull API reads)."""
         tenant_id = tenant_id or str(uuid.uuid4())
         self.tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "status": "active",
                                     "displayName": display_name, "alertSource": "graph"})
+        self._tenants.add(tenant_id)
         return tenant_id
+
+    def _published(self, tenant_id: str, feed_keys: list[str]) -> None:
+        """The global rows of `feed_keys` written, then recorded in the tenant row as ingestion records them.
+        Without the record, ingestion would publish the tenant's feed rows again on its next tick (the outbox,
+        fetch_alerts/feed.py), and the feed would rightly name each version twice. A tenant without a row
+        (one the seeder never created) is never ingested, and has nothing to record."""
+        feed.publish(self.feed, tenant_id, feed_keys)
+        if feed_keys and tenant_id in self._tenants:
+            self.tenants.update_entity({"PartitionKey": "tenant", "RowKey": tenant_id,
+                                        "feedPublished": feed_keys[-1]}, mode=UpdateMode.MERGE)
+        self._written_ns = max(self._written_ns, time.time_ns())
 
     def _prepared(self, alerts: Sequence[SourceAlert]) -> list[Prepared]:
         return [Prepared(normalise(raw, AlertSource.GRAPH, a.tenant_id, self.portal), payload.encode(raw))
@@ -95,8 +110,7 @@ class WriterSeeder:
         assert all(a.tenant_id == tenant_id for a in alerts)
         writer = AlertWriter(self.alerts, tenant_id, NEVER_ACTIVE, lambda: None, in_flight=1)
         result = writer.write(self._prepared(alerts))
-        feed.publish(self.feed, tenant_id, result.feed_keys)
-        self._written_ns = max(self._written_ns, time.time_ns())
+        self._published(tenant_id, result.feed_keys)
         return result
 
     def store_many(self, pages: Iterable[Sequence[SourceAlert]], threads: int = 4) -> None:
@@ -117,8 +131,7 @@ class WriterSeeder:
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(send, recorder.transactions))
-        feed.publish(self.feed, tenant_id, result.feed_keys)
-        self._written_ns = max(self._written_ns, time.time_ns())
+        self._published(tenant_id, result.feed_keys)
         return len(recorder.transactions)
 
     def settle(self) -> None:
