@@ -4,11 +4,15 @@ latency) on 1, 2 and 4 local host instances against one Azurite, plus the inputs
 
 Each instance count gets fresh storage (its own Azurite) and N fresh host instances; the local cloud and its
 tenants are created once and written as the same fresh Tenants rows each time, so every measurement starts from
-the same state. The tick is fired on instance 0 through the admin API (as the portal's "Run" does); the other
-instances take the queue's messages as competing consumers (docs/ARCHITECTURE.md, "Ingestion on a queue").
-Per-instance concurrency is the product's: host.json batchSize + newBatchThreshold (16). Messages live an hour
-and the drain wait is 590 s here, so that a slow machine still measures every tenant (`LONG_TICK`). On the
-shared 2-core machine the whole scenario takes 15-20 minutes (ticks of 3-4 minutes: it is CPU-bound).
+the same state. The ticks run in the order 1, 2, 4, 2, 1 instances (`INSTANCE_COUNTS`, then `REPEATED_COUNTS`):
+a machine that speeds up or slows down through the scenario then weighs on one and two instances about alike
+(for a steady drift, both counts' ticks are centred near the same moment), and the ratio of two instances to
+one is that of their mean tenants/s. Each tick's own figures are kept (`runs`, `runs_again`).
+The tick is fired on instance 0 through the admin API (as the portal's "Run" does); the other instances take the
+queue's messages as competing consumers (docs/ARCHITECTURE.md, "Ingestion on a queue"). Per-instance
+concurrency is the product's: host.json batchSize + newBatchThreshold (16). Messages live an hour and the drain
+wait is 590 s here, so that a slow machine still measures every tenant (`LONG_TICK`). On the shared 2-core
+machine the whole scenario takes 20-25 minutes (ticks of 1.5-2.5 minutes: it is CPU-bound).
 
 Measured per instance count:
 - `wall_s`: from the timer's start (its `Executing` log line on instance 0) to the last `ingestion ended` line
@@ -66,6 +70,7 @@ TENANTS = 2000
 ALERTS_PER_TENANT = 2
 LATENCY_MS = 300
 INSTANCE_COUNTS = (1, 2, 4)
+REPEATED_COUNTS = (2, 1)  # run again after INSTANCE_COUNTS, in this order (the module docstring)
 TARGET_RATIO_2 = 1.7
 SIDE_TENANTS = 200  # the storage-operations and alert-to-e-mail runs
 SAMPLE_SECONDS = 0.25
@@ -612,21 +617,26 @@ def _wait_for_mail(stack: LocalStack, title: str, deadline: float) -> float:
 
 
 def run_scaleout(workdir: Path, tenants: int = TENANTS, counts: tuple[int, ...] = INSTANCE_COUNTS,
-                 side_tenants: int = SIDE_TENANTS) -> dict[str, Any]:
-    """`tenants` tenants on each of `counts` instances (a fresh stack each), then the storage-operations and
-    alert-to-e-mail runs."""
+                 side_tenants: int = SIDE_TENANTS, repeated: tuple[int, ...] = REPEATED_COUNTS) -> dict[str, Any]:
+    """`tenants` tenants on each of `counts` instances, then on each of `repeated` (a fresh stack each tick),
+    then the storage-operations and alert-to-e-mail runs."""
     concurrency = _concurrency()
     started = time.monotonic()
     cloud = Cloud.start(workdir / "cloud")
     try:
         runs = {str(n): _scaling_run(workdir / f"instances-{n}", cloud, n, tenants, concurrency) for n in counts}
+        again = {str(n): _scaling_run(workdir / f"instances-{n}-again", cloud, n, tenants, concurrency)
+                 for n in repeated}
     finally:
         cloud.service.stop()
     storage = _storage_run(workdir / "storage", side_tenants)
     mail = _mail_run(workdir / "mail", side_tenants)
-    base = runs[str(counts[0])]["tenants_per_s"] or 0.0
-    ratios = {n: round(r["tenants_per_s"] / base, 2) if base else None for n, r in runs.items()}
-    complete = all(r["complete"] for r in runs.values())
+    each_tick = {n: [r["tenants_per_s"]] + ([again[n]["tenants_per_s"]] if n in again else [])
+                 for n, r in runs.items()}
+    rates = {n: round(sum(v) / len(v), 2) for n, v in each_tick.items()}
+    one = str(counts[0])
+    ratios = {n: round(v / rates[one], 2) if rates[one] else None for n, v in rates.items()}
+    complete = all(r["complete"] for r in (*runs.values(), *again.values()))
     ratio_2 = ratios.get("2")
     model = {n: _model_rate(r, runs[str(counts[0])]) for n, r in runs.items()}
     top = runs[str(counts[-1])]
@@ -634,9 +644,12 @@ def run_scaleout(workdir: Path, tenants: int = TENANTS, counts: tuple[int, ...] 
         "driver": "host timer on instance 0 (admin API); N host instances compete for the ingest-tenants queue",
         "tenants": tenants, "alerts_per_tenant": ALERTS_PER_TENANT, "added_api_latency_ms": LATENCY_MS,
         "concurrency_per_instance": concurrency, "machine_cpus": os.cpu_count(),
-        "runs": runs,
-        "tenants_per_s": {n: r["tenants_per_s"] for n, r in runs.items()},
+        "runs": runs, "runs_again": again,
+        "tenants_per_s": rates, "tenants_per_s_each_tick": each_tick,
         "ratio_to_1_instance": ratios,
+        "ratio_to_1_instance_each_pass": [
+            {n: round(r["tenants_per_s"] / ticks[one]["tenants_per_s"], 2) for n, r in ticks.items()}
+            for ticks in (runs, again) if one in ticks and ticks[one]["tenants_per_s"]],
         "expected_latency_bound_tenants_per_s": {n: r["expected_latency_bound_tenants_per_s"]
                                                  for n, r in runs.items()},
         "model_idle_2_cores_tenants_per_s": model,
@@ -648,8 +661,8 @@ def run_scaleout(workdir: Path, tenants: int = TENANTS, counts: tuple[int, ...] 
         "storage_operations": storage,
         "alert_to_email": mail,
         "scenario_wall_s": round(time.monotonic() - started, 1),
-        "target": f"2 instances >= {TARGET_RATIO_2} x the tenants/s of 1 instance; every tenant ingested in every "
-                  "run; the probe alert e-mailed within the bound",
+        "target": f"2 instances >= {TARGET_RATIO_2} x the tenants/s of 1 instance (mean tenants/s of their ticks); "
+                  "every tenant ingested in every tick; the probe alert e-mailed within the bound",
         "met": complete and ratio_2 is not None and ratio_2 >= TARGET_RATIO_2 and bool(mail["met"]),
     }
 
