@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import TableServiceClient
 from azure.data.tables._serialize import _add_entity_properties
 
 from fetch_alerts import feed
+from fetch_alerts.cursor import TenantRow
 from fetch_alerts.normalise import normalise
 from fetch_alerts.store import AlertWriter, Prepared, WriteResult
 from local.run.stack import LocalStack
@@ -90,14 +91,13 @@ class WriterSeeder:
         return tenant_id
 
     def _published(self, tenant_id: str, feed_keys: list[str]) -> None:
-        """The global rows of `feed_keys` written, then recorded in the tenant row as ingestion records them.
+        """The global rows of `feed_keys` written, then recorded in the tenant row by ingestion's own merge.
         Without the record, ingestion would publish the tenant's feed rows again on its next tick (the outbox,
         fetch_alerts/feed.py), and the feed would rightly name each version twice. A tenant without a row
         (one the seeder never created) is never ingested, and has nothing to record."""
         feed.publish(self.feed, tenant_id, feed_keys)
         if feed_keys and tenant_id in self._tenants:
-            self.tenants.update_entity({"PartitionKey": "tenant", "RowKey": tenant_id,
-                                        "feedPublished": feed_keys[-1]}, mode=UpdateMode.MERGE)
+            TenantRow(self.tenants, tenant_id, None).merge({"feedPublished": feed_keys[-1]})
         self._written_ns = max(self._written_ns, time.time_ns())
 
     def _prepared(self, alerts: Sequence[SourceAlert]) -> list[Prepared]:
