@@ -11,7 +11,7 @@ row, the update is recomputed on the fresh row and the larger cursor wins (each 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,11 +64,17 @@ def completed_cursor(state: PassState, previous: int | None) -> int | None:
 
 @dataclass
 class TenantRow:
-    """The tenant's row as this run last wrote or read it (for ETag conditions)."""
+    """The tenant's row as this run last wrote or read it: its ETag (for the conditions) and `row`, its columns as
+    this run knows them: the row read when the run began with every merge of the run applied, or after a conflict
+    the row then read with the merge applied. Ingestion is the only writer of its own columns
+    (fetch_alerts/STORAGE.md) and holds the tenant's lease while it writes, so `row` holds them as stored; a column
+    another writer changed since (the status, the notification run's marker) shows as the next merge's conflict,
+    which reads the row again."""
 
     table: TableClient
     tenant_id: str
     etag: str | None
+    row: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, fields: dict[str, Any], *, cursor: int | None = None) -> None:
         """Merge `fields` under the row's ETag; on a conflict re-read and keep the larger cursor.
@@ -78,24 +84,30 @@ class TenantRow:
         writes to its row (markers, other runs' merges) may interleave; a row that keeps changing drops the
         update with a warning, as the next tick recomputes it."""
         keys = {"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id}
+        known = (keys, self.etag) if self.etag else None
+        seen: list[dict[str, Any]] = []  # each attempt's row: the first is only the keys when the ETag is `known`
 
         def apply(stored: dict[str, Any]) -> dict[str, Any]:
+            seen.append(stored)
             theirs = cursor_ticks(stored)
             if cursor is not None and theirs is not None and theirs >= cursor:
                 return {**keys, **{k: v for k, v in fields.items() if k != "passState"}}  # theirs is ahead
             return {**keys, **fields, **({"cursor": format_ticks(cursor)} if cursor is not None else {})}
 
         update = update_row(self.table, TENANT_PARTITION, self.tenant_id, apply, mode=UpdateMode.MERGE,
-                            attempts=_ATTEMPTS, known=(keys, self.etag) if self.etag else None)
+                            attempts=_ATTEMPTS, known=known)
         if update.outcome is Outcome.MISSING:
             logger.warning("tenant %s: row deleted during ingestion; nothing recorded", self.tenant_id)
         elif update.outcome is Outcome.CONTENDED:
             logger.warning("tenant %s: row kept changing; update dropped", self.tenant_id)
-        elif update.etag:
-            self.etag = update.etag
+        elif update.row is not None:
+            reads = seen[1:] if known else seen
+            self.row = {**(reads[-1] if reads else self.row), **update.row}
+            self.etag = update.etag or self.etag
 
     def set_marker(self) -> None:
         """pendingNotifications = true, unconditionally (a marker set for nothing is harmless)."""
         metadata = self.table.upsert_entity({"PartitionKey": TENANT_PARTITION, "RowKey": self.tenant_id,
                                              "pendingNotifications": True}, mode=UpdateMode.MERGE)
         self.etag = metadata.get("etag", self.etag)
+        self.row["pendingNotifications"] = True

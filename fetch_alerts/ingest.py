@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,9 @@ from shared.payload import encode
 from shared.tenants import Tenant, TenantRegistry, TenantStatus
 
 logger = logging.getLogger(__name__)
+
+# Columns to write with the merge that completes a regular pass, from the tenant's row and the time (ingest_tenant).
+CompletionColumns = Callable[[dict[str, Any], datetime], dict[str, Any]] | None
 
 _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
     ConsentRevoked: TenantStatus.CONSENT_REVOKED,
@@ -132,11 +136,14 @@ class TenantOutcome:
     overlap_seconds: int = 0
 
 
-def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> TenantOutcome:
+def ingest_tenant(ctx: RunContext, tenant: TenantRow, *, on_complete: CompletionColumns = None) -> TenantOutcome:
+    """The tenant's regular pass, from its row as `tenant` holds it; `tenant` then holds the row as the pass left it.
+    `on_complete(row, now)` names columns to write with the merge that completes the pass (the re-reads' clocks,
+    fetch_alerts/reread.py), so that they cost no write of their own."""
+    row = dict(tenant.row)
     tenant_id = str(row["RowKey"]).lower()
     outcome = TenantOutcome(tenant_id)
     now = datetime.now(UTC)
-    tenant = TenantRow(ctx.tenants, tenant_id, etag)
     health: dict[str, Any] = {"lastAttempt": now}
     overlap = ctx.config.overlap_minutes * 60
     outcome.overlap_seconds, outcome.lag_stats = overlap, Tenant(row).lag_stats
@@ -146,7 +153,7 @@ def ingest_tenant(ctx: RunContext, row: dict[str, Any], etag: str | None) -> Ten
         outcome.extra["activatedAt"] = datetime.fromtimestamp(activated_ticks(row, now) / 1e7, UTC)
         health.update(outcome.extra)
     try:
-        _run(ctx, row, tenant, outcome)
+        _run(ctx, row, tenant, outcome, on_complete)
         ctx.check_lease()  # the health below is a write too
     except Halted:
         logger.warning("tenant %s: ingestion lease lost; the pass stops here, progress kept", tenant_id)
@@ -214,7 +221,8 @@ def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
             **outcome.extra}
 
 
-def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome) -> None:
+def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome,
+         on_complete: CompletionColumns) -> None:
     config = ctx.config
     tenant_id = tenant.tenant_id
     source = AlertSource(str(row.get("alertSource") or "graph"))
@@ -250,7 +258,7 @@ def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: Tenan
             ctx.check_lease()
             began = time.monotonic()
             outcome.repeated, outcome.calls = pager.repeated, pager.calls
-            _store_page(ctx, tenant, writer, page, prepared, outcome, previous_cursor)
+            _store_page(ctx, tenant, writer, page, prepared, outcome, previous_cursor, on_complete)
             outcome.write_seconds += time.monotonic() - began
             if page.complete:
                 outcome.complete = True
@@ -271,7 +279,7 @@ def _prepared(page: Page, source: AlertSource, tenant_id: str, portal: str) -> l
 
 
 def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: Page, prepared: list[Prepared],
-                outcome: TenantOutcome, previous_cursor: int | None) -> None:
+                outcome: TenantOutcome, previous_cursor: int | None, on_complete: CompletionColumns) -> None:
     tenant_id = tenant.tenant_id
     result = writer.write(prepared)
     outcome.pages += 1
@@ -291,6 +299,8 @@ def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: P
     if page.complete:
         fields["passState"] = ""
         fields.update(_success(outcome, complete=True))  # health in the same write as the cursor
+        if on_complete is not None:
+            fields.update(on_complete(tenant.row, datetime.now(UTC)))
         tenant.merge(fields, cursor=completed_cursor(page.state, previous_cursor))
         outcome.health_written = True
     else:

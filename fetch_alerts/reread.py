@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks
 from fetch_alerts.ingest import Halted, RunContext, StorageUnavailable, _prepared, storage_unavailable
@@ -47,7 +45,6 @@ from fetch_alerts.sources import Pager, PassState
 from fetch_alerts.store import AlertWriter
 from shared.alert_sources import AlertSource
 from shared.errors import MicrosoftError
-from shared.tenants import TENANT_PARTITION, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -110,21 +107,23 @@ def _state_json(state: PassState, calls: int) -> str:
     return json.dumps({"pass": state.to_json(), "calls": calls}, separators=(",", ":"))
 
 
-def reread_tenant(ctx: RunContext, tenant_id: str) -> RereadOutcome:
+def first_clocks(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The re-read clocks a tenant's row does not have yet, started at `now`: written with the merge that completes
+    the tenant's first regular pass (fetch_alerts.ingest.ingest_tenant's `on_complete`), which has just read all of
+    the look-back, so that no re-read is due before a period has passed."""
+    return {k.at_column: now for k in KINDS if not isinstance(row.get(k.at_column), datetime)}
+
+
+def reread_tenant(ctx: RunContext, tenant: TenantRow) -> RereadOutcome:
     """Continue or start the tenant's due re-reads, at most FETCH_REREAD_PAGES_PER_TICK pages; progress is
-    kept."""
+    kept. `tenant` is the row as the regular pass before it left it (its columns and ETag): the re-read reads
+    nothing more to begin."""
+    tenant_id = tenant.tenant_id
     outcome = RereadOutcome(tenant_id)
-    try:
-        entity = ctx.tenants.get_entity(TENANT_PARTITION, tenant_id)
-    except ResourceNotFoundError:
-        return outcome
-    row = dict(entity)
-    if row.get("status") != TenantStatus.ACTIVE:
-        return outcome
-    tenant = TenantRow(ctx.tenants, tenant_id, entity.metadata.get("etag"))
+    row = dict(tenant.row)
     now = datetime.now(UTC)
-    first = {k.at_column: now for k in KINDS if not isinstance(row.get(k.at_column), datetime)}
-    if first:  # the tenant's first pass (the look-back) has just read all of it: start the clocks now
+    first = first_clocks(row, now)
+    if first:  # a pass that completed without recording them (its merge was dropped): start the clocks now
         tenant.merge(first)
         row.update(first)
     lags: list[int] = []

@@ -43,7 +43,7 @@ from fetch_alerts.ingest import (
     ingest_tenant,
     storage_unavailable,
 )
-from fetch_alerts.reread import RereadOutcome, reread_tenant
+from fetch_alerts.reread import RereadOutcome, first_clocks, reread_tenant
 from fetch_alerts.tenant_queue import Enqueued, MalformedMessage, TenantMessage, enqueue_tenants
 from shared.incidents import record_poisoned_ingestion
 from shared.tenants import TENANT_PARTITION, Tenant, TenantRegistry, TenantStatus
@@ -215,6 +215,7 @@ def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outc
         outcome.result = "not_active"
         return
     row, etag = found
+    tenant = TenantRow(ctx.tenants, tenant_id, etag, row)
     if redelivered:
         # The delivery before this one died or failed mid-pass, possibly between storing a page's obligations and
         # the marker write after them, with a notification run clearing the marker meanwhile. Stored pages are
@@ -222,16 +223,14 @@ def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outc
         # same holds when this delivery took over a lease that ran out unreleased, whatever its dequeue count:
         # in Azure a killed instance's message stays invisible for 10 minutes and may expire (its TTL is one
         # tick) before it comes back, so the tenant's next message is a first delivery.
-        marker = TenantRow(ctx.tenants, tenant_id, etag)
-        marker.set_marker()
-        row, etag = {**row, "pendingNotifications": True}, marker.etag
+        tenant.set_marker()
     with leases.Heartbeat(lease, ctx.lease_lost):
-        regular = outcome.regular = ingest_tenant(ctx, row, etag)
+        regular = outcome.regular = ingest_tenant(ctx, tenant, on_complete=first_clocks)
         if regular.error == "mssp_credential":
             deps.circuit.trip()
         if regular.complete and not regular.error and not ctx.mssp_broken.is_set() \
                 and time.monotonic() < ctx.deadline and not ctx.lease_lost.is_set():
-            outcome.reread = reread_tenant(ctx, tenant_id)
+            outcome.reread = reread_tenant(ctx, tenant)  # from the row as the pass left it: no read
     if regular.error:
         outcome.result = regular.error if regular.error == "lease_lost" else f"failed {regular.error}"
     elif outcome.reread is not None and outcome.reread.error == "lease_lost":

@@ -45,6 +45,7 @@ class StorageFaultProxy:
         self.upstream_port = upstream_port
         self.rules: list[Rule] = []
         self.refused = 0
+        self.requests: list[tuple[str, str]] = []  # (method, unquoted path) of every request, in arrival order
         self._lock = threading.Lock()
         proxy = self
 
@@ -57,6 +58,8 @@ class StorageFaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.requests.append((self.command, unquote(self.path)))
                 rule = proxy.match(self.command, unquote(self.path))
                 if rule is not None:
                     self._answer(rule)
@@ -102,6 +105,14 @@ class StorageFaultProxy:
     def table_connection_string(self) -> str:
         return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
                 f"TableEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};")
+
+    def row_requests(self, table: str, partition: str, row: str) -> list[str]:
+        """The methods of the requests made so far to one row by its address (point reads and writes; not queries,
+        nor entity-group transactions, which address the table's $batch)."""
+        address = re.compile(rf"/{re.escape(table)}\(PartitionKey='{re.escape(partition)}',"
+                             rf"RowKey='{re.escape(row)}'\)(\?|$)")
+        with self._lock:
+            return [method for method, path in self.requests if address.search(path)]
 
     def match(self, method: str, path: str) -> Rule | None:
         with self._lock:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fetch_alerts.cursor import completed_cursor, cursor_ticks, start_state
+from fetch_alerts.cursor import TenantRow, completed_cursor, cursor_ticks, start_state
 from fetch_alerts.keys import format_ticks, from_datetime, minutes, parse_ticks
 from fetch_alerts.normalise import normalise
 from fetch_alerts.sources import PassState
@@ -144,3 +145,33 @@ def test_the_daily_retention_timer_deletes_alerts_not_updated_for_the_set_days(s
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert [r for r in stored_rows(stack, tenant) if not r["RowKey"].startswith("feed|")] == []
+
+
+def test_the_tenant_row_a_run_holds_is_the_stored_row_after_its_merges_and_after_a_conflict(stack: LocalStack) -> None:
+    # The re-reads start from the row as the regular pass left it (fetch_alerts/reread.py), without reading it:
+    # what TenantRow holds must be what is stored, also when another writer changed the row in between.
+    tenants = table(stack, "Tenants")
+    tenant_id = str(uuid.uuid4())
+    stored = tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "status": "active",
+                                    "alertsStored": 1})
+    read = tenants.get_entity("tenant", tenant_id)
+    assert read.metadata["etag"] == stored["etag"]
+    tenant = TenantRow(tenants, tenant_id, read.metadata["etag"], dict(read))
+    cursor = from_datetime(datetime(2026, 12, 1, tzinfo=UTC))
+
+    def columns(row: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")}
+
+    tenant.merge({"alertsStored": 2, "passState": "x"}, cursor=cursor)
+    assert columns(tenant.row) == columns(tenant_row(stack, tenant_id))
+    tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "status": "offboarded",
+                           "cursor": format_ticks(cursor + 10)})  # another writer: the next merge conflicts
+    tenant.merge({"alertsStored": 3, "passState": "y"}, cursor=cursor + 5)
+    row = tenant_row(stack, tenant_id)
+    assert columns(tenant.row) == columns(row)
+    assert (row["status"], row["alertsStored"], row["passState"]) == ("offboarded", 3, "x")  # theirs was ahead
+    assert cursor_ticks(row) == cursor + 10
+    tenant.set_marker()
+    tenant.merge({"alertsStored": 4})  # under the marker's ETag: no conflict
+    assert columns(tenant.row) == columns(tenant_row(stack, tenant_id))
+    assert tenant.row["pendingNotifications"] is True

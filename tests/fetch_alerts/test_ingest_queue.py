@@ -30,6 +30,7 @@ from tests.fetch_alerts.harness import (
     cloud_now,
     fire,
     hours_ago,
+    make_reread_due,
     run_tick,
     table,
     tenant_row,
@@ -106,6 +107,39 @@ def test_a_ticks_alerts_are_emailed_by_that_ticks_notification_run(stack: LocalS
     assert (run["output"]["obligations"], run["output"]["sent"]) == (3, 3)
     for title in titles:
         assert sum(1 for e in world.emails_to(recipient) if title in str(e.get("text") or "")) == 1
+
+
+def test_a_tenants_message_reads_its_row_once_and_writes_it_once_unless_a_reread_is_due(
+        proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
+    # The Tenants partition is the first limit of a deployment's size (docs/CAPACITY.md, "What caps first"): a
+    # message reads the tenant's row once, when it starts, and the re-reads after the pass start from the row as
+    # the pass left it. Alerts from before the activation owe no obligation, so nothing sets the marker here.
+    stack, proxy = proxied
+    tenant = add_tenant(stack, alerts={"count": 3, "start": hours_ago(stack, 2), "lagSeconds": 0,
+                                       "updatesPerAlert": 0})
+
+    def tick() -> list[str]:
+        before = len(proxy.row_requests("Tenants", TENANT_PARTITION, tenant))
+        run_tick(stack)
+        return proxy.row_requests("Tenants", TENANT_PARTITION, tenant)[before:]
+
+    first = tick()  # the look-back: it completes, and its merge starts the re-reads' clocks
+    assert first == ["GET", "PATCH"], first
+    row = tenant_row(stack, tenant)
+    assert row["passComplete"] is True and row["alertsStored"] == 3
+    assert row["lastSuccess"] <= row["rereadHourAt"] == row["rereadDayAt"]  # started by the completing merge
+    assert tick() == ["GET", "PATCH"]  # a quiet tick: no re-read due
+    calls = _api_calls(stack, tenant)
+    make_reread_due(stack, tenant, "hour")
+    due = tick()
+    # The row read when the message started already says the hourly re-read is due: it starts (a merge), reads
+    # one page and finishes (a merge), after the pass's own merge, with no second read.
+    assert due == ["GET", "PATCH", "PATCH", "PATCH"], due
+    assert _api_calls(stack, tenant) == calls + 2  # the regular pass and one re-read page
+    after = tenant_row(stack, tenant)
+    assert after["rereadHourAt"] > row["rereadHourAt"] and after["rereadHourState"] == ""
+    assert after["rereadHourCalls"] == 1 and after["rereadDayAt"] == row["rereadDayAt"]
+    assert_table_matches_ground_truth(stack, tenant, "graph")
 
 
 def test_a_duplicate_message_while_the_tenant_is_ingested_completes_without_a_second_pass(stack: LocalStack) -> None:
