@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from fetch_alerts import feed, visibility
 from fetch_alerts.cursor import TenantRow, activated_ticks
 from fetch_alerts.ingest import Halted, RunContext, StorageUnavailable, _prepared, storage_unavailable
@@ -45,6 +47,7 @@ from fetch_alerts.sources import Pager, PassState
 from fetch_alerts.store import AlertWriter
 from shared.alert_sources import AlertSource
 from shared.errors import MicrosoftError
+from shared.tenants import TENANT_PARTITION, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +117,35 @@ def first_clocks(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {k.at_column: now for k in KINDS if not isinstance(row.get(k.at_column), datetime)}
 
 
+def _due(row: dict[str, Any], kind: Kind, now: datetime) -> bool:
+    """Whether the row has an unfinished re-read of `kind`, or one a period old or never started."""
+    if _saved(row.get(kind.state_column)) is not None:
+        return True
+    started = row.get(kind.at_column)
+    return not (isinstance(started, datetime) and now - started < kind.period)
+
+
 def reread_tenant(ctx: RunContext, tenant: TenantRow) -> RereadOutcome:
     """Continue or start the tenant's due re-reads, at most FETCH_REREAD_PAGES_PER_TICK pages; progress is
-    kept. `tenant` is the row as the regular pass before it left it (its columns and ETag): the re-read reads
-    nothing more to begin."""
+    kept. `tenant` is the row as the regular pass before it left it (its columns and ETag): when no re-read is due
+    by it, as on most ticks, nothing is read or written. When one is, the row is read again first, and a tenant
+    disabled, offboarded or deleted since the message began is not read further."""
     tenant_id = tenant.tenant_id
     outcome = RereadOutcome(tenant_id)
-    row = dict(tenant.row)
     now = datetime.now(UTC)
-    first = first_clocks(row, now)
+    first = first_clocks(tenant.row, now)
     if first:  # a pass that completed without recording them (its merge was dropped): start the clocks now
         tenant.merge(first)
-        row.update(first)
+    if not any(_due(tenant.row, kind, now) for kind in KINDS):
+        return outcome
+    try:
+        entity = ctx.tenants.get_entity(TENANT_PARTITION, tenant_id)
+    except ResourceNotFoundError:
+        return outcome
+    row = dict(entity)
+    if row.get("status") != TenantStatus.ACTIVE:
+        return outcome
+    tenant.row, tenant.etag = dict(row), entity.metadata.get("etag")
     lags: list[int] = []
     dropped: Exception | None = None
     try:
@@ -171,11 +191,10 @@ def _run_kind(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, kind: Kin
               outcome: RereadOutcome, lags: list[int]) -> None:
     config = ctx.config
     tenant_id = tenant.tenant_id
+    if not _due(row, kind, now):
+        return
     saved = _saved(row.get(kind.state_column))
     if saved is None:
-        started = row.get(kind.at_column)
-        if isinstance(started, datetime) and now - started < kind.period:
-            return
         window = kind.window(config.lookback_days)
         saved = (PassState(lo=from_datetime(now - window), cap=from_datetime(now)), 0)
         tenant.merge({kind.at_column: now, kind.state_column: _state_json(*saved)})

@@ -109,6 +109,26 @@ def test_a_ticks_alerts_are_emailed_by_that_ticks_notification_run(stack: LocalS
         assert sum(1 for e in world.emails_to(recipient) if title in str(e.get("text") or "")) == 1
 
 
+def test_a_tenant_offboarded_during_its_pass_gets_no_reread_in_that_message(stack: LocalStack) -> None:
+    tenant = add_tenant(stack, alerts={"count": 3, "start": hours_ago(stack, 2), "lagSeconds": 0,
+                                       "updatesPerAlert": 0})
+    run_tick(stack)
+    make_reread_due(stack, tenant, "hour")
+    due_since = tenant_row(stack, tenant)["rereadHourAt"]
+    calls = _api_calls(stack, tenant)
+    add_latency(stack, tenant, 3000)  # the regular pass holds the lease for three seconds
+    before = fire(stack)
+    wait_for(lambda: leases.current(table(stack, "IngestLeases"), tenant), 60, "the tick's pass holds the lease")
+    table(stack, "Tenants").upsert_entity({"PartitionKey": TENANT_PARTITION, "RowKey": tenant,
+                                           "status": "offboarded"})
+    wait_finished(stack, before)
+    stack.cloud.control("DELETE", f"tenants/{tenant}/faults")
+    assert _api_calls(stack, tenant) == calls + 1  # the regular pass under way, no re-read after it
+    row = tenant_row(stack, tenant)
+    assert row["status"] == "offboarded" and row["rereadHourAt"] == due_since and not row.get("rereadHourState")
+    assert len(_ingestion_lines(stack, tenant, "ingestion started")) == 2
+
+
 def test_a_tenants_message_reads_its_row_once_and_writes_it_once_unless_a_reread_is_due(
         proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
     # The Tenants partition is the first limit of a deployment's size (docs/CAPACITY.md, "What caps first"): a
@@ -132,9 +152,9 @@ def test_a_tenants_message_reads_its_row_once_and_writes_it_once_unless_a_reread
     calls = _api_calls(stack, tenant)
     make_reread_due(stack, tenant, "hour")
     due = tick()
-    # The row read when the message started already says the hourly re-read is due: it starts (a merge), reads
-    # one page and finishes (a merge), after the pass's own merge, with no second read.
-    assert due == ["GET", "PATCH", "PATCH", "PATCH"], due
+    # The row as the pass left it says the hourly re-read is due: the re-read reads the row again (a tenant
+    # disabled or offboarded meanwhile is not read further), starts (a merge), reads one page and finishes (a merge).
+    assert due == ["GET", "PATCH", "GET", "PATCH", "PATCH"], due
     assert _api_calls(stack, tenant) == calls + 2  # the regular pass and one re-read page
     after = tenant_row(stack, tenant)
     assert after["rereadHourAt"] > row["rereadHourAt"] and after["rereadHourState"] == ""
