@@ -230,7 +230,7 @@ def _ingest(deps: MessageDeps, lease: leases.Lease, message: TenantMessage, outc
             deps.circuit.trip()
         if regular.complete and not regular.error and not ctx.mssp_broken.is_set() \
                 and time.monotonic() < ctx.deadline and not ctx.lease_lost.is_set():
-            outcome.reread = reread_tenant(ctx, tenant)  # from the row as the pass left it: no read
+            outcome.reread = reread_tenant(ctx, tenant)  # reads the row again only when a re-read is due
     if regular.error:
         outcome.result = regular.error if regular.error == "lease_lost" else f"failed {regular.error}"
     elif outcome.reread is not None and outcome.reread.error == "lease_lost":
