@@ -116,7 +116,7 @@ def test_a_tenant_offboarded_during_its_pass_gets_no_reread_in_that_message(stac
     make_reread_due(stack, tenant, "hour")
     due_since = tenant_row(stack, tenant)["rereadHourAt"]
     calls = _api_calls(stack, tenant)
-    add_latency(stack, tenant, 3000)  # the regular pass holds the lease for three seconds
+    add_latency(stack, tenant, 5000)  # the regular pass holds the lease for five seconds before its re-read
     before = fire(stack)
     wait_for(lambda: leases.current(table(stack, "IngestLeases"), tenant), 60, "the tick's pass holds the lease")
     table(stack, "Tenants").upsert_entity({"PartitionKey": TENANT_PARTITION, "RowKey": tenant,
