@@ -48,7 +48,7 @@ from shared.tenants import Tenant, TenantRegistry, TenantStatus
 logger = logging.getLogger(__name__)
 
 # Columns to write with the merge that completes a regular pass, from the tenant's row and the time (ingest_tenant).
-CompletionColumns = Callable[[dict[str, Any], datetime], dict[str, Any]] | None
+CompletionColumns = Callable[[dict[str, Any], datetime], dict[str, Any]]
 
 _STATUS_FOR: dict[type[MicrosoftError], TenantStatus] = {
     ConsentRevoked: TenantStatus.CONSENT_REVOKED,
@@ -136,7 +136,7 @@ class TenantOutcome:
     overlap_seconds: int = 0
 
 
-def ingest_tenant(ctx: RunContext, tenant: TenantRow, *, on_complete: CompletionColumns = None) -> TenantOutcome:
+def ingest_tenant(ctx: RunContext, tenant: TenantRow, *, on_complete: CompletionColumns | None = None) -> TenantOutcome:
     """The tenant's regular pass, from its row as `tenant` holds it; `tenant` then holds the row as the pass left it.
     `on_complete(row, now)` names columns to write with the merge that completes the pass (the re-reads' clocks,
     fetch_alerts/reread.py), so that they cost no write of their own."""
@@ -222,7 +222,7 @@ def _success(outcome: TenantOutcome, *, complete: bool) -> dict[str, Any]:
 
 
 def _run(ctx: RunContext, row: dict[str, Any], tenant: TenantRow, outcome: TenantOutcome,
-         on_complete: CompletionColumns) -> None:
+         on_complete: CompletionColumns | None) -> None:
     config = ctx.config
     tenant_id = tenant.tenant_id
     source = AlertSource(str(row.get("alertSource") or "graph"))
@@ -279,7 +279,8 @@ def _prepared(page: Page, source: AlertSource, tenant_id: str, portal: str) -> l
 
 
 def _store_page(ctx: RunContext, tenant: TenantRow, writer: AlertWriter, page: Page, prepared: list[Prepared],
-                outcome: TenantOutcome, previous_cursor: int | None, on_complete: CompletionColumns) -> None:
+                outcome: TenantOutcome, previous_cursor: int | None,
+                on_complete: CompletionColumns | None) -> None:
     tenant_id = tenant.tenant_id
     result = writer.write(prepared)
     outcome.pages += 1

@@ -29,6 +29,11 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 _WRITES = frozenset({"PUT", "PATCH", "MERGE", "POST", "DELETE"})
 
 
+def _row_address(table: str, partition: str, row: str) -> re.Pattern[str]:
+    """The unquoted path of a request to one entity by its keys (a point read or a write of it)."""
+    return re.compile(rf"/{re.escape(table)}\(PartitionKey='{re.escape(partition)}',RowKey='{re.escape(row)}'\)(\?|$)")
+
+
 @dataclass(frozen=True)
 class Rule:
     methods: frozenset[str]
@@ -58,9 +63,10 @@ class StorageFaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                path = unquote(self.path)
                 with proxy._lock:
-                    proxy.requests.append((self.command, unquote(self.path)))
-                rule = proxy.match(self.command, unquote(self.path))
+                    proxy.requests.append((self.command, path))
+                rule = proxy.match(self.command, path)
                 if rule is not None:
                     self._answer(rule)
                     return
@@ -109,8 +115,7 @@ class StorageFaultProxy:
     def row_requests(self, table: str, partition: str, row: str) -> list[str]:
         """The methods of the requests made so far to one row by its address (point reads and writes; not queries,
         nor entity-group transactions, which address the table's $batch)."""
-        address = re.compile(rf"/{re.escape(table)}\(PartitionKey='{re.escape(partition)}',"
-                             rf"RowKey='{re.escape(row)}'\)(\?|$)")
+        address = _row_address(table, partition, row)
         with self._lock:
             return [method for method, path in self.requests if address.search(path)]
 
@@ -125,8 +130,7 @@ class StorageFaultProxy:
     @contextmanager
     def refuse_row_writes(self, table: str, partition: str, row: str) -> Iterator[Rule]:
         """Every write to one row fails as Azure fails it for an entity at the size limit, until the block ends."""
-        rule = Rule(_WRITES, re.compile(rf"/{re.escape(table)}\(PartitionKey='{re.escape(partition)}',"
-                                        rf"RowKey='{re.escape(row)}'\)"), 400, "EntityTooLarge",
+        rule = Rule(_WRITES, _row_address(table, partition, row), 400, "EntityTooLarge",
                     "The entity is larger than the maximum allowed size (1MB).")
         with self._lock:
             self.rules.append(rule)

@@ -11,8 +11,8 @@ one is that of their mean tenants/s. Each tick's own figures are kept (`runs`, `
 The tick is fired on instance 0 through the admin API (as the portal's "Run" does); the other instances take the
 queue's messages as competing consumers (docs/ARCHITECTURE.md, "Ingestion on a queue"). Per-instance
 concurrency is the product's: host.json batchSize + newBatchThreshold (16). Messages live an hour and the drain
-wait is 590 s here, so that a slow machine still measures every tenant (`LONG_TICK`). On the shared 2-core
-machine the whole scenario takes 20-25 minutes (ticks of 1.5-2.5 minutes: it is CPU-bound).
+wait is 590 s here, so that a slow machine still measures every tenant (`LONG_TICK`). On a quiet 2-core machine
+the whole scenario takes 9-13 minutes (ticks of 1-2.5 minutes: it is CPU-bound).
 
 Measured per instance count:
 - `wall_s`: from the timer's start (its `Executing` log line on instance 0) to the last `ingestion ended` line

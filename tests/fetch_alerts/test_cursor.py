@@ -148,8 +148,8 @@ def test_the_daily_retention_timer_deletes_alerts_not_updated_for_the_set_days(s
 
 
 def test_the_tenant_row_a_run_holds_is_the_stored_row_after_its_merges_and_after_a_conflict(stack: LocalStack) -> None:
-    # The re-reads start from the row as the regular pass left it (fetch_alerts/reread.py), without reading it:
-    # what TenantRow holds must be what is stored, also when another writer changed the row in between.
+    # Whether a re-read is due is decided on the row as the regular pass left it (fetch_alerts/reread.py), without
+    # reading it: what TenantRow holds must be what is stored, also when another writer changed the row in between.
     tenants = table(stack, "Tenants")
     tenant_id = str(uuid.uuid4())
     stored = tenants.upsert_entity({"PartitionKey": "tenant", "RowKey": tenant_id, "status": "active",

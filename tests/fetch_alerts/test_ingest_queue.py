@@ -132,8 +132,8 @@ def test_a_tenant_offboarded_during_its_pass_gets_no_reread_in_that_message(stac
 def test_a_tenants_message_reads_its_row_once_and_writes_it_once_unless_a_reread_is_due(
         proxied: tuple[LocalStack, StorageFaultProxy]) -> None:
     # The Tenants partition is the first limit of a deployment's size (docs/CAPACITY.md, "What caps first"): a
-    # message reads the tenant's row once, when it starts, and the re-reads after the pass start from the row as
-    # the pass left it. Alerts from before the activation owe no obligation, so nothing sets the marker here.
+    # message reads the tenant's row once, when it starts, and whether a re-read is due is decided on the row as the
+    # pass left it. Alerts from before the activation owe no obligation, so nothing sets the marker here.
     stack, proxy = proxied
     tenant = add_tenant(stack, alerts={"count": 3, "start": hours_ago(stack, 2), "lagSeconds": 0,
                                        "updatesPerAlert": 0})
