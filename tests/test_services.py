@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from local.run.services import ServiceError, _spawn
+from local.run.services import ServiceError, _spawn, _start_azurite, on_free_ports
 from local.run.stack import LocalStack
 
 
@@ -106,3 +106,43 @@ def _processes_writing(logs: set[Path]) -> list[int]:
             if any(Path(os.readlink(fd)) in logs for fd in fd_dir.iterdir()):
                 holders.append(int(fd_dir.parent.name))
     return holders
+
+
+def test_a_port_taken_before_the_service_binds_it_makes_the_service_start_on_other_ports(tmp_path):
+    # free_port's port is free only until someone binds it: a parallel test worker's service can take it between
+    # the check and Azurite's own bind (seen in CI: Azurite exited with EADDRINUSE and the test failed).
+    tried: list[list[int]] = []
+    taken: list[socket.socket] = []
+
+    def start(ports: list[int]):
+        tried.append(ports)
+        if len(tried) == 1:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", ports[0]))  # the blob port, which Azurite binds first
+            sock.listen()
+            taken.append(sock)
+        return _start_azurite(tmp_path / "azurite", ports, True, None)
+
+    try:
+        azurite = on_free_ports(3, start)
+        try:
+            assert len(tried) == 2 and azurite.alive
+            assert (azurite.blob_port, azurite.queue_port, azurite.table_port) == tuple(tried[1])
+            assert "EADDRINUSE" in (tmp_path / "azurite" / "azurite.log").read_text()
+        finally:
+            azurite.stop()
+    finally:
+        for sock in taken:
+            sock.close()
+
+
+def test_a_start_that_fails_for_another_reason_is_not_tried_again():
+    tried: list[list[int]] = []
+
+    def start(ports: list[int]):
+        tried.append(ports)
+        raise ServiceError("azurite exited with code 1 while starting; log tail:\nunknown option --nope")
+
+    with pytest.raises(ServiceError, match="unknown option"):
+        on_free_ports(3, start)
+    assert len(tried) == 1

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
 logger = logging.getLogger(__name__)
+S = TypeVar("S")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
@@ -45,6 +47,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PORT_ATTEMPTS = 5
+
+
+def on_free_ports(count: int, start: Callable[[list[int]], S], attempts: int = PORT_ATTEMPTS) -> S:
+    """`start(ports)` on `count` ports that were free a moment ago, and on fresh ones when the service stopped while
+    starting because one was taken meanwhile: free_port's port is only reserved once the service binds it, and
+    another process (a parallel test worker's service) can bind it first."""
+    for _ in range(attempts - 1):
+        try:
+            return start([free_port() for _ in range(count)])
+        except ServiceError as exc:
+            if not _port_taken(exc):
+                raise
+            logger.warning("a port was taken before the service bound it; starting again on other ports")
+    return start([free_port() for _ in range(count)])
+
+
+def _port_taken(exc: ServiceError) -> bool:
+    """Whether a start failed because an address was in use (Node: EADDRINUSE; Python: errno 98's message)."""
+    text = str(exc).lower()
+    return "eaddrinuse" in text or "address already in use" in text
 
 
 def _port_open(port: int) -> bool:
@@ -192,7 +217,10 @@ def start_azurite(workdir: Path, *, in_memory: bool = True, debug_log: Path | No
     """Azurite with blob, queue and table services on free ports, data under workdir (or in memory).
     `debug_log`: Azurite's debug log (every request it served), for tests that count requests."""
     workdir.mkdir(parents=True, exist_ok=True)
-    ports = [free_port() for _ in range(3)]
+    return on_free_ports(3, lambda ports: _start_azurite(workdir, ports, in_memory, debug_log))
+
+
+def _start_azurite(workdir: Path, ports: list[int], in_memory: bool, debug_log: Path | None) -> Azurite:
     argv = [
         _node(),
         # Azurite without its costs that grow with what is stored (the module lists them; README's known differences)
@@ -247,7 +275,10 @@ class MailDev(Service):
 
 def start_maildev(workdir: Path) -> MailDev:
     """MailDev's SMTP server and web inbox on free loopback ports, mail kept in memory."""
-    smtp_port, web_port = free_port(), free_port()
+    return on_free_ports(2, lambda ports: _start_maildev(workdir, *ports))
+
+
+def _start_maildev(workdir: Path, smtp_port: int, web_port: int) -> MailDev:
     argv = [
         str(_need_node_tool("maildev")),
         "--smtp", str(smtp_port), "--ip", "127.0.0.1",
@@ -292,7 +323,8 @@ class LocalCloud(Service):
 def start_cloud(state_dir: Path, port: int | None = None) -> LocalCloud:
     """The local Microsoft cloud (Entra, Graph, Defender) over HTTPS with its own CA in state_dir."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    if not port:
+        return on_free_ports(1, lambda ports: start_cloud(state_dir, ports[0]))
     argv = [sys.executable, "-m", "local.cloud", "--port", str(port), "--state-dir", str(state_dir)]
     base = _spawn("local-cloud", argv, state_dir / "cloud.log", env=_python_env())
     service = LocalCloud(**vars(base), port=port, state_dir=state_dir)
